@@ -44,5 +44,3 @@ func (m *Module) SetAcquireTimeoutForTest(d time.Duration) (restore func()) {
 	m.cfg.AcquireTimeout = d
 	return func() { m.cfg.AcquireTimeout = old }
 }
-
-func (m *Module) Recoveries() uint64 { return m.recoveries.Load() }

@@ -472,3 +472,9 @@ func (m *Module) probe() error {
 
 // Sessions returns the configured number of worker sessions.
 func (m *Module) Sessions() int { return m.cfg.Sessions }
+
+// InUse returns the number of worker sessions lent out right now.
+func (m *Module) InUse() int { return int(m.inUse.Load()) }
+
+// Recoveries returns how many times the module tried to bring the token back.
+func (m *Module) Recoveries() uint64 { return m.recoveries.Load() }

@@ -1,0 +1,172 @@
+package appliance
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"time"
+
+	"github.com/keyrack/keyrack/hsm"
+)
+
+// ErrConfig marks a configuration the daemon refuses to start with.
+var ErrConfig = errors.New("invalid configuration")
+
+// Config is keyrackd's configuration file (JSON). Unknown keys are an
+// error: a misspelt security setting must stop the daemon, not be ignored.
+type Config struct {
+	// Listen is the address of the HTTP API (default 127.0.0.1:8080).
+	Listen string `json:"listen"`
+	// Token selects the PKCS#11 token that holds the keys.
+	Token TokenConfig `json:"token"`
+	// StateDir holds the appliance's own state (default /var/lib/keyrack).
+	StateDir string `json:"state_dir"`
+	// ShutdownTimeout bounds the drain of in-flight requests on SIGTERM.
+	ShutdownTimeout Duration `json:"shutdown_timeout"`
+	// HealthTimeout bounds one token health check (default 2s).
+	HealthTimeout Duration `json:"health_timeout"`
+	// MaxBodyBytes caps request bodies (default 1 MiB).
+	MaxBodyBytes int64 `json:"max_body_bytes"`
+	// Dev marks a development appliance (dev token, demo data). Settings
+	// that are unsafe in production are only accepted with it.
+	Dev bool `json:"dev"`
+}
+
+// TokenConfig is the PKCS#11 part of Config.
+type TokenConfig struct {
+	// Module is the PKCS#11 shared library of the HSM vendor.
+	Module string `json:"module"`
+	// Label and/or Serial select the token (never a slot number).
+	Label  string `json:"label"`
+	Serial string `json:"serial"`
+	// Exactly one PIN source.
+	PINFile       string `json:"pin_file"`
+	PINEnv        string `json:"pin_env"`
+	PINCredential string `json:"pin_credential"`
+	// Sessions is the number of signing sessions (default: CPUs).
+	Sessions int `json:"sessions"`
+	// AcquireTimeout bounds the wait for a free session (default 5s).
+	AcquireTimeout Duration `json:"acquire_timeout"`
+	// RetryInterval is the least time between reconnect attempts (1s).
+	RetryInterval Duration `json:"retry_interval"`
+}
+
+// HSM returns the hsm.Config this token section describes.
+func (t TokenConfig) HSM() hsm.Config {
+	return hsm.Config{
+		Path:           t.Module,
+		TokenLabel:     t.Label,
+		TokenSerial:    t.Serial,
+		PIN:            hsm.PINSource{File: t.PINFile, Env: t.PINEnv, Credential: t.PINCredential},
+		Sessions:       t.Sessions,
+		AcquireTimeout: time.Duration(t.AcquireTimeout),
+		RetryInterval:  time.Duration(t.RetryInterval),
+	}
+}
+
+// Duration is a time.Duration written as "5s", "250ms" in JSON.
+type Duration time.Duration
+
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string like \"5s\"")
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	if v < 0 {
+		return fmt.Errorf("duration %q is negative", s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return json.Marshal(time.Duration(d).String())
+}
+
+// LoadConfig reads and checks a configuration file.
+func LoadConfig(path string) (Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	defer f.Close()
+	cfg, err := ParseConfig(f)
+	if err != nil {
+		return Config{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// ParseConfig decodes a configuration strictly and fills in defaults.
+func ParseConfig(r io.Reader) (Config, error) {
+	data, err := io.ReadAll(io.LimitReader(r, 1<<20))
+	if err != nil {
+		return Config{}, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var cfg Config
+	if err := dec.Decode(&cfg); err != nil {
+		return Config{}, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	if dec.More() {
+		return Config{}, fmt.Errorf("%w: trailing data after the configuration object", ErrConfig)
+	}
+	if err := cfg.Normalize(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+// Normalize fills in defaults and checks the configuration.
+func (c *Config) Normalize() error {
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:8080"
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("%w: listen %q: %w", ErrConfig, c.Listen, err)
+	}
+	if c.StateDir == "" {
+		c.StateDir = "/var/lib/keyrack"
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = Duration(15 * time.Second)
+	}
+	if c.HealthTimeout == 0 {
+		c.HealthTimeout = Duration(2 * time.Second)
+	}
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = 1 << 20
+	}
+	if c.MaxBodyBytes < 4096 {
+		return fmt.Errorf("%w: max_body_bytes %d is too small for an assertion stream", ErrConfig, c.MaxBodyBytes)
+	}
+	t := c.Token
+	if t.Module == "" {
+		return fmt.Errorf("%w: token.module (the PKCS#11 library) is required", ErrConfig)
+	}
+	if t.Label == "" && t.Serial == "" {
+		return fmt.Errorf("%w: token.label or token.serial is required", ErrConfig)
+	}
+	n := 0
+	for _, s := range []string{t.PINFile, t.PINEnv, t.PINCredential} {
+		if s != "" {
+			n++
+		}
+	}
+	if n != 1 {
+		return fmt.Errorf("%w: set exactly one of token.pin_file, token.pin_env, token.pin_credential", ErrConfig)
+	}
+	if t.Sessions < 0 || t.Sessions > 256 {
+		return fmt.Errorf("%w: token.sessions %d out of range 0..256", ErrConfig, t.Sessions)
+	}
+	return nil
+}

@@ -1,0 +1,130 @@
+package appliance
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/keyrack/keyrack/hsm"
+)
+
+// APIError is an error with the status and the stable code the API
+// answers with. Message is shown to the caller: it must never carry a
+// secret.
+type APIError struct {
+	Status     int
+	Code       string
+	Message    string
+	RetryAfter int // seconds; sent as Retry-After when > 0
+	Err        error
+}
+
+func (e *APIError) Error() string { return e.Code + ": " + e.Message }
+func (e *APIError) Unwrap() error { return e.Err }
+
+// errorBody is the JSON error shape: snapd shows the message to the user
+// only when Content-Type is exactly application/json.
+type errorBody struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+// toAPIError classifies any error for the wire.
+func toAPIError(err error) *APIError {
+	var ae *APIError
+	if errors.As(err, &ae) {
+		return ae
+	}
+	var he *echo.HTTPError
+	if errors.As(err, &he) {
+		msg := http.StatusText(he.Code)
+		if s, ok := he.Message.(string); ok && s != "" {
+			msg = s
+		}
+		return &APIError{Status: he.Code, Code: codeForStatus(he.Code), Message: msg, Err: err}
+	}
+	switch {
+	case errors.Is(err, hsm.ErrTokenUnavailable), errors.Is(err, hsm.ErrPINIncorrect), errors.Is(err, hsm.ErrClosed):
+		return &APIError{Status: http.StatusServiceUnavailable, Code: "token-unavailable",
+			Message: "the signing token is unavailable; retry later", RetryAfter: 5, Err: err}
+	case errors.Is(err, hsm.ErrBusy), errors.Is(err, context.DeadlineExceeded):
+		return &APIError{Status: http.StatusServiceUnavailable, Code: "overloaded",
+			Message: "the appliance is at capacity; retry later", RetryAfter: 1, Err: err}
+	case errors.Is(err, hsm.ErrKeyNotFound):
+		return &APIError{Status: http.StatusNotFound, Code: "key-not-found", Message: "no such key", Err: err}
+	case errors.Is(err, hsm.ErrKeyExists):
+		return &APIError{Status: http.StatusConflict, Code: "key-exists",
+			Message: "a key with this name or id already exists; keyrack never replaces keys", Err: err}
+	case errors.Is(err, hsm.ErrInvalidArgument):
+		return &APIError{Status: http.StatusBadRequest, Code: "invalid-argument", Message: err.Error(), Err: err}
+	}
+	return &APIError{Status: http.StatusInternalServerError, Code: "internal", Message: "internal error", Err: err}
+}
+
+func codeForStatus(status int) string {
+	switch status {
+	case http.StatusNotFound:
+		return "not-found"
+	case http.StatusMethodNotAllowed:
+		return "method-not-allowed"
+	case http.StatusRequestEntityTooLarge:
+		return "body-too-large"
+	case http.StatusUnauthorized:
+		return "unauthorized"
+	case http.StatusForbidden:
+		return "forbidden"
+	case http.StatusUnsupportedMediaType:
+		return "unsupported-media-type"
+	case http.StatusTooManyRequests:
+		return "rate-limited"
+	}
+	if status >= 500 {
+		return "internal"
+	}
+	return "bad-request"
+}
+
+// writeJSON writes v with Content-Type exactly "application/json".
+func writeJSON(c echo.Context, status int, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	h := c.Response().Header()
+	h.Set(echo.HeaderContentType, "application/json")
+	h.Set("X-Content-Type-Options", "nosniff")
+	c.Response().WriteHeader(status)
+	_, err = c.Response().Write(append(b, '\n'))
+	return err
+}
+
+// errorHandler is echo's HTTPErrorHandler: every error leaves as JSON with
+// the right status; internal details go to the log, not to the caller.
+func (s *Server) errorHandler(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	ae := toAPIError(err)
+	if ae.Status >= 500 {
+		s.log.Error("request failed", "route", c.Path(), "status", ae.Status, "code", ae.Code, "err", err)
+	}
+	if ae.RetryAfter > 0 {
+		c.Response().Header().Set("Retry-After", strconv.Itoa(ae.RetryAfter))
+	}
+	var body errorBody
+	body.Error.Code = ae.Code
+	body.Error.Message = ae.Message
+	if c.Request().Method == http.MethodHead {
+		_ = c.NoContent(ae.Status)
+		return
+	}
+	if werr := writeJSON(c, ae.Status, body); werr != nil {
+		s.log.Warn("writing error response", "err", werr)
+	}
+}

@@ -1,0 +1,84 @@
+package appliance
+
+import (
+	"runtime/debug"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/keyrack/keyrack/hsm"
+)
+
+// metrics are keyrack's Prometheus series, on a registry of its own so
+// that nothing a library registers globally leaks onto /metrics. Labels
+// take only values from closed sets (route templates, status classes):
+// never a serial, a key name or anything a client sent.
+type metrics struct {
+	reg      *prometheus.Registry
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+	inFlight prometheus.Gauge
+	tokenUp  prometheus.Gauge
+}
+
+func newMetrics(mod *hsm.Module, version string) *metrics {
+	reg := prometheus.NewRegistry()
+	m := &metrics{
+		reg: reg,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyrack_http_requests_total",
+			Help: "HTTP requests answered, by route template and status class.",
+		}, []string{"route", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "keyrack_http_request_duration_seconds",
+			Help:    "HTTP request latency by route template.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"route"}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "keyrack_http_requests_in_flight",
+			Help: "HTTP requests being served.",
+		}),
+		tokenUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "keyrack_token_up",
+			Help: "1 when the last token health check succeeded, else 0.",
+		}),
+	}
+	build := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "keyrack_build_info",
+		Help:        "Build information; always 1.",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": goVersion()},
+	})
+	build.Set(1)
+	reg.MustRegister(m.requests, m.latency, m.inFlight, m.tokenUp, build,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "keyrack_token_sessions",
+			Help: "Configured token worker sessions.",
+		}, func() float64 { return float64(mod.Sessions()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "keyrack_token_sessions_in_use",
+			Help: "Token worker sessions lent out right now.",
+		}, func() float64 { return float64(mod.InUse()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "keyrack_token_recoveries_total",
+			Help: "Attempts to bring the token back after it lost sessions, login or handles.",
+		}, func() float64 { return float64(mod.Recoveries()) }),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return m
+}
+
+func goVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		return bi.GoVersion
+	}
+	return "unknown"
+}
+
+// observe records a finished request under its route template.
+func (m *metrics) observe(route string, status int, took time.Duration) {
+	m.latency.WithLabelValues(route).Observe(took.Seconds())
+	m.requests.WithLabelValues(route, strconv.Itoa(status/100)+"xx").Inc()
+}

@@ -1,0 +1,135 @@
+// Package appliance is keyrackd: its HTTP API, the services behind it and
+// their configuration. It reaches the token only through package hsm.
+package appliance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/keyrack/keyrack/hsm"
+)
+
+// Version is set at build time (-ldflags -X).
+var Version = "dev"
+
+// Server is the appliance's HTTP API.
+type Server struct {
+	cfg     Config
+	mod     *hsm.Module
+	log     *slog.Logger
+	echo    *echo.Echo
+	metrics *metrics
+}
+
+// NewServer wires the API onto an open token module.
+func NewServer(cfg Config, mod *hsm.Module, log *slog.Logger) *Server {
+	s := &Server{cfg: cfg, mod: mod, log: log, metrics: newMetrics(mod, Version)}
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = s.errorHandler
+	e.Use(s.observe)
+	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{
+		LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
+			log.Error("panic in handler", "route", c.Path(), "err", err, "stack", string(stack))
+			return err
+		},
+	}))
+	e.Use(middleware.BodyLimit(fmt.Sprintf("%dB", cfg.MaxBodyBytes)))
+
+	e.GET("/v1/health", s.health)
+	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{})))
+	s.echo = e
+	return s
+}
+
+// Handler is the API as an http.Handler (for tests and embedding).
+func (s *Server) Handler() http.Handler { return s.echo }
+
+// observe is the outermost middleware. It renders a handler's error
+// right away, so that the status it logs and counts is the one sent, then
+// logs one line per request (route, status, duration: never headers or
+// bodies, which carry API keys and assertions) and updates the metrics.
+func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		s.metrics.inFlight.Inc()
+		defer s.metrics.inFlight.Dec()
+		start := time.Now()
+		if err := next(c); err != nil {
+			c.Error(err)
+		}
+		took := time.Since(start)
+		route := c.Path()
+		if route == "" || c.Response().Status == http.StatusNotFound && route == "/*" {
+			route = "unmatched"
+		}
+		status := c.Response().Status
+		s.metrics.observe(route, status, took)
+		s.log.Info("request", "method", c.Request().Method, "route", route,
+			"status", status, "duration_ms", took.Milliseconds(), "remote", c.RealIP())
+		return nil
+	}
+}
+
+type healthBody struct {
+	Status  string     `json:"status"`
+	Version string     `json:"version"`
+	Token   hsm.Status `json:"token"`
+}
+
+// health answers 200 only when the token answers and we are logged in.
+func (s *Server) health(c echo.Context) error {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), time.Duration(s.cfg.HealthTimeout))
+	defer cancel()
+	st := s.mod.Check(ctx)
+	body := healthBody{Status: "ok", Version: Version, Token: st}
+	code := http.StatusOK
+	if !st.Up {
+		body.Status = "unavailable"
+		code = http.StatusServiceUnavailable
+		c.Response().Header().Set("Retry-After", "5")
+		s.metrics.tokenUp.Set(0)
+	} else {
+		s.metrics.tokenUp.Set(1)
+	}
+	return writeJSON(c, code, body)
+}
+
+// Serve answers on ln until ctx is done, then stops taking connections
+// and drains in-flight requests for at most cfg.ShutdownTimeout.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	hs := &http.Server{
+		Handler:           s.echo,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), time.Duration(s.cfg.ShutdownTimeout))
+	defer cancel()
+	err := hs.Shutdown(sctx)
+	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+		return serr
+	}
+	if err != nil {
+		return fmt.Errorf("draining requests: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,212 @@
+package appliance
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keyrack/keyrack/hsm"
+	"github.com/keyrack/keyrack/softhsm"
+)
+
+var (
+	testTok *softhsm.Token
+	testMod *hsm.Module
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(runTests(m))
+}
+
+func runTests(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "keyrack-appliance-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	testTok, err = softhsm.Create(filepath.Join(dir, "token"), "appliance-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	hc := testTok.Config()
+	hc.RetryInterval = 100 * time.Millisecond
+	testMod, err = hsm.Open(hc)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer testMod.Close()
+	return m.Run()
+}
+
+func newTestServer(t *testing.T) *httptest.Server {
+	t.Helper()
+	cfg, err := ParseConfig(strings.NewReader(fmt.Sprintf(
+		`{"dev": true, "token": {"module": %q, "label": %q, "pin_file": %q}}`,
+		testTok.Module, testTok.Label, testTok.PINFile)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ts := httptest.NewServer(NewServer(cfg, testMod, log).Handler())
+	t.Cleanup(ts.Close)
+	return ts
+}
+
+func get(t *testing.T, url string) (*http.Response, []byte) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, b
+}
+
+func TestHealthFollowsToken(t *testing.T) {
+	ts := newTestServer(t)
+	resp, body := get(t, ts.URL+"/v1/health")
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" {
+		t.Fatalf("health: %d %q %s", resp.StatusCode, resp.Header.Get("Content-Type"), body)
+	}
+	var h healthBody
+	if err := json.Unmarshal(body, &h); err != nil {
+		t.Fatal(err)
+	}
+	if h.Status != "ok" || !h.Token.Up || h.Token.Label != "appliance-test" || h.Token.Model != "SoftHSM v2" {
+		t.Fatalf("health body %s", body)
+	}
+
+	// Take the token's storage away: health must say 503 with a reason.
+	tokens := filepath.Join(testTok.Dir, "tokens")
+	if err := os.Rename(tokens, tokens+".away"); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Rename(tokens+".away", tokens)
+	resp, body = get(t, ts.URL+"/v1/health")
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("health with token gone: %d, Retry-After %q, %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+	h = healthBody{}
+	json.Unmarshal(body, &h)
+	if h.Status != "unavailable" || h.Token.Up || h.Token.Error == "" {
+		t.Fatalf("health body with token gone: %s", body)
+	}
+	if strings.Contains(string(body), mustRead(t, testTok.PINFile)) {
+		t.Fatal("health body carries the PIN")
+	}
+	_, mbody := get(t, ts.URL+"/metrics")
+	if !strings.Contains(string(mbody), "keyrack_token_up 0") {
+		t.Fatal("metrics do not show the token down")
+	}
+
+	if err := os.Rename(tokens+".away", tokens); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, body = get(t, ts.URL+"/v1/health")
+		if resp.StatusCode == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("health did not come back: %s", body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	_, mbody = get(t, ts.URL+"/metrics")
+	if !strings.Contains(string(mbody), "keyrack_token_up 1") {
+		t.Fatal("metrics do not show the token up again")
+	}
+}
+
+func mustRead(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestErrorsAreJSON(t *testing.T) {
+	ts := newTestServer(t)
+	for _, tc := range []struct {
+		method, path string
+		status       int
+		code         string
+	}{
+		{"GET", "/v1/no-such-thing", 404, "not-found"},
+		{"DELETE", "/v1/health", 405, "method-not-allowed"},
+	} {
+		req, _ := http.NewRequest(tc.method, ts.URL+tc.path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var eb errorBody
+		if resp.StatusCode != tc.status || resp.Header.Get("Content-Type") != "application/json" ||
+			json.Unmarshal(b, &eb) != nil || eb.Error.Code != tc.code || eb.Error.Message == "" {
+			t.Errorf("%s %s: %d %q %s", tc.method, tc.path, resp.StatusCode, resp.Header.Get("Content-Type"), b)
+		}
+	}
+}
+
+func TestMetricsCountRequests(t *testing.T) {
+	ts := newTestServer(t)
+	get(t, ts.URL+"/v1/health")
+	get(t, ts.URL+"/v1/nope")
+	_, body := get(t, ts.URL+"/metrics")
+	for _, want := range []string{
+		`keyrack_http_requests_total{code="2xx",route="/v1/health"} 1`,
+		`keyrack_http_requests_total{code="4xx",route="unmatched"} 1`,
+		`keyrack_http_request_duration_seconds_count{route="/v1/health"} 1`,
+		`keyrack_build_info{`,
+		`keyrack_token_sessions `,
+		`keyrack_token_recoveries_total `,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+}
+
+func TestErrorMapping(t *testing.T) {
+	for _, tc := range []struct {
+		err    error
+		status int
+		retry  bool
+	}{
+		{fmt.Errorf("x: %w", hsm.ErrTokenUnavailable), 503, true},
+		{fmt.Errorf("x: %w", hsm.ErrBusy), 503, true},
+		{context.DeadlineExceeded, 503, true},
+		{fmt.Errorf("x: %w", hsm.ErrKeyNotFound), 404, false},
+		{fmt.Errorf("x: %w", hsm.ErrKeyExists), 409, false},
+		{fmt.Errorf("plain"), 500, false},
+	} {
+		ae := toAPIError(tc.err)
+		if ae.Status != tc.status || (ae.RetryAfter > 0) != tc.retry {
+			t.Errorf("%v -> %d retry %d", tc.err, ae.Status, ae.RetryAfter)
+		}
+		if ae.Status == 500 && ae.Message != "internal error" {
+			t.Errorf("a 500 leaks its cause: %q", ae.Message)
+		}
+	}
+}

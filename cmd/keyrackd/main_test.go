@@ -1,0 +1,195 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestDaemonDevLifecycle runs the real binary in dev mode as systemd would
+// (a notify socket), checks health, stops it with SIGTERM, starts it again
+// and checks that the dev token and its demo key were reused.
+func TestDaemonDevLifecycle(t *testing.T) {
+	work := t.TempDir()
+	bin := filepath.Join(work, "keyrackd")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	devDir := filepath.Join(work, "dev")
+	addr := freeAddr(t)
+
+	first := startDaemon(t, bin, devDir, addr)
+	waitHealthy(t, addr)
+	first.stop(t)
+	keyID1 := first.demoKeyID(t, true)
+
+	second := startDaemon(t, bin, devDir, addr)
+	waitHealthy(t, addr)
+	second.stop(t)
+	if keyID2 := second.demoKeyID(t, false); keyID2 != keyID1 {
+		t.Fatalf("restart made a new demo key: %s then %s", keyID1, keyID2)
+	}
+	for _, f := range []string{"keyrackd.json", "softhsm/user-pin", "softhsm/so-pin"} {
+		fi, err := os.Stat(filepath.Join(devDir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s has mode %v, want 0600", f, fi.Mode().Perm())
+		}
+	}
+	pin, _ := os.ReadFile(filepath.Join(devDir, "softhsm/user-pin"))
+	if strings.Contains(first.log+second.log, string(pin)) {
+		t.Fatal("the daemon logged the PIN")
+	}
+}
+
+func TestDaemonRefusesBadConfig(t *testing.T) {
+	work := t.TempDir()
+	cfg := filepath.Join(work, "bad.json")
+	os.WriteFile(cfg, []byte(`{"token": {"module": "/nonexistent.so", "label": "x", "pin_file": "/p"}, "typo": 1}`), 0o600)
+	out, err := exec.Command("go", "run", ".", "-config", cfg).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), `unknown field \"typo\"`) {
+		t.Fatalf("bad config: err=%v\n%s", err, out)
+	}
+}
+
+type daemonProc struct {
+	cmd    *exec.Cmd
+	notify *net.UnixConn
+	logf   string
+	log    string
+}
+
+func freeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func startDaemon(t *testing.T, bin, devDir, addr string) *daemonProc {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logf := filepath.Join(t.TempDir(), "keyrackd.log")
+	lf, err := os.Create(logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-dev", devDir, "-listen", addr)
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
+	cmd.Stdout, cmd.Stderr = lf, lf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lf.Close()
+	d := &daemonProc{cmd: cmd, notify: conn, logf: logf}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+		conn.Close()
+	})
+	if msg := d.nextNotify(t, 60*time.Second); msg != "READY=1" {
+		t.Fatalf("first sd_notify message %q, want READY=1; log:\n%s", msg, d.readLog(t))
+	}
+	return d
+}
+
+func (d *daemonProc) nextNotify(t *testing.T, within time.Duration) string {
+	t.Helper()
+	buf := make([]byte, 4096)
+	d.notify.SetReadDeadline(time.Now().Add(within))
+	n, err := d.notify.Read(buf)
+	if err != nil {
+		t.Fatalf("reading sd_notify: %v; log:\n%s", err, d.readLog(t))
+	}
+	return strings.TrimSpace(string(buf[:n]))
+}
+
+func (d *daemonProc) readLog(t *testing.T) string {
+	b, _ := os.ReadFile(d.logf)
+	return string(b)
+}
+
+func (d *daemonProc) stop(t *testing.T) {
+	t.Helper()
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if msg := d.nextNotify(t, 20*time.Second); msg != "STOPPING=1" {
+		t.Fatalf("after SIGTERM sd_notify said %q, want STOPPING=1", msg)
+	}
+	done := make(chan error, 1)
+	go func() { done <- d.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("keyrackd exited with %v; log:\n%s", err, d.readLog(t))
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("keyrackd did not exit after SIGTERM")
+	}
+	d.log = d.readLog(t)
+	if !strings.Contains(d.log, "stopped cleanly") {
+		t.Fatalf("no clean stop in log:\n%s", d.log)
+	}
+}
+
+// demoKeyID returns the demo key id the daemon logged, checking whether it
+// said it created the key.
+func (d *daemonProc) demoKeyID(t *testing.T, wantCreated bool) string {
+	t.Helper()
+	sc := bufio.NewScanner(strings.NewReader(d.log))
+	for sc.Scan() {
+		var line struct {
+			Msg     string `json:"msg"`
+			KeyID   string `json:"key_id"`
+			Created bool   `json:"created"`
+		}
+		if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "demo data" {
+			if line.Created != wantCreated {
+				t.Fatalf("demo key created=%v, want %v", line.Created, wantCreated)
+			}
+			return line.KeyID
+		}
+	}
+	t.Fatalf("no demo data line in log:\n%s", d.log)
+	return ""
+}
+
+func waitHealthy(t *testing.T, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(fmt.Sprintf("http://%s/v1/health", addr))
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 200 && strings.Contains(string(body), `"up":true`) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("keyrackd at %s never became healthy: %v", addr, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
