@@ -25,8 +25,9 @@ run: deps build
 test: deps lint
 	$(GO) test -count=1 ./...
 
+# Token signing speed with 1, 2 and 4 concurrent callers (2 sessions).
 bench: deps
-	$(GO) test -run '^$$' -bench . -benchtime 3s ./hsm/
+	$(GO) test -run '^$$' -bench . -benchtime 3s -cpu 1,2,4 ./hsm/
 
 lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -280,6 +280,27 @@ func TestReopenPINSources(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Selecting by serial works; a label with a wrong serial finds nothing.
+	st := func() hsm.Status {
+		m, _ := reopen(hsm.PINSource{File: tok.PINFile})
+		defer m.Close()
+		return m.Check(context.Background())
+	}()
+	cfg := tok.Config()
+	cfg.TokenLabel, cfg.TokenSerial = "", st.Serial
+	m, err := hsm.Open(cfg)
+	if err != nil {
+		t.Fatalf("open by serial %q: %v", st.Serial, err)
+	}
+	if got := m.Check(context.Background()); got.Label != tok.Label {
+		t.Fatalf("open by serial found token %q", got.Label)
+	}
+	m.Close()
+	cfg.TokenLabel, cfg.TokenSerial = tok.Label, "0000000000000000"
+	if _, err := hsm.Open(cfg); !errors.Is(err, hsm.ErrTokenNotFound) {
+		t.Fatalf("label with a wrong serial: %v, want ErrTokenNotFound", err)
+	}
+
 	for _, src := range []hsm.PINSource{{}, {Env: "A", File: "b"}, {Env: "KEYRACK_NO_SUCH_VAR"}, {Credential: "../x"}} {
 		if _, err := reopen(src); err == nil {
 			t.Fatalf("PIN source %+v accepted", src)
