@@ -326,10 +326,11 @@ func (m *Module) GenerateRSA(ctx context.Context, spec KeySpec) (*Key, error) {
 		return nil, fmt.Errorf("%w: key usage %v", ErrInvalidArgument, spec.Usage)
 	}
 	if len(spec.ID) == 0 {
-		spec.ID = make([]byte, 16)
-		if _, err := rand.Read(spec.ID); err != nil {
-			return nil, fmt.Errorf("hsm: making a key id: %w", err)
+		id, err := randomID()
+		if err != nil {
+			return nil, err
 		}
+		spec.ID = id
 	}
 	m.createMu.Lock()
 	defer m.createMu.Unlock()
@@ -387,6 +388,14 @@ func (m *Module) GenerateRSA(ctx context.Context, spec KeySpec) (*Key, error) {
 		return nil, err
 	}
 	return k, nil
+}
+
+func randomID() ([]byte, error) {
+	id := make([]byte, 16)
+	if _, err := rand.Read(id); err != nil {
+		return nil, fmt.Errorf("hsm: making a key id: %w", err)
+	}
+	return id, nil
 }
 
 // refuseExisting fails with ErrKeyExists if any object has label or id.

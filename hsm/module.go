@@ -30,6 +30,9 @@ type Config struct {
 	// RetryInterval is the least time between two attempts to bring a
 	// lost token back (default 1s).
 	RetryInterval time.Duration
+	// KWPMechanism is the token's RFC 5649 AES key wrap with padding
+	// mechanism, used by the two-call import (default MechAESKeyWrapPad).
+	KWPMechanism uint
 }
 
 func (c *Config) setDefaults() error {
@@ -50,6 +53,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.RetryInterval <= 0 {
 		c.RetryInterval = time.Second
+	}
+	if c.KWPMechanism == 0 {
+		c.KWPMechanism = MechAESKeyWrapPad
 	}
 	return nil
 }
@@ -89,6 +95,7 @@ type Module struct {
 	anchor pkcs11.SessionHandle // carries the login; never lent out
 	gen    uint64               // bumped by every successful (re)connect
 	closed bool
+	mechs  map[uint]bool // mechanisms the token offers, read at connect
 
 	// Down state, guarded by mu (written under the write lock).
 	downErr     error
@@ -230,6 +237,13 @@ func (m *Module) connectLocked() error {
 			return werr
 		}
 	}
+	mechs := map[uint]bool{}
+	if ml, err := m.p.GetMechanismList(slot); err == nil {
+		for _, mech := range ml {
+			mechs[mech.Mechanism] = true
+		}
+	}
+	m.mechs = mechs
 	m.slot = slot
 	m.anchor = anchor
 	m.gen++
@@ -318,6 +332,13 @@ func (m *Module) release(s *session) {
 // do runs fn on a worker session of the current generation, recovering the
 // token and retrying once when fn fails in a way recovery can cure.
 func (m *Module) do(ctx context.Context, op string, fn func(sh pkcs11.SessionHandle, gen uint64) error) error {
+	return m.doRetire(ctx, op, nil, fn)
+}
+
+// doRetire is do, but when fn sets *retire the worker session is closed
+// after use instead of being reused, dropping any session objects a failed
+// call may have left in it.
+func (m *Module) doRetire(ctx context.Context, op string, retire *bool, fn func(sh pkcs11.SessionHandle, gen uint64) error) error {
 	for attempt := 0; ; attempt++ {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("hsm: %s: %w", op, err)
@@ -339,6 +360,11 @@ func (m *Module) do(ctx context.Context, op string, fn func(sh pkcs11.SessionHan
 			err = m.ensureSession(s, gen)
 			if err == nil {
 				err = fn(s.h, gen)
+				if retire != nil && *retire {
+					_ = m.p.CloseSession(s.h)
+					s.gen = 0 // reopened on next use
+					*retire = false
+				}
 			}
 		}
 		m.mu.RUnlock()
