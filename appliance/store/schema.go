@@ -1,0 +1,75 @@
+package store
+
+// sqliteDialect's migrations. Never edit an applied migration: add one.
+var sqliteDialect = dialect{
+	name: "sqlite",
+	migrations: []string{
+		// 1: the ceremony: keys, officers, proposals, clients, audit.
+		`
+CREATE TABLE keys (
+	name        TEXT PRIMARY KEY,
+	cka_id      BLOB NOT NULL UNIQUE,
+	key_id      TEXT UNIQUE,           -- sign-key-sha3-384, once known
+	public_key  BLOB,                  -- PKIX DER
+	bits        INTEGER NOT NULL DEFAULT 0,
+	origin      TEXT NOT NULL,         -- generated | imported
+	roles       TEXT NOT NULL,         -- JSON role scopes, fixed at creation
+	state       TEXT NOT NULL,         -- pending | active | disabled | destroyed | failed
+	account_key BLOB,                  -- the Brand Store's account-key assertion
+	proposal_id TEXT NOT NULL,
+	created_us  BIGINT NOT NULL,
+	updated_us  BIGINT NOT NULL
+);
+CREATE TABLE officers (
+	id          INTEGER PRIMARY KEY AUTOINCREMENT,
+	name        TEXT NOT NULL UNIQUE,
+	secret_hash BLOB NOT NULL,
+	created_us  BIGINT NOT NULL,
+	revoked_us  BIGINT
+);
+CREATE TABLE proposals (
+	id          TEXT PRIMARY KEY,
+	kind        TEXT NOT NULL,
+	payload     TEXT NOT NULL,         -- JSON; never a plaintext secret
+	summary     TEXT NOT NULL,
+	proposer    TEXT NOT NULL,
+	state       TEXT NOT NULL,         -- pending | executed | failed | cancelled | expired
+	result      TEXT NOT NULL DEFAULT '',
+	created_us  BIGINT NOT NULL,
+	expires_us  BIGINT NOT NULL,
+	decided_us  BIGINT
+);
+CREATE TABLE approvals (
+	proposal_id TEXT NOT NULL REFERENCES proposals(id),
+	officer     TEXT NOT NULL,
+	created_us  BIGINT NOT NULL,
+	PRIMARY KEY (proposal_id, officer)
+);
+CREATE TABLE clients (
+	id          TEXT PRIMARY KEY,
+	name        TEXT NOT NULL UNIQUE,
+	brand       TEXT NOT NULL,
+	models      TEXT NOT NULL,         -- JSON list
+	types       TEXT NOT NULL,         -- JSON list
+	secret_hash BLOB NOT NULL,
+	created_us  BIGINT NOT NULL,
+	revoked_us  BIGINT
+);
+CREATE TABLE audit (
+	seq         INTEGER PRIMARY KEY,
+	time_us     BIGINT NOT NULL,
+	actor       TEXT NOT NULL,
+	action      TEXT NOT NULL,
+	subject     TEXT NOT NULL,
+	result      TEXT NOT NULL,
+	details     TEXT NOT NULL,
+	prev_hash   BLOB NOT NULL,
+	hash        BLOB NOT NULL
+);
+CREATE TABLE settings (
+	name        TEXT PRIMARY KEY,
+	value       TEXT NOT NULL
+);
+`,
+	},
+}

@@ -1,0 +1,172 @@
+// Package store is the appliance's durable state: key records, officers,
+// ceremony proposals, API clients and the audit log.
+//
+// Every state change runs in a transaction together with the audit event
+// that records it, so an action is never durable without its audit event
+// nor the reverse. SQL statements use $N placeholders and portable types so
+// that the same statements run on SQLite (embedded default) and PostgreSQL;
+// only the schema differs per dialect.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	_ "modernc.org/sqlite" // the embedded default store
+)
+
+// Sentinel errors, mapped to HTTP answers by the appliance.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrExists   = errors.New("already exists")
+	ErrConflict = errors.New("state changed concurrently")
+)
+
+// DB is an open store.
+type DB struct {
+	db      *sql.DB
+	dialect dialect
+}
+
+type dialect struct {
+	name       string
+	migrations []string
+}
+
+// OpenSQLite opens (creating if needed) the SQLite store at path and
+// brings its schema up to date. Writes are durable (synchronous=FULL) when
+// the transaction returns.
+func OpenSQLite(ctx context.Context, path string) (*DB, error) {
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)" +
+		"&_pragma=foreign_keys(1)&_pragma=synchronous(FULL)&_txlock=immediate"
+	sdb, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	// SQLite has one writer; more connections only add lock waits.
+	sdb.SetMaxOpenConns(4)
+	d := &DB{db: sdb, dialect: sqliteDialect}
+	if err := d.migrate(ctx); err != nil {
+		sdb.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// Close closes the store.
+func (d *DB) Close() error { return d.db.Close() }
+
+// Ping checks the store answers.
+func (d *DB) Ping(ctx context.Context) error { return d.db.PingContext(ctx) }
+
+// migrate applies the dialect's migrations that are not yet applied, each
+// in its own transaction. The version is the migration's index + 1.
+func (d *DB) migrate(ctx context.Context) error {
+	if _, err := d.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_us BIGINT NOT NULL)`); err != nil {
+		return fmt.Errorf("store: creating schema_migrations: %w", err)
+	}
+	var have int
+	if err := d.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&have); err != nil {
+		return fmt.Errorf("store: reading schema version: %w", err)
+	}
+	if have > len(d.dialect.migrations) {
+		return fmt.Errorf("store: schema version %d is newer than this keyrackd (%d): refusing to run an old binary on a newer store", have, len(d.dialect.migrations))
+	}
+	for v := have + 1; v <= len(d.dialect.migrations); v++ {
+		tx, err := d.db.BeginTx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("store: migration %d: %w", v, err)
+		}
+		if _, err := tx.ExecContext(ctx, d.dialect.migrations[v-1]); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("store: migration %d: %w", v, err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_us) VALUES ($1, $2)`, v, micros(time.Now())); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("store: migration %d: %w", v, err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("store: migration %d: %w", v, err)
+		}
+	}
+	return nil
+}
+
+// SchemaVersion returns the applied schema version.
+func (d *DB) SchemaVersion(ctx context.Context) (int, error) {
+	var v int
+	err := d.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&v)
+	return v, err
+}
+
+// Tx is one store transaction. Its methods are the store's operations.
+type Tx struct {
+	tx  *sql.Tx
+	now time.Time
+}
+
+// Now is the transaction's clock: every row and audit event written in it
+// carries the same time.
+func (t *Tx) Now() time.Time { return t.now }
+
+// Update runs fn in a read-write transaction and commits when fn returns
+// nil. Nothing fn wrote survives an error.
+func (d *DB) Update(ctx context.Context, fn func(*Tx) error) error {
+	tx, err := d.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store: begin: %w", err)
+	}
+	t := &Tx{tx: tx, now: time.Now().UTC().Truncate(time.Microsecond)}
+	if err := fn(t); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("store: commit: %w", err)
+	}
+	return nil
+}
+
+// View runs fn in a read-only transaction.
+func (d *DB) View(ctx context.Context, fn func(*Tx) error) error {
+	tx, err := d.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return fmt.Errorf("store: begin: %w", err)
+	}
+	defer tx.Rollback()
+	return fn(&Tx{tx: tx, now: time.Now().UTC().Truncate(time.Microsecond)})
+}
+
+func micros(t time.Time) int64 { return t.UnixMicro() }
+
+func fromMicros(us int64) time.Time { return time.UnixMicro(us).UTC() }
+
+func nullMicros(t *time.Time) sql.NullInt64 {
+	if t == nil {
+		return sql.NullInt64{}
+	}
+	return sql.NullInt64{Int64: micros(*t), Valid: true}
+}
+
+func timePtr(n sql.NullInt64) *time.Time {
+	if !n.Valid {
+		return nil
+	}
+	t := fromMicros(n.Int64)
+	return &t
+}
+
+// isUnique reports a unique-constraint violation (SQLite and PostgreSQL).
+func isUnique(err error) bool {
+	if err == nil {
+		return false
+	}
+	s := err.Error()
+	return contains(s, "UNIQUE constraint failed") || contains(s, "duplicate key value") || contains(s, "SQLSTATE 23505")
+}
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }

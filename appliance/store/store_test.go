@@ -1,0 +1,191 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func openTest(t *testing.T) (*DB, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "keyrack.db")
+	db, err := OpenSQLite(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db, path
+}
+
+func TestMigrations(t *testing.T) {
+	ctx := context.Background()
+	db, path := openTest(t)
+	v, err := db.SchemaVersion(ctx)
+	if err != nil || v != len(sqliteDialect.migrations) {
+		t.Fatalf("version %d, %v", v, err)
+	}
+	db.Close()
+	// Reopening applies nothing twice.
+	db2, err := OpenSQLite(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A store from a newer keyrackd is refused.
+	if _, err := db2.db.Exec(`INSERT INTO schema_migrations (version, applied_us) VALUES (999, 0)`); err != nil {
+		t.Fatal(err)
+	}
+	db2.Close()
+	if _, err := OpenSQLite(ctx, path); err == nil {
+		t.Fatal("opened a store with a newer schema")
+	}
+}
+
+func TestKeysLifecycle(t *testing.T) {
+	ctx := context.Background()
+	db, _ := openTest(t)
+	k := Key{Name: "brand-serial", CKAID: []byte{1, 2}, Origin: "generated", Roles: `[]`, State: KeyPending, ProposalID: "p1"}
+	err := db.Update(ctx, func(tx *Tx) error { return tx.InsertKey(k) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, dup := range map[string]Key{
+		"same name":   {Name: "brand-serial", CKAID: []byte{9}, Origin: "x", Roles: "[]", State: KeyPending},
+		"same CKA_ID": {Name: "other", CKAID: []byte{1, 2}, Origin: "x", Roles: "[]", State: KeyPending},
+	} {
+		if err := db.Update(ctx, func(tx *Tx) error { return tx.InsertKey(dup) }); !errors.Is(err, ErrExists) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if err := db.Update(ctx, func(tx *Tx) error { return tx.ActivateKey("brand-serial", "kid", []byte("der"), 4096) }); err != nil {
+		t.Fatal(err)
+	}
+	// Activating twice is a conflict, not a silent success.
+	if err := db.Update(ctx, func(tx *Tx) error { return tx.ActivateKey("brand-serial", "kid", []byte("der"), 4096) }); !errors.Is(err, ErrConflict) {
+		t.Fatalf("second activation: %v", err)
+	}
+	if err := db.Update(ctx, func(tx *Tx) error { return tx.SetKeyState("brand-serial", KeyPending, KeyFailed) }); !errors.Is(err, ErrConflict) {
+		t.Fatalf("wrong from-state: %v", err)
+	}
+	var got Key
+	db.View(ctx, func(tx *Tx) error { got, err = tx.GetKeyByKeyID("kid"); return err })
+	if err != nil || got.State != KeyActive || got.Bits != 4096 || string(got.PublicKey) != "der" {
+		t.Fatalf("after activation: %+v %v", got, err)
+	}
+	db.View(ctx, func(tx *Tx) error { _, err = tx.GetKey("nope"); return err })
+	if !errors.Is(err, ErrNotFound) {
+		t.Fatalf("missing key: %v", err)
+	}
+}
+
+func TestUpdateRollsBack(t *testing.T) {
+	ctx := context.Background()
+	db, _ := openTest(t)
+	boom := errors.New("boom")
+	err := db.Update(ctx, func(tx *Tx) error {
+		if _, err := tx.InsertOfficer("alice", []byte("h")); err != nil {
+			return err
+		}
+		if _, err := tx.Audit("system", "officer.add", "alice", "ok", nil); err != nil {
+			return err
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatal(err)
+	}
+	db.View(ctx, func(tx *Tx) error {
+		if _, err := tx.GetOfficerByName("alice"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("officer survived a rolled-back transaction: %v", err)
+		}
+		if ev, _ := tx.AuditEvents(0, 10); len(ev) != 0 {
+			t.Errorf("audit event survived a rolled-back transaction")
+		}
+		return nil
+	})
+}
+
+func TestProposalsApprovals(t *testing.T) {
+	ctx := context.Background()
+	db, _ := openTest(t)
+	p := Proposal{ID: "p1", Kind: "key.generate", Payload: `{}`, Summary: "generate", Proposer: "alice", ExpiresAt: time.Now().Add(time.Hour)}
+	err := db.Update(ctx, func(tx *Tx) error {
+		if err := tx.InsertProposal(p); err != nil {
+			return err
+		}
+		return tx.AddApproval("p1", "alice")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(ctx, func(tx *Tx) error { return tx.AddApproval("p1", "alice") }); !errors.Is(err, ErrExists) {
+		t.Fatalf("double approval: %v", err)
+	}
+	db.Update(ctx, func(tx *Tx) error { return tx.AddApproval("p1", "bob") })
+	var got Proposal
+	db.View(ctx, func(tx *Tx) error { got, err = tx.GetProposal("p1"); return err })
+	if err != nil || len(got.Approvals) != 2 || got.State != ProposalPending {
+		t.Fatalf("%+v %v", got, err)
+	}
+	if err := db.Update(ctx, func(tx *Tx) error { return tx.DecideProposal("p1", ProposalExecuted, "done") }); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(ctx, func(tx *Tx) error { return tx.DecideProposal("p1", ProposalFailed, "x") }); !errors.Is(err, ErrConflict) {
+		t.Fatalf("deciding twice: %v", err)
+	}
+	var pend []Proposal
+	db.View(ctx, func(tx *Tx) error { pend, err = tx.ListProposals(ProposalPending, 0); return err })
+	if len(pend) != 0 {
+		t.Fatalf("pending after decision: %v", pend)
+	}
+}
+
+func TestAuditChain(t *testing.T) {
+	ctx := context.Background()
+	db, _ := openTest(t)
+	for i := 0; i < 5; i++ {
+		err := db.Update(ctx, func(tx *Tx) error {
+			_, err := tx.Audit("officer:alice", "key.generate", "k", "ok", map[string]any{"i": i})
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := db.VerifyAudit(ctx)
+	if err != nil || n != 5 {
+		t.Fatalf("verify: %d %v", n, err)
+	}
+	// Alter event 3's result on disk.
+	db.db.Exec(`UPDATE audit SET result = 'refused' WHERE seq = 3`)
+	n, err = db.VerifyAudit(ctx)
+	var ce *ChainError
+	if !errors.As(err, &ce) || ce.Seq != 3 || n != 2 {
+		t.Fatalf("altered event: verified %d, %v", n, err)
+	}
+	db.db.Exec(`UPDATE audit SET result = 'ok' WHERE seq = 3`)
+	if _, err := db.VerifyAudit(ctx); err != nil {
+		t.Fatalf("restored: %v", err)
+	}
+	// Re-hash event 3 after altering it: event 4's link breaks instead.
+	var e3 AuditEvent
+	evs, _ := func() ([]AuditEvent, error) {
+		var out []AuditEvent
+		err := db.View(ctx, func(tx *Tx) error { var err error; out, err = tx.AuditEvents(2, 1); return err })
+		return out, err
+	}()
+	e3 = evs[0]
+	e3.Actor = "officer:mallory"
+	db.db.Exec(`UPDATE audit SET actor = $1, hash = $2 WHERE seq = 3`, e3.Actor, chainHash(e3.PrevHash, e3))
+	_, err = db.VerifyAudit(ctx)
+	if !errors.As(err, &ce) || ce.Seq != 4 {
+		t.Fatalf("re-hashed event: %v", err)
+	}
+	// A deleted event is named too.
+	db.db.Exec(`DELETE FROM audit WHERE seq = 4`)
+	_, err = db.VerifyAudit(ctx)
+	if !errors.As(err, &ce) || ce.Seq != 3 && ce.Seq != 4 {
+		t.Fatalf("deleted event: %v", err)
+	}
+}
