@@ -1,0 +1,145 @@
+package keyfile
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// gpgExport makes an RSA key with the real gpg, as `snap create-key` does,
+// and returns its armored secret-key export. passphrase "" means none.
+func gpgExport(t *testing.T, bits int, passphrase string) []byte {
+	t.Helper()
+	if _, err := exec.LookPath("gpg"); err != nil {
+		t.Fatal("gpg is needed for these tests (make deps installs gnupg)")
+	}
+	home := t.TempDir()
+	run := func(args ...string) []byte {
+		base := []string{"--homedir", home, "--batch", "--pinentry-mode", "loopback", "--passphrase", passphrase}
+		cmd := exec.Command("gpg", append(base, args...)...)
+		out, err := cmd.Output()
+		if err != nil {
+			stderr := ""
+			if ee, ok := err.(*exec.ExitError); ok {
+				stderr = string(ee.Stderr)
+			}
+			t.Fatalf("gpg %v: %v\n%s", args, err, stderr)
+		}
+		return out
+	}
+	run("--quick-gen-key", "keyrack test <test@keyrack.invalid>", "rsa"+itoa(bits), "sign", "never")
+	out := run("--armor", "--export-secret-key", "test@keyrack.invalid")
+	exec.Command("gpgconf", "--homedir", home, "--kill", "gpg-agent").Run()
+	return out
+}
+
+func itoa(n int) string {
+	s := ""
+	for ; n > 0; n /= 10 {
+		s = string(rune('0'+n%10)) + s
+	}
+	return s
+}
+
+var (
+	gpgOnce             sync.Once
+	gpgPlain, gpgLocked []byte
+)
+
+func gpgKeys(t *testing.T) ([]byte, []byte) {
+	gpgOnce.Do(func() {
+		gpgPlain = gpgExport(t, 4096, "")
+		gpgLocked = gpgExport(t, 4096, "correct horse")
+	})
+	if gpgPlain == nil {
+		t.Fatal("gpg fixtures failed")
+	}
+	return gpgPlain, gpgLocked
+}
+
+func TestOpenPGPFromGPG(t *testing.T) {
+	plain, locked := gpgKeys(t)
+	k, info, err := Parse(plain, 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Format != "openpgp" || info.Bits != 4096 || len(info.Fingerprint) != 40 || info.Created.IsZero() {
+		t.Fatalf("info %+v", info)
+	}
+	Zero(k)
+	if k.D.Sign() != 0 || k.Primes[0].Sign() != 0 {
+		t.Fatal("Zero left private numbers")
+	}
+
+	_, _, err = Parse(locked, 4096)
+	if !errors.Is(err, ErrPassphrase) {
+		t.Fatalf("passphrase-protected key: %v", err)
+	}
+	if !strings.Contains(err.Error(), "passphrase") {
+		t.Fatalf("message does not say passphrase: %v", err)
+	}
+	if strings.Contains(err.Error(), "Not an RSA private key") {
+		t.Fatal("the Serial Vault message")
+	}
+}
+
+func TestPEMAndDER(t *testing.T) {
+	k, err := rsa.GenerateKey(rand.Reader, 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p8, _ := x509.MarshalPKCS8PrivateKey(k)
+	p1 := x509.MarshalPKCS1PrivateKey(k)
+	for name, in := range map[string][]byte{
+		"pkcs8 pem": pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: p8}),
+		"pkcs1 pem": pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: p1}),
+		"pkcs8 der": p8,
+	} {
+		got, info, err := Parse(in, 4096)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if got.N.Cmp(k.N) != 0 || info.Bits != 4096 {
+			t.Fatalf("%s: another key", name)
+		}
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	plain, _ := gpgKeys(t)
+	small, _ := rsa.GenerateKey(rand.Reader, 2048)
+	small8, _ := x509.MarshalPKCS8PrivateKey(small)
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ec8, _ := x509.MarshalPKCS8PrivateKey(ec)
+	armoredLines := strings.Split(string(plain), "\n")
+	truncated := strings.Join(armoredLines[:len(armoredLines)/2], "\n")
+	pub := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: []byte{1}})
+	for name, tc := range map[string]struct {
+		in   []byte
+		want error
+	}{
+		"RSA-2048":        {pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: small8}), ErrTooSmall},
+		"EC PKCS#8":       {pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: ec8}), ErrNotRSA},
+		"truncated armor": {[]byte(truncated), ErrUnrecognized},
+		"garbage":         {[]byte("hello, world"), ErrUnrecognized},
+		"empty":           {nil, ErrUnrecognized},
+		"public key":      {pub, ErrPublicOnly},
+		"encrypted pem":   {pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED PRIVATE KEY", Bytes: []byte{1}}), ErrPassphrase},
+		"two keys":        {append(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: small8}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: small8})...), ErrMultiple},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, _, err := Parse(tc.in, 4096)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("%v, want %v", err, tc.want)
+			}
+		})
+	}
+}
