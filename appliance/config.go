@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/keyrack/keyrack/hsm"
@@ -34,6 +35,27 @@ type Config struct {
 	// Dev marks a development appliance (dev token, demo data). Settings
 	// that are unsafe in production are only accepted with it.
 	Dev bool `json:"dev"`
+	// Officers configures the ceremony quorum.
+	Officers OfficersConfig `json:"officers"`
+	// Store is where the appliance keeps its records.
+	Store StoreConfig `json:"store"`
+}
+
+// OfficersConfig is the M of M-of-N: how many distinct officers must
+// approve a ceremony operation.
+type OfficersConfig struct {
+	// Quorum is M (default 2). 1 is accepted only in dev mode.
+	Quorum int `json:"quorum"`
+	// ProposalTTL is how long a proposal may wait for approvals (24h).
+	ProposalTTL Duration `json:"proposal_ttl"`
+}
+
+// StoreConfig selects the store.
+type StoreConfig struct {
+	// Driver is "sqlite" (embedded, the default).
+	Driver string `json:"driver"`
+	// Path is the SQLite file (default state_dir/keyrack.db).
+	Path string `json:"path"`
 }
 
 // TokenConfig is the PKCS#11 part of Config.
@@ -145,6 +167,27 @@ func (c *Config) Normalize() error {
 	}
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = 1 << 20
+	}
+	if c.Officers.Quorum == 0 {
+		c.Officers.Quorum = 2
+	}
+	if c.Officers.Quorum < 1 || c.Officers.Quorum > 16 {
+		return fmt.Errorf("%w: officers.quorum %d out of range 1..16", ErrConfig, c.Officers.Quorum)
+	}
+	if c.Officers.Quorum < 2 && !c.Dev {
+		return fmt.Errorf("%w: officers.quorum 1 lets one officer act alone; it is accepted only with \"dev\": true", ErrConfig)
+	}
+	if c.Officers.ProposalTTL == 0 {
+		c.Officers.ProposalTTL = Duration(24 * time.Hour)
+	}
+	if c.Store.Driver == "" {
+		c.Store.Driver = "sqlite"
+	}
+	if c.Store.Driver != "sqlite" {
+		return fmt.Errorf("%w: store.driver %q (supported: sqlite)", ErrConfig, c.Store.Driver)
+	}
+	if c.Store.Path == "" {
+		c.Store.Path = filepath.Join(c.StateDir, "keyrack.db")
 	}
 	if c.MaxBodyBytes < 4096 {
 		return fmt.Errorf("%w: max_body_bytes %d is too small for an assertion stream", ErrConfig, c.MaxBodyBytes)

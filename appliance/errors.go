@@ -6,9 +6,11 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/keyrack/keyrack/appliance/store"
 	"github.com/keyrack/keyrack/hsm"
 )
 
@@ -61,10 +63,29 @@ func toAPIError(err error) *APIError {
 	case errors.Is(err, hsm.ErrKeyExists):
 		return &APIError{Status: http.StatusConflict, Code: "key-exists",
 			Message: "a key with this name or id already exists; keyrack never replaces keys", Err: err}
+	case errors.Is(err, store.ErrNotFound):
+		return &APIError{Status: http.StatusNotFound, Code: "not-found", Message: trimPrefix(err.Error()), Err: err}
+	case errors.Is(err, store.ErrExists), errors.Is(err, store.ErrConflict):
+		return &APIError{Status: http.StatusConflict, Code: "conflict", Message: trimPrefix(err.Error()), Err: err}
+	case errors.Is(err, hsm.ErrBadWrappedKey):
+		return &APIError{Status: http.StatusBadRequest, Code: "bad-wrapped-key",
+			Message: "the wrapped key does not unwrap under this appliance's import key (wrapped for another appliance, truncated or corrupted)", Err: err}
+	case errors.Is(err, hsm.ErrKeyTooSmall):
+		return &APIError{Status: http.StatusBadRequest, Code: "key-too-small", Message: trimPrefix(err.Error()), Err: err}
+	case errors.Is(err, hsm.ErrUnsupported):
+		return &APIError{Status: http.StatusBadRequest, Code: "unsupported", Message: trimPrefix(err.Error()), Err: err}
 	case errors.Is(err, hsm.ErrInvalidArgument):
 		return &APIError{Status: http.StatusBadRequest, Code: "invalid-argument", Message: err.Error(), Err: err}
 	}
 	return &APIError{Status: http.StatusInternalServerError, Code: "internal", Message: "internal error", Err: err}
+}
+
+// trimPrefix drops the package prefixes of an error text for callers.
+func trimPrefix(s string) string {
+	for _, p := range []string{"store: ", "hsm: "} {
+		s = strings.ReplaceAll(s, p, "")
+	}
+	return s
 }
 
 func codeForStatus(status int) string {

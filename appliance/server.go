@@ -15,6 +15,7 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/keyrack/keyrack/appliance/store"
 	"github.com/keyrack/keyrack/hsm"
 )
 
@@ -23,16 +24,27 @@ var Version = "dev"
 
 // Server is the appliance's HTTP API.
 type Server struct {
-	cfg     Config
-	mod     *hsm.Module
-	log     *slog.Logger
-	echo    *echo.Echo
-	metrics *metrics
+	cfg       Config
+	mod       *hsm.Module
+	db        *store.DB
+	log       *slog.Logger
+	echo      *echo.Echo
+	metrics   *metrics
+	importKey *hsm.Key
 }
 
-// NewServer wires the API onto an open token module.
-func NewServer(cfg Config, mod *hsm.Module, log *slog.Logger) *Server {
-	s := &Server{cfg: cfg, mod: mod, log: log, metrics: newMetrics(mod, Version)}
+// New wires the API onto an open token module and store: it finds or makes
+// the import key and repairs what an interrupted ceremony left.
+func New(ctx context.Context, cfg Config, mod *hsm.Module, db *store.DB, log *slog.Logger) (*Server, error) {
+	s := &Server{cfg: cfg, mod: mod, db: db, log: log, metrics: newMetrics(mod, Version)}
+	ik, err := ensureImportKey(ctx, mod, db)
+	if err != nil {
+		return nil, err
+	}
+	s.importKey = ik
+	if err := s.reconcile(ctx); err != nil {
+		return nil, err
+	}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.errorHandler
@@ -47,8 +59,9 @@ func NewServer(cfg Config, mod *hsm.Module, log *slog.Logger) *Server {
 
 	e.GET("/v1/health", s.health)
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{})))
+	s.officerRoutes(e)
 	s.echo = e
-	return s
+	return s, nil
 }
 
 // Handler is the API as an http.Handler (for tests and embedding).

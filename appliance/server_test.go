@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyrack/keyrack/appliance/store"
 	"github.com/keyrack/keyrack/hsm"
 	"github.com/keyrack/keyrack/softhsm"
 )
@@ -58,8 +59,18 @@ func newTestServer(t *testing.T) *httptest.Server {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cfg.Store.Path = filepath.Join(t.TempDir(), "keyrack.db")
+	db, err := store.OpenSQLite(context.Background(), cfg.Store.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	ts := httptest.NewServer(NewServer(cfg, testMod, log).Handler())
+	srv, err := New(context.Background(), cfg, testMod, db, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)
 	return ts
 }

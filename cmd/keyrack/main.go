@@ -1,16 +1,32 @@
 // Command keyrack is the security officers' tool for a keyrack appliance.
 //
-//	keyrack [-url URL] status     show the appliance's and its token's health
-//	keyrack version
+// Offline, on the officer's own machine:
+//
+//	keyrack wrap -import-key import.pem -fingerprint HEX -in brand.asc -out brand.blob
+//
+// Against the appliance (-url or KEYRACK_URL; the officer credential from
+// KEYRACK_OFFICER_TOKEN or -token-file):
+//
+//	keyrack status
+//	keyrack import-key [-o import.pem]
+//	keyrack keys [list] | keys show NAME
+//	keyrack keys generate NAME -role serial=MODEL-REGEX ...
+//	keyrack keys import NAME -blob brand.blob -role ...
+//	keyrack keys upload NAME -key brand.asc -role ...
+//	keyrack keys disable|enable|destroy NAME
+//	keyrack proposals [-state pending] | proposals show ID
+//	keyrack approve ID | cancel ID
+//	keyrack officers [list] | officers add NAME | officers remove NAME
+//	keyrack clients [list] | clients create NAME -brand B -model M -type serial | clients revoke NAME
+//	keyrack audit [-after N] [-limit N]
 package main
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -22,35 +38,104 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
+const usage = `usage: keyrack [-url URL] [-token-file FILE] <command> [args]
+
+offline:
+  wrap -import-key FILE -fingerprint HEX -in KEYFILE -out BLOB
+                         wrap a brand key to an appliance's import key
+
+appliance:
+  status                 appliance and token health
+  import-key [-o FILE]   the appliance's import key (PEM) and fingerprint
+  keys [list]            key records
+  keys show NAME         one key, with its token object
+  keys generate NAME -role TYPE[=REGEX,...] ...
+  keys import NAME -blob FILE -role ...
+  keys upload NAME -key FILE -role ...     (armored OpenPGP or PEM; prefer wrap+import)
+  keys disable|enable|destroy NAME
+  proposals [-state S]   ceremony proposals; proposals show ID
+  approve ID             approve a proposal
+  cancel ID              withdraw a pending proposal
+  officers [list] | officers add NAME | officers remove NAME
+  clients [list] | clients create NAME -brand B -model M ... -type T ... | clients revoke NAME
+  audit [-after N] [-limit N]
+  version
+`
+
+type cli struct {
+	url       string
+	tokenFile string
+	timeout   time.Duration
+	stdout    io.Writer
+	stderr    io.Writer
+}
+
 func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("keyrack", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	url := fs.String("url", envOr("KEYRACK_URL", "http://127.0.0.1:8080"), "appliance API base URL (env KEYRACK_URL)")
-	timeout := fs.Duration("timeout", 10*time.Second, "request timeout")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: keyrack [-url URL] <command>\n\ncommands:\n  status    appliance and token health\n  version   print the version")
-		fs.PrintDefaults()
-	}
+	c := &cli{stdout: stdout, stderr: stderr}
+	fs.StringVar(&c.url, "url", envOr("KEYRACK_URL", "http://127.0.0.1:8080"), "appliance API base URL (env KEYRACK_URL)")
+	fs.StringVar(&c.tokenFile, "token-file", os.Getenv("KEYRACK_TOKEN_FILE"), "file holding the officer credential (env KEYRACK_TOKEN_FILE; or KEYRACK_OFFICER_TOKEN)")
+	fs.DurationVar(&c.timeout, "timeout", 5*time.Minute, "request timeout (key generation takes a while)")
+	fs.Usage = func() { fmt.Fprint(stderr, usage) }
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	c.url = strings.TrimRight(c.url, "/")
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
-	switch fs.Arg(0) {
-	case "status":
-		return status(ctx, strings.TrimRight(*url, "/"), stdout, stderr)
-	case "version":
-		fmt.Fprintln(stdout, appliance.Version)
-		return 0
-	case "":
-		fs.Usage()
-		return 2
-	default:
-		fmt.Fprintf(stderr, "keyrack: unknown command %q\n", fs.Arg(0))
+	rest := fs.Args()
+	if len(rest) == 0 {
 		fs.Usage()
 		return 2
 	}
+	var err error
+	switch rest[0] {
+	case "version":
+		fmt.Fprintln(stdout, appliance.Version)
+	case "status":
+		return c.status(ctx)
+	case "wrap":
+		err = c.wrap(rest[1:])
+	case "import-key":
+		err = c.importKey(ctx, rest[1:])
+	case "keys":
+		err = c.keys(ctx, rest[1:])
+	case "proposals":
+		err = c.proposals(ctx, rest[1:])
+	case "approve", "cancel":
+		if len(rest) != 2 {
+			err = usageErr(rest[0] + " ID")
+		} else {
+			err = c.ceremony(ctx, "POST", "/v1/proposals/"+rest[1]+"/"+rest[0], nil, false)
+		}
+	case "officers":
+		err = c.officers(ctx, rest[1:])
+	case "clients":
+		err = c.clients(ctx, rest[1:])
+	case "audit":
+		err = c.audit(ctx, rest[1:])
+	default:
+		err = usageErr(fmt.Sprintf("unknown command %q", rest[0]))
+	}
+	var ue usageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "keyrack: %v\n\n%s", err, usage)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "keyrack: %v\n", err)
+		return 1
+	}
 }
+
+type usageError string
+
+func (u usageError) Error() string { return string(u) }
+
+func usageErr(s string) error { return usageError(s) }
 
 func envOr(name, def string) string {
 	if v := os.Getenv(name); v != "" {
@@ -59,46 +144,22 @@ func envOr(name, def string) string {
 	return def
 }
 
-// status prints the health the appliance reports; exit 1 when it is not up.
-func status(ctx context.Context, base string, stdout, stderr io.Writer) int {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/health", nil)
-	if err != nil {
-		fmt.Fprintf(stderr, "keyrack: %v\n", err)
-		return 2
+// roleFlag collects -role TYPE[=REGEX,REGEX] into the roles JSON.
+type roleFlag []map[string]any
+
+func (r *roleFlag) String() string { return fmt.Sprint(*r) }
+
+func (r *roleFlag) Set(v string) error {
+	typ, models, hasModels := strings.Cut(v, "=")
+	entry := map[string]any{"type": typ}
+	if hasModels {
+		entry["models"] = strings.Split(models, ",")
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		fmt.Fprintf(stderr, "keyrack: appliance at %s unreachable: %v\n", base, err)
-		return 1
-	}
-	defer resp.Body.Close()
-	var h struct {
-		Status  string `json:"status"`
-		Version string `json:"version"`
-		Token   struct {
-			Up         bool   `json:"up"`
-			Label      string `json:"label"`
-			Serial     string `json:"serial"`
-			Model      string `json:"model"`
-			Sessions   int    `json:"sessions"`
-			InUse      int    `json:"sessions_in_use"`
-			Recoveries uint64 `json:"recoveries"`
-			Error      string `json:"error"`
-		} `json:"token"`
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&h); err != nil {
-		fmt.Fprintf(stderr, "keyrack: unreadable answer from %s (HTTP %d): %v\n", base, resp.StatusCode, err)
-		return 1
-	}
-	fmt.Fprintf(stdout, "appliance  %s (version %s)\n", h.Status, h.Version)
-	if h.Token.Up {
-		fmt.Fprintf(stdout, "token      up: %s (serial %s, %s)\n", h.Token.Label, h.Token.Serial, h.Token.Model)
-	} else {
-		fmt.Fprintf(stdout, "token      DOWN: %s\n", h.Token.Error)
-	}
-	fmt.Fprintf(stdout, "sessions   %d in use of %d; %d recoveries\n", h.Token.InUse, h.Token.Sessions, h.Token.Recoveries)
-	if resp.StatusCode != http.StatusOK {
-		return 1
-	}
-	return 0
+	*r = append(*r, entry)
+	return nil
 }
+
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }

@@ -48,6 +48,9 @@ func prepareDev(dir, listen string, log *slog.Logger) (string, error) {
 		Listen:   listen,
 		StateDir: stateDir,
 		Dev:      true,
+		// One officer approves alone on a dev appliance; production
+		// refuses a quorum below 2.
+		Officers: appliance.OfficersConfig{Quorum: 1},
 		Token: appliance.TokenConfig{
 			Module:  tok.Module,
 			Label:   tok.Label,

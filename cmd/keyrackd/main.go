@@ -13,11 +13,14 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/keyrack/keyrack/appliance"
+	"github.com/keyrack/keyrack/appliance/store"
 	"github.com/keyrack/keyrack/hsm"
 )
 
@@ -30,6 +33,7 @@ func run() int {
 	devDir := flag.String("dev", "", "development mode: keep a dev SoftHSM token, config and demo data in this directory")
 	listen := flag.String("listen", "", "with -dev on first start: the API address (default 127.0.0.1:8080)")
 	version := flag.Bool("version", false, "print the version and exit")
+	bootstrap := flag.String("bootstrap-officers", "", "create the first officers (comma-separated names) on an appliance that has none, print their credentials once, and exit")
 	flag.Parse()
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 
@@ -55,14 +59,48 @@ func run() int {
 		log.Error("loading configuration", "err", err)
 		return 1
 	}
-	if err := serve(cfg, log); err != nil {
+	if *bootstrap != "" {
+		return bootstrapOfficers(cfg, strings.Split(*bootstrap, ","), log)
+	}
+	if err := serve(cfg, *devDir, log); err != nil {
 		log.Error("keyrackd stopped", "err", err)
 		return 1
 	}
 	return 0
 }
 
-func serve(cfg appliance.Config, log *slog.Logger) error {
+func openStore(ctx context.Context, cfg appliance.Config) (*store.DB, error) {
+	if err := os.MkdirAll(filepath.Dir(cfg.Store.Path), 0o700); err != nil {
+		return nil, err
+	}
+	return store.OpenSQLite(ctx, cfg.Store.Path)
+}
+
+func bootstrapOfficers(cfg appliance.Config, names []string, log *slog.Logger) int {
+	ctx := context.Background()
+	db, err := openStore(ctx, cfg)
+	if err != nil {
+		log.Error("opening the store", "err", err)
+		return 1
+	}
+	defer db.Close()
+	if len(names) < cfg.Officers.Quorum {
+		log.Error("fewer officers than the quorum: no ceremony could ever pass", "officers", len(names), "quorum", cfg.Officers.Quorum)
+		return 1
+	}
+	creds, err := appliance.BootstrapOfficers(ctx, db, names)
+	if err != nil {
+		log.Error("bootstrapping officers", "err", err)
+		return 1
+	}
+	fmt.Println("Officer credentials, shown this once (keyrack keeps only hashes). Hand each to its officer:")
+	for _, n := range names {
+		fmt.Printf("%s\t%s\n", n, creds[n])
+	}
+	return 0
+}
+
+func serve(cfg appliance.Config, devDir string, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
@@ -78,19 +116,25 @@ func serve(cfg appliance.Config, log *slog.Logger) error {
 	st := mod.Check(ctx)
 	log.Info("token ready", "label", st.Label, "serial", st.Serial, "model", st.Model, "sessions", st.Sessions)
 
-	if cfg.Dev {
-		k, created, err := appliance.EnsureDemo(ctx, mod)
-		if err != nil {
+	db, err := openStore(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("opening the store: %w", err)
+	}
+	defer db.Close()
+	srv, err := appliance.New(ctx, cfg, mod, db, log)
+	if err != nil {
+		return err
+	}
+	if cfg.Dev && devDir != "" {
+		if err := srv.EnsureDemo(ctx, devDir); err != nil {
 			return err
 		}
-		log.Info("demo data", "serial_key", k.Label(), "key_id", fmt.Sprintf("%x", k.ID()), "created", created)
 	}
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return err
 	}
-	srv := appliance.NewServer(cfg, mod, log)
 	log.Info("keyrackd listening", "addr", ln.Addr().String(), "version", appliance.Version)
 	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
 		log.Warn("sd_notify READY", "err", err)

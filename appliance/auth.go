@@ -1,0 +1,125 @@
+package appliance
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/keyrack/keyrack/appliance/store"
+)
+
+// Credentials are "krk_<kind>_<name>_<64 hex>": the prefix tells an officer
+// credential from a factory API key at a glance (and lets the appliance
+// refuse an API key on an officer endpoint with a useful message); the name
+// finds the record; 256 random bits make a slow hash pointless, so the store
+// keeps SHA-256 of the whole credential and compares in constant time.
+const (
+	officerPrefix = "krk_o_"
+	clientPrefix  = "krk_c_"
+)
+
+// namePattern is what officer and client names may look like: they appear
+// in credentials, audit events and URLs.
+var namePattern = regexp.MustCompile(`^[a-z][a-z0-9-]{0,31}$`)
+
+func validName(kind, name string) error {
+	if !namePattern.MatchString(name) {
+		return badRequest("invalid-name", fmt.Sprintf("%s name %q: use 1-32 characters a-z, 0-9 and '-', starting with a letter", kind, name))
+	}
+	return nil
+}
+
+func newCredential(prefix, name string) (token string, hash []byte, err error) {
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return "", nil, err
+	}
+	token = prefix + name + "_" + hex.EncodeToString(raw)
+	clear(raw)
+	return token, hashCredential(token), nil
+}
+
+func hashCredential(token string) []byte {
+	h := sha256.Sum256([]byte(token))
+	return h[:]
+}
+
+// credentialName returns the name inside a credential of the given kind.
+func credentialName(prefix, token string) (string, bool) {
+	rest, ok := strings.CutPrefix(token, prefix)
+	if !ok {
+		return "", false
+	}
+	i := strings.LastIndexByte(rest, '_')
+	if i <= 0 || len(rest)-i-1 != 64 {
+		return "", false
+	}
+	name := rest[:i]
+	return name, namePattern.MatchString(name)
+}
+
+func credentialMatches(token string, hash []byte) bool {
+	return subtle.ConstantTimeCompare(hashCredential(token), hash) == 1
+}
+
+var errUnauthenticated = &APIError{Status: http.StatusUnauthorized, Code: "unauthorized",
+	Message: "missing or invalid officer credential (Authorization: Bearer krk_o_...)"}
+
+// officerKey is the echo context key of the authenticated officer.
+const officerKey = "keyrack.officer"
+
+// requireOfficer authenticates officer endpoints. An unknown officer, a
+// revoked one and a wrong secret all get the same answer.
+func (s *Server) requireOfficer(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		auth := c.Request().Header.Get(echo.HeaderAuthorization)
+		token, ok := strings.CutPrefix(auth, "Bearer ")
+		if !ok || token == "" {
+			return errUnauthenticated
+		}
+		if strings.HasPrefix(token, clientPrefix) {
+			return &APIError{Status: http.StatusForbidden, Code: "forbidden",
+				Message: "factory API keys cannot be used on officer endpoints"}
+		}
+		name, ok := credentialName(officerPrefix, token)
+		if !ok {
+			return errUnauthenticated
+		}
+		var o store.Officer
+		err := s.db.View(c.Request().Context(), func(tx *store.Tx) error {
+			var err error
+			o, err = tx.GetOfficerByName(name)
+			return err
+		})
+		if errors.Is(err, store.ErrNotFound) {
+			// Same work as a real check, so timing does not tell names.
+			credentialMatches(token, make([]byte, sha256.Size))
+			return errUnauthenticated
+		}
+		if err != nil {
+			return err
+		}
+		if !credentialMatches(token, o.SecretHash) || o.RevokedAt != nil {
+			return errUnauthenticated
+		}
+		c.Set(officerKey, o.Name)
+		return next(c)
+	}
+}
+
+func officerOf(c echo.Context) string {
+	name, _ := c.Get(officerKey).(string)
+	return name
+}
+
+func badRequest(code, msg string) *APIError {
+	return &APIError{Status: http.StatusBadRequest, Code: code, Message: msg}
+}

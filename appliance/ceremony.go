@@ -1,0 +1,620 @@
+package appliance
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/keyrack/keyrack/appliance/store"
+	"github.com/keyrack/keyrack/hsm"
+)
+
+// Proposal kinds: every ceremony operation is one of these, and takes
+// effect only after Quorum distinct officers approved it (the proposer's
+// submission is the first approval).
+const (
+	KindKeyGenerate   = "key.generate"
+	KindKeyImport     = "key.import"
+	KindKeyDisable    = "key.disable"
+	KindKeyEnable     = "key.enable"
+	KindKeyDestroy    = "key.destroy"
+	KindOfficerAdd    = "officer.add"
+	KindOfficerRemove = "officer.remove"
+	KindClientCreate  = "client.create"
+	KindClientRevoke  = "client.revoke"
+)
+
+// keyPayload is the payload of key.generate and key.import. Blob is the
+// wrapped key (never plaintext): an armored upload is wrapped to the
+// import key before it becomes a proposal.
+type keyPayload struct {
+	Name   string          `json:"name"`
+	Roles  json.RawMessage `json:"roles"`
+	Blob   []byte          `json:"blob,omitempty"`
+	Source string          `json:"source,omitempty"` // wrapped | armored-upload
+	// Fingerprint of an uploaded OpenPGP key, so officers approve the key
+	// they expect.
+	Fingerprint string `json:"fingerprint,omitempty"`
+}
+
+type namePayload struct {
+	Name string `json:"name"`
+}
+
+type clientPayload struct {
+	Name   string   `json:"name"`
+	Brand  string   `json:"brand"`
+	Models []string `json:"models"`
+	Types  []string `json:"types"`
+}
+
+// Outcome is what a proposal or an approval led to.
+type Outcome struct {
+	Proposal store.Proposal
+	Executed bool
+	// Credential is a new officer's or client's secret, returned once to
+	// the officer whose approval executed the proposal, never stored.
+	Credential string
+}
+
+var (
+	errProposalDecided = &APIError{Status: http.StatusConflict, Code: "proposal-decided", Message: "the proposal is no longer pending"}
+	errAlreadyApproved = &APIError{Status: http.StatusConflict, Code: "already-approved", Message: "you have already approved this proposal; another officer must approve"}
+	errQuorumReached   = &APIError{Status: http.StatusConflict, Code: "quorum-reached", Message: "the proposal already has its approvals and is being carried out"}
+)
+
+func newProposalID() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// propose checks a ceremony request now (so officers learn of a mistake
+// before approving it), records it with the proposer's approval, and
+// executes it at once when the quorum is 1 (dev mode only).
+func (s *Server) propose(ctx context.Context, officer, kind, summary string, payload any) (Outcome, error) {
+	raw, err := json.Marshal(payload)
+	if err != nil {
+		return Outcome{}, err
+	}
+	p := store.Proposal{ID: newProposalID(), Kind: kind, Payload: string(raw), Summary: summary, Proposer: officer,
+		ExpiresAt: time.Now().Add(time.Duration(s.cfg.Officers.ProposalTTL))}
+	err = s.db.Update(ctx, func(tx *store.Tx) error {
+		if err := s.precheck(tx, kind, raw); err != nil {
+			return err
+		}
+		if err := tx.InsertProposal(p); err != nil {
+			return err
+		}
+		if err := tx.AddApproval(p.ID, officer); err != nil {
+			return err
+		}
+		_, err := tx.Audit("officer:"+officer, "proposal.create", kind+" "+p.ID, "ok",
+			map[string]any{"summary": summary, "quorum": s.cfg.Officers.Quorum})
+		return err
+	})
+	if err != nil {
+		return Outcome{}, err
+	}
+	if s.cfg.Officers.Quorum <= 1 {
+		return s.execute(ctx, p.ID, officer)
+	}
+	return s.outcome(ctx, p.ID, false, "")
+}
+
+// approve adds officer's approval and executes the proposal when it is
+// the approval that reaches the quorum. Approvals are counted inside one
+// transaction, so exactly one approver executes.
+func (s *Server) approve(ctx context.Context, officer, id string) (Outcome, error) {
+	var reached bool
+	err := s.db.Update(ctx, func(tx *store.Tx) error {
+		p, err := tx.GetProposal(id)
+		if err != nil {
+			return err
+		}
+		if p.State != store.ProposalPending {
+			return errProposalDecided
+		}
+		if tx.Now().After(p.ExpiresAt) {
+			return errExpired
+		}
+		for _, a := range p.Approvals {
+			if a == officer {
+				return errAlreadyApproved
+			}
+		}
+		if len(p.Approvals) >= s.cfg.Officers.Quorum {
+			return errQuorumReached
+		}
+		if err := tx.AddApproval(id, officer); err != nil {
+			return err
+		}
+		reached = len(p.Approvals)+1 == s.cfg.Officers.Quorum
+		_, err = tx.Audit("officer:"+officer, "proposal.approve", p.Kind+" "+id, "ok",
+			map[string]any{"approvals": len(p.Approvals) + 1, "quorum": s.cfg.Officers.Quorum})
+		return err
+	})
+	if errors.Is(err, errExpired) {
+		s.expire(ctx, id, officer)
+	}
+	if err != nil {
+		return Outcome{}, err
+	}
+	if !reached {
+		return s.outcome(ctx, id, false, "")
+	}
+	return s.execute(ctx, id, officer)
+}
+
+var errExpired = &APIError{Status: http.StatusConflict, Code: "proposal-expired", Message: "the proposal has expired; propose it again"}
+
+func (s *Server) expire(ctx context.Context, id, officer string) {
+	err := s.db.Update(ctx, func(tx *store.Tx) error {
+		if err := tx.DecideProposal(id, store.ProposalExpired, "expired before its approvals"); err != nil {
+			return err
+		}
+		_, err := tx.Audit("officer:"+officer, "proposal.expire", id, "ok", nil)
+		return err
+	})
+	if err != nil && !errors.Is(err, store.ErrConflict) {
+		s.log.Warn("expiring proposal", "proposal", id, "err", err)
+	}
+}
+
+// cancel withdraws a pending proposal: any one officer may stop a
+// ceremony, none may make one happen alone.
+func (s *Server) cancel(ctx context.Context, officer, id string) (Outcome, error) {
+	err := s.db.Update(ctx, func(tx *store.Tx) error {
+		p, err := tx.GetProposal(id)
+		if err != nil {
+			return err
+		}
+		if len(p.Approvals) >= s.cfg.Officers.Quorum {
+			return errQuorumReached
+		}
+		if err := tx.DecideProposal(id, store.ProposalCancelled, "cancelled by "+officer); err != nil {
+			if errors.Is(err, store.ErrConflict) {
+				return errProposalDecided
+			}
+			return err
+		}
+		_, err = tx.Audit("officer:"+officer, "proposal.cancel", p.Kind+" "+id, "ok", nil)
+		return err
+	})
+	if err != nil {
+		return Outcome{}, err
+	}
+	return s.outcome(ctx, id, false, "")
+}
+
+func (s *Server) outcome(ctx context.Context, id string, executed bool, credential string) (Outcome, error) {
+	var p store.Proposal
+	err := s.db.View(ctx, func(tx *store.Tx) error {
+		var err error
+		p, err = tx.GetProposal(id)
+		return err
+	})
+	return Outcome{Proposal: p, Executed: executed, Credential: credential}, err
+}
+
+// precheck validates a proposal against the current state, so that a
+// proposal that cannot succeed is refused before officers spend approvals
+// on it. execute checks again: state may change in between.
+func (s *Server) precheck(tx *store.Tx, kind string, raw []byte) error {
+	switch kind {
+	case KindKeyGenerate, KindKeyImport:
+		var p keyPayload
+		if err := json.Unmarshal(raw, &p); err != nil {
+			return err
+		}
+		if err := validKeyName(p.Name); err != nil {
+			return err
+		}
+		if _, err := parseRoles(p.Roles); err != nil {
+			return err
+		}
+		if _, err := tx.GetKey(p.Name); err == nil {
+			return keyExists(p.Name)
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+	case KindKeyDisable, KindKeyEnable, KindKeyDestroy:
+		var p namePayload
+		if err := json.Unmarshal(raw, &p); err != nil {
+			return err
+		}
+		k, err := tx.GetKey(p.Name)
+		if err != nil {
+			return err
+		}
+		return keyTransition(kind, k.State)
+	case KindOfficerAdd:
+		var p namePayload
+		if err := json.Unmarshal(raw, &p); err != nil {
+			return err
+		}
+		if err := validName("officer", p.Name); err != nil {
+			return err
+		}
+		if _, err := tx.GetOfficerByName(p.Name); err == nil {
+			return &APIError{Status: http.StatusConflict, Code: "officer-exists", Message: fmt.Sprintf("officer %q exists", p.Name)}
+		}
+	case KindOfficerRemove:
+		var p namePayload
+		if err := json.Unmarshal(raw, &p); err != nil {
+			return err
+		}
+		return s.checkOfficerRemoval(tx, p.Name)
+	case KindClientCreate:
+		var p clientPayload
+		if err := json.Unmarshal(raw, &p); err != nil {
+			return err
+		}
+		if err := validName("client", p.Name); err != nil {
+			return err
+		}
+		if err := checkClientScope(p); err != nil {
+			return err
+		}
+		if _, err := tx.GetClientByName(p.Name); err == nil {
+			return &APIError{Status: http.StatusConflict, Code: "client-exists", Message: fmt.Sprintf("API client %q exists", p.Name)}
+		}
+	case KindClientRevoke:
+		var p namePayload
+		if err := json.Unmarshal(raw, &p); err != nil {
+			return err
+		}
+		c, err := tx.GetClientByName(p.Name)
+		if err != nil {
+			return err
+		}
+		if c.RevokedAt != nil {
+			return &APIError{Status: http.StatusConflict, Code: "client-revoked", Message: fmt.Sprintf("API client %q is already revoked", p.Name)}
+		}
+	default:
+		return badRequest("unknown-kind", "unknown proposal kind "+kind)
+	}
+	return nil
+}
+
+func (s *Server) checkOfficerRemoval(tx *store.Tx, name string) error {
+	o, err := tx.GetOfficerByName(name)
+	if err != nil {
+		return err
+	}
+	if o.RevokedAt != nil {
+		return &APIError{Status: http.StatusConflict, Code: "officer-revoked", Message: fmt.Sprintf("officer %q is already removed", name)}
+	}
+	n, err := tx.CountActiveOfficers()
+	if err != nil {
+		return err
+	}
+	if n-1 < s.cfg.Officers.Quorum {
+		return &APIError{Status: http.StatusConflict, Code: "quorum-unreachable",
+			Message: fmt.Sprintf("removing %q would leave %d officers, fewer than the quorum of %d", name, n-1, s.cfg.Officers.Quorum)}
+	}
+	return nil
+}
+
+var keyNamePattern = namePattern
+
+func validKeyName(name string) error {
+	if !keyNamePattern.MatchString(name) {
+		return badRequest("invalid-name", fmt.Sprintf("key name %q: use 1-32 characters a-z, 0-9 and '-', starting with a letter", name))
+	}
+	return nil
+}
+
+func keyExists(name string) error {
+	return &APIError{Status: http.StatusConflict, Code: "key-exists",
+		Message: fmt.Sprintf("a key named %q exists; keyrack never replaces keys", name)}
+}
+
+// keyTransition says whether a key in state from may undergo kind.
+func keyTransition(kind string, from store.KeyState) error {
+	ok := false
+	switch kind {
+	case KindKeyDisable:
+		ok = from == store.KeyActive
+	case KindKeyEnable:
+		ok = from == store.KeyDisabled
+	case KindKeyDestroy:
+		ok = from == store.KeyActive || from == store.KeyDisabled
+	}
+	if !ok {
+		return &APIError{Status: http.StatusConflict, Code: "key-state",
+			Message: fmt.Sprintf("%s is not possible for a key that is %s", kind, from)}
+	}
+	return nil
+}
+
+// execute carries out a proposal whose quorum is reached. Token work
+// happens between two transactions: the first records the intent (a
+// pending key record), the second the result, so that a crash in between
+// is found and cleaned up at the next start (reconcile).
+func (s *Server) execute(ctx context.Context, id, officer string) (Outcome, error) {
+	var p store.Proposal
+	if err := s.db.View(ctx, func(tx *store.Tx) error {
+		var err error
+		p, err = tx.GetProposal(id)
+		return err
+	}); err != nil {
+		return Outcome{}, err
+	}
+	actor := "officer:" + officer
+	var credential string
+	var execErr error
+	switch p.Kind {
+	case KindKeyGenerate, KindKeyImport:
+		execErr = s.executeKey(ctx, p, actor)
+	case KindKeyDisable, KindKeyEnable:
+		execErr = s.executeKeyState(ctx, p, actor)
+	case KindKeyDestroy:
+		execErr = s.executeKeyDestroy(ctx, p, actor)
+	case KindOfficerAdd, KindOfficerRemove, KindClientCreate, KindClientRevoke:
+		credential, execErr = s.executePrincipal(ctx, p, actor)
+	default:
+		execErr = fmt.Errorf("unknown proposal kind %q", p.Kind)
+	}
+	if execErr != nil {
+		s.failProposal(ctx, p, actor, execErr)
+		return Outcome{}, execErr
+	}
+	return s.outcome(ctx, id, true, credential)
+}
+
+// failProposal records a failed execution, unless the execution already
+// decided the proposal itself.
+func (s *Server) failProposal(ctx context.Context, p store.Proposal, actor string, cause error) {
+	msg := toAPIError(cause).Message
+	err := s.db.Update(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+		if err := tx.DecideProposal(p.ID, store.ProposalFailed, msg); err != nil {
+			return err
+		}
+		_, err := tx.Audit(actor, p.Kind, p.ID, "failed: "+msg, nil)
+		return err
+	})
+	if err != nil && !errors.Is(err, store.ErrConflict) {
+		s.log.Error("recording a failed proposal", "proposal", p.ID, "err", err)
+	}
+}
+
+func (s *Server) executeKey(ctx context.Context, p store.Proposal, actor string) error {
+	var kp keyPayload
+	if err := json.Unmarshal([]byte(p.Payload), &kp); err != nil {
+		return err
+	}
+	roles, err := parseRoles(kp.Roles)
+	if err != nil {
+		return err
+	}
+	ckaID := make([]byte, 16)
+	rand.Read(ckaID)
+	origin := "generated"
+	if p.Kind == KindKeyImport {
+		origin = "imported"
+	}
+	// 1. The intent, durable before the token is touched.
+	err = s.db.Update(ctx, func(tx *store.Tx) error {
+		if err := tx.InsertKey(store.Key{Name: kp.Name, CKAID: ckaID, Origin: origin, Roles: roles.canonical,
+			State: store.KeyPending, ProposalID: p.ID}); err != nil {
+			if errors.Is(err, store.ErrExists) {
+				return keyExists(kp.Name)
+			}
+			return err
+		}
+		_, err := tx.Audit(actor, p.Kind+".begin", kp.Name, "ok", map[string]any{"proposal": p.ID, "cka_id": hex.EncodeToString(ckaID)})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	// 2. The token.
+	var k *hsm.Key
+	ctx = context.WithoutCancel(ctx) // a ceremony half-done by a client hang-up helps no one
+	if p.Kind == KindKeyGenerate {
+		k, err = s.mod.GenerateRSA(ctx, hsm.KeySpec{Label: kp.Name, ID: ckaID, Bits: 4096, Usage: hsm.UsageSign})
+	} else {
+		k, err = s.mod.ImportWrapped(ctx, s.importKey, kp.Blob, hsm.ImportSpec{Label: kp.Name, ID: ckaID, MinBits: 4096})
+	}
+	if err != nil {
+		s.abandonKey(ctx, p, kp.Name, actor, err)
+		return err
+	}
+	// 3. The result.
+	pub := k.Info().Public
+	keyID, err := snapKeyID(pub)
+	if err == nil {
+		var der []byte
+		der, err = x509.MarshalPKIXPublicKey(pub)
+		if err == nil {
+			err = s.db.Update(ctx, func(tx *store.Tx) error {
+				if err := tx.ActivateKey(kp.Name, keyID, der, k.Info().Bits); err != nil {
+					return err
+				}
+				if err := tx.DecideProposal(p.ID, store.ProposalExecuted, "key "+kp.Name+" "+keyID); err != nil {
+					return err
+				}
+				_, err := tx.Audit(actor, p.Kind, kp.Name, "ok", map[string]any{"proposal": p.ID, "key_id": keyID,
+					"bits": k.Info().Bits, "origin": origin, "source": kp.Source, "fingerprint": kp.Fingerprint})
+				return err
+			})
+		}
+	}
+	if err != nil {
+		// No record may end without its object or the reverse: undo.
+		if derr := s.mod.DestroyKey(ctx, ckaID); derr != nil {
+			s.log.Error("undoing a key whose record failed", "key", kp.Name, "err", derr)
+		}
+		s.abandonKey(ctx, p, kp.Name, actor, err)
+		return err
+	}
+	return nil
+}
+
+// abandonKey marks a pending key record failed together with its proposal.
+func (s *Server) abandonKey(ctx context.Context, p store.Proposal, name, actor string, cause error) {
+	msg := toAPIError(cause).Message
+	err := s.db.Update(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+		if err := tx.SetKeyState(name, store.KeyPending, store.KeyFailed); err != nil {
+			return err
+		}
+		if err := tx.DecideProposal(p.ID, store.ProposalFailed, msg); err != nil {
+			return err
+		}
+		_, err := tx.Audit(actor, p.Kind, name, "failed: "+msg, map[string]any{"proposal": p.ID})
+		return err
+	})
+	if err != nil {
+		s.log.Error("recording a failed key ceremony", "key", name, "err", err)
+	}
+}
+
+func (s *Server) executeKeyState(ctx context.Context, p store.Proposal, actor string) error {
+	var np namePayload
+	if err := json.Unmarshal([]byte(p.Payload), &np); err != nil {
+		return err
+	}
+	from, to := store.KeyActive, store.KeyDisabled
+	if p.Kind == KindKeyEnable {
+		from, to = store.KeyDisabled, store.KeyActive
+	}
+	return s.db.Update(ctx, func(tx *store.Tx) error {
+		k, err := tx.GetKey(np.Name)
+		if err != nil {
+			return err
+		}
+		if err := keyTransition(p.Kind, k.State); err != nil {
+			return err
+		}
+		if err := tx.SetKeyState(np.Name, from, to); err != nil {
+			return err
+		}
+		if err := tx.DecideProposal(p.ID, store.ProposalExecuted, fmt.Sprintf("key %s %s", np.Name, to)); err != nil {
+			return err
+		}
+		_, err = tx.Audit(actor, p.Kind, np.Name, "ok", map[string]any{"proposal": p.ID, "key_id": k.KeyID})
+		return err
+	})
+}
+
+// executeKeyDestroy first disables the key (so it signs nothing even if
+// the token call fails), then destroys the token objects, then records it.
+func (s *Server) executeKeyDestroy(ctx context.Context, p store.Proposal, actor string) error {
+	var np namePayload
+	if err := json.Unmarshal([]byte(p.Payload), &np); err != nil {
+		return err
+	}
+	var k store.Key
+	err := s.db.Update(ctx, func(tx *store.Tx) error {
+		var err error
+		if k, err = tx.GetKey(np.Name); err != nil {
+			return err
+		}
+		if err := keyTransition(p.Kind, k.State); err != nil {
+			return err
+		}
+		if k.State == store.KeyActive {
+			if err := tx.SetKeyState(np.Name, store.KeyActive, store.KeyDisabled); err != nil {
+				return err
+			}
+		}
+		_, err = tx.Audit(actor, p.Kind+".begin", np.Name, "ok", map[string]any{"proposal": p.ID, "key_id": k.KeyID})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	ctx = context.WithoutCancel(ctx)
+	if err := s.mod.DestroyKey(ctx, k.CKAID); err != nil && !errors.Is(err, hsm.ErrKeyNotFound) {
+		return err
+	}
+	return s.db.Update(ctx, func(tx *store.Tx) error {
+		if err := tx.SetKeyState(np.Name, store.KeyDisabled, store.KeyDestroyed); err != nil {
+			return err
+		}
+		if err := tx.DecideProposal(p.ID, store.ProposalExecuted, "key "+np.Name+" destroyed"); err != nil {
+			return err
+		}
+		_, err := tx.Audit(actor, p.Kind, np.Name, "ok", map[string]any{"proposal": p.ID, "key_id": k.KeyID})
+		return err
+	})
+}
+
+func (s *Server) executePrincipal(ctx context.Context, p store.Proposal, actor string) (string, error) {
+	var credential string
+	err := s.db.Update(ctx, func(tx *store.Tx) error {
+		var subject string
+		var details map[string]any
+		switch p.Kind {
+		case KindOfficerAdd:
+			var np namePayload
+			if err := json.Unmarshal([]byte(p.Payload), &np); err != nil {
+				return err
+			}
+			tok, hash, err := newCredential(officerPrefix, np.Name)
+			if err != nil {
+				return err
+			}
+			if _, err := tx.InsertOfficer(np.Name, hash); err != nil {
+				return err
+			}
+			credential, subject = tok, np.Name
+		case KindOfficerRemove:
+			var np namePayload
+			if err := json.Unmarshal([]byte(p.Payload), &np); err != nil {
+				return err
+			}
+			if err := s.checkOfficerRemoval(tx, np.Name); err != nil {
+				return err
+			}
+			if err := tx.RevokeOfficer(np.Name); err != nil {
+				return err
+			}
+			subject = np.Name
+		case KindClientCreate:
+			var cp clientPayload
+			if err := json.Unmarshal([]byte(p.Payload), &cp); err != nil {
+				return err
+			}
+			tok, hash, err := newCredential(clientPrefix, cp.Name)
+			if err != nil {
+				return err
+			}
+			if err := tx.InsertClient(store.Client{ID: cp.Name, Name: cp.Name, Brand: cp.Brand, Models: cp.Models,
+				Types: cp.Types, SecretHash: hash}); err != nil {
+				return err
+			}
+			credential, subject = tok, cp.Name
+			details = map[string]any{"brand": cp.Brand, "models": cp.Models, "types": cp.Types}
+		case KindClientRevoke:
+			var np namePayload
+			if err := json.Unmarshal([]byte(p.Payload), &np); err != nil {
+				return err
+			}
+			if err := tx.RevokeClient(np.Name); err != nil {
+				return err
+			}
+			subject = np.Name
+		}
+		if err := tx.DecideProposal(p.ID, store.ProposalExecuted, p.Kind+" "+subject); err != nil {
+			return err
+		}
+		if details == nil {
+			details = map[string]any{}
+		}
+		details["proposal"] = p.ID
+		_, err := tx.Audit(actor, p.Kind, subject, "ok", details)
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	return credential, nil
+}

@@ -1,0 +1,544 @@
+package appliance
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha512"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keyrack/keyrack/appliance/store"
+	"github.com/keyrack/keyrack/hsm"
+	"github.com/keyrack/keyrack/hsm/keywrap"
+)
+
+// ceremonyEnv is an appliance with its own store on the package's token,
+// quorum 2 and three officers.
+type ceremonyEnv struct {
+	t     *testing.T
+	srv   *Server
+	ts    *httptest.Server
+	db    *store.DB
+	creds map[string]string
+}
+
+func newCeremonyEnv(t *testing.T, quorum int, ttl string) *ceremonyEnv {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	cfg, err := ParseConfig(strings.NewReader(fmt.Sprintf(
+		`{"dev": true, "state_dir": %q, "officers": {"quorum": %d, "proposal_ttl": %q},
+		  "token": {"module": %q, "label": %q, "pin_file": %q}}`,
+		dir, quorum, ttl, testTok.Module, testTok.Label, testTok.PINFile)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := store.OpenSQLite(ctx, cfg.Store.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	creds, err := BootstrapOfficers(ctx, db, []string{"alice", "bob", "carol"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(ctx, cfg, testMod, db, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Handler())
+	t.Cleanup(ts.Close)
+	return &ceremonyEnv{t: t, srv: srv, ts: ts, db: db, creds: creds}
+}
+
+type answer struct {
+	Status int
+	Body   map[string]any
+	Raw    string
+}
+
+func (e *ceremonyEnv) do(officer, method, path string, body any) answer {
+	e.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, e.ts.URL+path, rd)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if officer != "" {
+		tok := e.creds[officer]
+		if tok == "" {
+			tok = officer // a raw credential
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	a := answer{Status: resp.StatusCode, Raw: string(raw)}
+	json.Unmarshal(raw, &a.Body)
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		e.t.Fatalf("%s %s: Content-Type %q", method, path, ct)
+	}
+	return a
+}
+
+func (a answer) proposalID() string {
+	p, _ := a.Body["proposal"].(map[string]any)
+	id, _ := p["id"].(string)
+	return id
+}
+
+func (a answer) errCode() string {
+	eb, _ := a.Body["error"].(map[string]any)
+	c, _ := eb["code"].(string)
+	return c
+}
+
+func (e *ceremonyEnv) key(name string) store.Key {
+	e.t.Helper()
+	var k store.Key
+	err := e.db.View(context.Background(), func(tx *store.Tx) error {
+		var err error
+		k, err = tx.GetKey(name)
+		return err
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return k
+}
+
+func (e *ceremonyEnv) auditActions() []string {
+	var evs []store.AuditEvent
+	e.db.View(context.Background(), func(tx *store.Tx) error {
+		var err error
+		evs, err = tx.AuditEvents(0, 1000)
+		return err
+	})
+	var out []string
+	for _, ev := range evs {
+		out = append(out, ev.Actor+" "+ev.Action+" "+ev.Result)
+	}
+	return out
+}
+
+var serialRoles = []map[string]any{{"type": "serial", "models": []string{"line-.*"}}}
+
+func TestQuorumGenerate(t *testing.T) {
+	e := newCeremonyEnv(t, 2, "1h")
+	a := e.do("alice", "POST", "/v1/keys/generate", map[string]any{"name": "q-key", "roles": serialRoles})
+	if a.Status != http.StatusAccepted || a.Body["executed"] != false {
+		t.Fatalf("proposal: %d %s", a.Status, a.Raw)
+	}
+	id := a.proposalID()
+	// One officer's approval does nothing.
+	if k := e.srv; k != nil {
+		var err error
+		e.db.View(context.Background(), func(tx *store.Tx) error { _, err = tx.GetKey("q-key"); return nil })
+		if err == nil {
+			t.Fatal("a key record exists after one approval")
+		}
+	}
+	// The same officer twice does not count twice.
+	if a := e.do("alice", "POST", "/v1/proposals/"+id+"/approve", nil); a.Status != http.StatusConflict || a.errCode() != "already-approved" {
+		t.Fatalf("second approval by the proposer: %d %s", a.Status, a.Raw)
+	}
+	if _, err := testMod.FindKeyByLabel(context.Background(), "q-key"); err == nil {
+		t.Fatal("the token has the key before the quorum")
+	}
+	a = e.do("bob", "POST", "/v1/proposals/"+id+"/approve", nil)
+	if a.Status != http.StatusOK || a.Body["executed"] != true {
+		t.Fatalf("quorum approval: %d %s", a.Status, a.Raw)
+	}
+	k := e.key("q-key")
+	if k.State != store.KeyActive || k.Bits != 4096 || k.Origin != "generated" || k.KeyID == "" {
+		t.Fatalf("record %+v", k)
+	}
+	hk, err := testMod.FindKey(context.Background(), k.CKAID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i := hk.Info(); !i.Sensitive || i.Extractable || !i.Local {
+		t.Fatalf("token object %+v", i)
+	}
+	// A third approval after execution is refused.
+	if a := e.do("carol", "POST", "/v1/proposals/"+id+"/approve", nil); a.Status != http.StatusConflict {
+		t.Fatalf("approval after execution: %d %s", a.Status, a.Raw)
+	}
+	// Refuse to overwrite: the name is taken.
+	if a := e.do("carol", "POST", "/v1/keys/generate", map[string]any{"name": "q-key", "roles": serialRoles}); a.Status != http.StatusConflict {
+		t.Fatalf("generate over an existing name: %d %s", a.Status, a.Raw)
+	}
+	// GET shows it.
+	g := e.do("carol", "GET", "/v1/keys/q-key", nil)
+	if g.Status != 200 || g.Body["origin"] != "generated" || g.Body["sign-key-sha3-384"] != k.KeyID || g.Body["public-key"] == "" {
+		t.Fatalf("GET key: %s", g.Raw)
+	}
+	tokObj, _ := g.Body["token"].(map[string]any)
+	if tokObj["present"] != true || tokObj["extractable"] != false {
+		t.Fatalf("GET key token part: %s", g.Raw)
+	}
+	acts := strings.Join(e.auditActions(), "\n")
+	for _, want := range []string{"officer:alice proposal.create ok", "officer:bob proposal.approve ok", "officer:bob key.generate ok"} {
+		if !strings.Contains(acts, want) {
+			t.Errorf("audit lacks %q:\n%s", want, acts)
+		}
+	}
+	if n, err := e.db.VerifyAudit(context.Background()); err != nil || n == 0 {
+		t.Fatalf("audit chain: %d %v", n, err)
+	}
+}
+
+func TestDisableIsNeverOneClick(t *testing.T) {
+	e := newCeremonyEnv(t, 2, "1h")
+	id := e.do("alice", "POST", "/v1/keys/generate", map[string]any{"name": "d-key", "roles": serialRoles}).proposalID()
+	e.do("bob", "POST", "/v1/proposals/"+id+"/approve", nil)
+	a := e.do("alice", "POST", "/v1/keys/d-key/disable", nil)
+	if a.Status != http.StatusAccepted || e.key("d-key").State != store.KeyActive {
+		t.Fatalf("one officer disabled a key: %d %s", a.Status, a.Raw)
+	}
+	if a := e.do("carol", "POST", "/v1/proposals/"+a.proposalID()+"/approve", nil); a.Status != 200 {
+		t.Fatalf("%d %s", a.Status, a.Raw)
+	}
+	if st := e.key("d-key").State; st != store.KeyDisabled {
+		t.Fatalf("state %s", st)
+	}
+	// Destroy: gone from the token, record kept as destroyed.
+	a = e.do("bob", "POST", "/v1/keys/d-key/destroy", nil)
+	e.do("carol", "POST", "/v1/proposals/"+a.proposalID()+"/approve", nil)
+	k := e.key("d-key")
+	if k.State != store.KeyDestroyed {
+		t.Fatalf("after destroy: %s", k.State)
+	}
+	if _, err := testMod.FindKey(context.Background(), k.CKAID); err == nil {
+		t.Fatal("destroyed key still in the token")
+	}
+	// Any officer can cancel a pending proposal; none can act alone.
+	a = e.do("alice", "POST", "/v1/keys/generate", map[string]any{"name": "c-key", "roles": serialRoles})
+	if c := e.do("bob", "POST", "/v1/proposals/"+a.proposalID()+"/cancel", nil); c.Status != 200 {
+		t.Fatalf("cancel: %d %s", c.Status, c.Raw)
+	}
+	if c := e.do("carol", "POST", "/v1/proposals/"+a.proposalID()+"/approve", nil); c.Status != http.StatusConflict {
+		t.Fatalf("approving a cancelled proposal: %d %s", c.Status, c.Raw)
+	}
+}
+
+func TestAuthentication(t *testing.T) {
+	e := newCeremonyEnv(t, 2, "1h")
+	for name, tc := range map[string]struct {
+		cred   string
+		status int
+	}{
+		"none":         {"", 401},
+		"garbage":      {"hello", 401},
+		"wrong secret": {"krk_o_alice_" + strings.Repeat("0", 64), 401},
+		"unknown":      {"krk_o_mallory_" + strings.Repeat("0", 64), 401},
+		"API key":      {"krk_c_line-1_" + strings.Repeat("0", 64), 403},
+	} {
+		req, _ := http.NewRequest("GET", e.ts.URL+"/v1/keys", nil)
+		if tc.cred != "" {
+			req.Header.Set("Authorization", "Bearer "+tc.cred)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.status {
+			t.Errorf("%s: %d, want %d", name, resp.StatusCode, tc.status)
+		}
+	}
+	// Add an officer through the quorum; the credential comes back once.
+	a := e.do("alice", "POST", "/v1/officers", map[string]string{"name": "dave"})
+	a = e.do("bob", "POST", "/v1/proposals/"+a.proposalID()+"/approve", nil)
+	cred, _ := a.Body["credential"].(string)
+	if !strings.HasPrefix(cred, "krk_o_dave_") {
+		t.Fatalf("no credential for the new officer: %s", a.Raw)
+	}
+	if g := e.do(cred, "GET", "/v1/officers", nil); g.Status != 200 {
+		t.Fatalf("new officer cannot authenticate: %d", g.Status)
+	}
+	// The credential is stored only as a hash.
+	var o store.Officer
+	e.db.View(context.Background(), func(tx *store.Tx) error { o, _ = tx.GetOfficerByName("dave"); return nil })
+	if bytes.Contains(o.SecretHash, []byte(cred)) || len(o.SecretHash) != 32 {
+		t.Fatal("officer secret not stored as a hash")
+	}
+	// Removing officers down to below the quorum is refused.
+	for _, name := range []string{"carol", "dave"} {
+		a := e.do("alice", "DELETE", "/v1/officers/"+name, nil)
+		if a.Status != http.StatusAccepted {
+			t.Fatalf("remove %s: %d %s", name, a.Status, a.Raw)
+		}
+		e.do("bob", "POST", "/v1/proposals/"+a.proposalID()+"/approve", nil)
+	}
+	if g := e.do(cred, "GET", "/v1/officers", nil); g.Status != 401 {
+		t.Fatalf("removed officer still authenticates: %d", g.Status)
+	}
+	if a := e.do("alice", "DELETE", "/v1/officers/bob", nil); a.Status != http.StatusConflict || a.errCode() != "quorum-unreachable" {
+		t.Fatalf("removal below quorum: %d %s", a.Status, a.Raw)
+	}
+}
+
+func TestProposalExpiry(t *testing.T) {
+	e := newCeremonyEnv(t, 2, "50ms")
+	a := e.do("alice", "POST", "/v1/keys/generate", map[string]any{"name": "x-key", "roles": serialRoles})
+	time.Sleep(100 * time.Millisecond)
+	if b := e.do("bob", "POST", "/v1/proposals/"+a.proposalID()+"/approve", nil); b.Status != http.StatusConflict || b.errCode() != "proposal-expired" {
+		t.Fatalf("late approval: %d %s", b.Status, b.Raw)
+	}
+	if g := e.do("bob", "GET", "/v1/proposals/"+a.proposalID(), nil); g.Body["state"] != "expired" {
+		t.Fatalf("state after expiry: %s", g.Raw)
+	}
+}
+
+var (
+	brandOnce sync.Once
+	brandKey  *rsa.PrivateKey
+)
+
+func outsideBrandKey(t *testing.T) *rsa.PrivateKey {
+	brandOnce.Do(func() {
+		var err error
+		brandKey, err = rsa.GenerateKey(rand.Reader, 4096)
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+	return brandKey
+}
+
+func countTokenKeys(t *testing.T) int {
+	ks, err := testMod.ListKeys(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ks)
+}
+
+func TestWrappedImport(t *testing.T) {
+	e := newCeremonyEnv(t, 2, "1h")
+	brand := outsideBrandKey(t)
+	ik := e.do("", "GET", "/v1/import-key", nil)
+	block, _ := pem.Decode([]byte(ik.Body["public_key_pem"].(string)))
+	pubAny, err := x509.ParsePKIXPublicKey(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKCS8PrivateKey(brand)
+	blob, err := keywrap.Wrap(pubAny.(*rsa.PublicKey), der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := e.do("alice", "POST", "/v1/keys/import", map[string]any{"name": "w-key", "roles": serialRoles, "blob": blob})
+	if a.Status != http.StatusAccepted {
+		t.Fatalf("%d %s", a.Status, a.Raw)
+	}
+	if !strings.Contains(a.Raw, "sha256") || strings.Contains(a.Raw, string(mustB64(blob))) {
+		t.Fatalf("proposal shows the blob instead of its digest: %s", a.Raw)
+	}
+	a = e.do("bob", "POST", "/v1/proposals/"+a.proposalID()+"/approve", nil)
+	if a.Status != 200 {
+		t.Fatalf("%d %s", a.Status, a.Raw)
+	}
+	k := e.key("w-key")
+	hk, err := testMod.FindKey(context.Background(), k.CKAID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := hk.Info()
+	if info.Local || !info.Sensitive || info.Extractable || k.Origin != "imported" {
+		t.Fatalf("imported key %+v, record origin %s", info, k.Origin)
+	}
+	d := sha512.Sum512([]byte("x"))
+	sig, err := hk.Sign(nil, d[:], crypto.SHA512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rsa.VerifyPKCS1v15(&brand.PublicKey, crypto.SHA512, d[:], sig); err != nil {
+		t.Fatal("imported key's signature does not verify with the original public key")
+	}
+
+	// A blob for another appliance: refused at execution, nothing left.
+	other, _ := rsa.GenerateKey(rand.Reader, 3072)
+	bad, _ := keywrap.Wrap(&other.PublicKey, der)
+	before := countTokenKeys(t)
+	a = e.do("alice", "POST", "/v1/keys/import", map[string]any{"name": "bad-key", "roles": serialRoles, "blob": bad})
+	b := e.do("bob", "POST", "/v1/proposals/"+a.proposalID()+"/approve", nil)
+	if b.Status != http.StatusBadRequest || b.errCode() != "bad-wrapped-key" {
+		t.Fatalf("foreign blob: %d %s", b.Status, b.Raw)
+	}
+	if after := countTokenKeys(t); after != before {
+		t.Fatalf("token keys %d -> %d after a refused import", before, after)
+	}
+	if k := e.key("bad-key"); k.State != store.KeyFailed {
+		t.Fatalf("record of the refused import: %s", k.State)
+	}
+	if g := e.do("alice", "GET", "/v1/proposals/"+a.proposalID(), nil); g.Body["state"] != "failed" {
+		t.Fatalf("proposal after failure: %s", g.Raw)
+	}
+}
+
+func mustB64(b []byte) []byte {
+	s, _ := json.Marshal(b)
+	return bytes.Trim(s, `"`)
+}
+
+func gpgArmored(t *testing.T, bits int, passphrase string) []byte {
+	t.Helper()
+	home := t.TempDir()
+	run := func(args ...string) []byte {
+		base := []string{"--homedir", home, "--batch", "--pinentry-mode", "loopback", "--passphrase", passphrase}
+		out, err := exec.Command("gpg", append(base, args...)...).Output()
+		if err != nil {
+			t.Fatalf("gpg %v: %v", args, err)
+		}
+		return out
+	}
+	run("--quick-gen-key", "brand <brand@keyrack.invalid>", fmt.Sprintf("rsa%d", bits), "sign", "never")
+	out := run("--armor", "--export-secret-key", "brand@keyrack.invalid")
+	exec.Command("gpgconf", "--homedir", home, "--kill", "gpg-agent").Run()
+	return out
+}
+
+func TestArmoredUpload(t *testing.T) {
+	e := newCeremonyEnv(t, 2, "1h")
+	plain := gpgArmored(t, 4096, "")
+	a := e.do("alice", "POST", "/v1/keys/upload", map[string]any{"name": "u-key", "roles": serialRoles, "key": plain})
+	if a.Status != http.StatusAccepted {
+		t.Fatalf("%d %s", a.Status, a.Raw)
+	}
+	if a := e.do("bob", "POST", "/v1/proposals/"+a.proposalID()+"/approve", nil); a.Status != 200 {
+		t.Fatalf("%d %s", a.Status, a.Raw)
+	}
+	if k := e.key("u-key"); k.State != store.KeyActive || k.Origin != "imported" {
+		t.Fatalf("%+v", k)
+	}
+	// The proposal stored only a wrapped blob, never the armored key.
+	var ps []store.Proposal
+	e.db.View(context.Background(), func(tx *store.Tx) error { ps, _ = tx.ListProposals("", 0); return nil })
+	for _, p := range ps {
+		if strings.Contains(p.Payload, "PRIVATE KEY") || strings.Contains(p.Payload, string(mustB64(plain))[:40]) {
+			t.Fatal("a proposal holds the plaintext key")
+		}
+	}
+
+	small, _ := rsa.GenerateKey(rand.Reader, 2048)
+	small8, _ := x509.MarshalPKCS8PrivateKey(small)
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ec8, _ := x509.MarshalPKCS8PrivateKey(ec)
+	before := countTokenKeys(t)
+	for name, tc := range map[string]struct {
+		key  []byte
+		want string
+	}{
+		"passphrase": {gpgArmored(t, 4096, "secret"), "passphrase"},
+		"truncated":  {plain[:len(plain)/2], "not a private key"},
+		"EC":         {pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: ec8}), "not an RSA key"},
+		"RSA-2048":   {pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: small8}), "too small"},
+		"garbage":    {[]byte("garbage"), "not a private key"},
+	} {
+		a := e.do("alice", "POST", "/v1/keys/upload", map[string]any{"name": "r-" + strings.ToLower(name[:2]), "roles": serialRoles, "key": tc.key})
+		if a.Status != http.StatusBadRequest || !strings.Contains(a.Raw, tc.want) {
+			t.Errorf("%s: %d %s", name, a.Status, a.Raw)
+		}
+		if a.proposalID() != "" {
+			t.Errorf("%s: a proposal was made", name)
+		}
+	}
+	if after := countTokenKeys(t); after != before {
+		t.Fatalf("token keys %d -> %d after refused uploads", before, after)
+	}
+}
+
+func TestBadRequests(t *testing.T) {
+	e := newCeremonyEnv(t, 2, "1h")
+	for name, tc := range map[string]struct {
+		method, path, ct, body string
+		status                 int
+	}{
+		"not json":        {"POST", "/v1/keys/generate", "application/json", "{", 400},
+		"wrong type":      {"POST", "/v1/keys/generate", "text/plain", `{}`, 415},
+		"unknown field":   {"POST", "/v1/keys/generate", "application/json", `{"name":"a","roles":[],"pin":"1"}`, 400},
+		"bad name":        {"POST", "/v1/keys/generate", "application/json", `{"name":"A B","roles":[{"type":"serial"}]}`, 400},
+		"no roles":        {"POST", "/v1/keys/generate", "application/json", `{"name":"a"}`, 400},
+		"unknown role":    {"POST", "/v1/keys/generate", "application/json", `{"name":"a","roles":[{"type":"snap-declaration"}]}`, 400},
+		"bad regex":       {"POST", "/v1/keys/generate", "application/json", `{"name":"a","roles":[{"type":"serial","models":["("]}]}`, 400},
+		"short blob":      {"POST", "/v1/keys/import", "application/json", `{"name":"a","roles":[{"type":"serial"}],"blob":"AAAA"}`, 400},
+		"no such key":     {"POST", "/v1/keys/nope/disable", "", "", 404},
+		"no proposal":     {"POST", "/v1/proposals/nope/approve", "", "", 404},
+		"bad audit query": {"GET", "/v1/audit?limit=0", "", "", 400},
+	} {
+		req, _ := http.NewRequest(tc.method, e.ts.URL+tc.path, strings.NewReader(tc.body))
+		if tc.ct != "" {
+			req.Header.Set("Content-Type", tc.ct)
+		}
+		req.Header.Set("Authorization", "Bearer "+e.creds["alice"])
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status || resp.Header.Get("Content-Type") != "application/json" || !strings.Contains(string(raw), `"message"`) {
+			t.Errorf("%s: %d %s", name, resp.StatusCode, raw)
+		}
+	}
+}
+
+// TestReconcileInterruptedCeremony plays a crash between the token step
+// and the record's completion: at the next start the half-made key is
+// removed and the record marked failed.
+func TestReconcileInterruptedCeremony(t *testing.T) {
+	e := newCeremonyEnv(t, 2, "1h")
+	ctx := context.Background()
+	ckaID := []byte("interrupted-0001")
+	err := e.db.Update(ctx, func(tx *store.Tx) error {
+		if err := tx.InsertProposal(store.Proposal{ID: "p-int", Kind: KindKeyGenerate, Payload: "{}", Summary: "s", Proposer: "alice", ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
+			return err
+		}
+		return tx.InsertKey(store.Key{Name: "int-key", CKAID: ckaID, Origin: "generated", Roles: "[]", State: store.KeyPending, ProposalID: "p-int"})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := testMod.GenerateRSA(ctx, hsm.KeySpec{Label: "int-key", ID: ckaID, Bits: 2048}); err != nil {
+		t.Fatal(err)
+	}
+	// "Restart": a new server on the same store and token.
+	if _, err := New(ctx, e.srv.cfg, testMod, e.db, e.srv.log); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := testMod.FindKey(ctx, ckaID); err == nil {
+		t.Fatal("the interrupted key's token object survived")
+	}
+	if k := e.key("int-key"); k.State != store.KeyFailed {
+		t.Fatalf("record state %s", k.State)
+	}
+	if !strings.Contains(strings.Join(e.auditActions(), "\n"), "system key.reconcile") {
+		t.Fatal("no audit event for the repair")
+	}
+}

@@ -1,0 +1,48 @@
+package appliance
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/keyrack/keyrack/policy"
+)
+
+// roles is a key's validated role scope with its canonical JSON, which is
+// what the key record stores (fixed at creation, never updated).
+type roles struct {
+	scope     *policy.KeyScope
+	canonical string
+}
+
+func parseRoles(raw json.RawMessage) (roles, error) {
+	if len(bytes.TrimSpace(raw)) == 0 || string(bytes.TrimSpace(raw)) == "null" {
+		return roles{}, badRequest("invalid-roles", "roles are required: a list of {\"type\": ..., \"models\": [regex, ...]}")
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	var specs []policy.RoleSpec
+	if err := dec.Decode(&specs); err != nil {
+		return roles{}, badRequest("invalid-roles", "roles: "+err.Error())
+	}
+	scope, err := policy.NewKeyScope(specs)
+	if err != nil {
+		return roles{}, badRequest("invalid-roles", err.Error())
+	}
+	canon, err := json.Marshal(scope.Specs())
+	if err != nil {
+		return roles{}, err
+	}
+	return roles{scope: scope, canonical: string(canon)}, nil
+}
+
+func checkClientScope(p clientPayload) error {
+	if _, err := policy.NewClientScope(p.Brand, p.Models, p.Types); err != nil {
+		if errors.Is(err, policy.ErrInvalid) {
+			return badRequest("invalid-scope", err.Error())
+		}
+		return fmt.Errorf("client scope: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,336 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+func (c *cli) status(ctx context.Context) int {
+	var h struct {
+		Status  string `json:"status"`
+		Version string `json:"version"`
+		Token   struct {
+			Up         bool   `json:"up"`
+			Label      string `json:"label"`
+			Serial     string `json:"serial"`
+			Model      string `json:"model"`
+			Sessions   int    `json:"sessions"`
+			InUse      int    `json:"sessions_in_use"`
+			Recoveries uint64 `json:"recoveries"`
+			Error      string `json:"error"`
+		} `json:"token"`
+	}
+	// Health answers 503 with the same body when the token is down.
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.url+"/v1/health", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		fmt.Fprintf(c.stderr, "keyrack: appliance at %s unreachable: %v\n", c.url, err)
+		return 1
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&h); err != nil {
+		fmt.Fprintf(c.stderr, "keyrack: unreadable answer from %s (HTTP %d): %v\n", c.url, resp.StatusCode, err)
+		return 1
+	}
+	fmt.Fprintf(c.stdout, "appliance  %s (version %s)\n", h.Status, h.Version)
+	if h.Token.Up {
+		fmt.Fprintf(c.stdout, "token      up: %s (serial %s, %s)\n", h.Token.Label, h.Token.Serial, h.Token.Model)
+	} else {
+		fmt.Fprintf(c.stdout, "token      DOWN: %s\n", h.Token.Error)
+	}
+	fmt.Fprintf(c.stdout, "sessions   %d in use of %d; %d recoveries\n", h.Token.InUse, h.Token.Sessions, h.Token.Recoveries)
+	if resp.StatusCode != http.StatusOK {
+		return 1
+	}
+	return 0
+}
+
+type importKeyView struct {
+	PublicKeyPEM string `json:"public_key_pem"`
+	Fingerprint  string `json:"fingerprint_sha256"`
+	Bits         int    `json:"bits"`
+	Method       string `json:"method"`
+	TokenMethod  string `json:"token_mechanism"`
+}
+
+func (c *cli) importKey(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("import-key", flag.ContinueOnError)
+	fs.SetOutput(c.stderr)
+	out := fs.String("o", "", "write the PEM public key to this file")
+	if err := fs.Parse(args); err != nil {
+		return usageErr("import-key [-o FILE]")
+	}
+	var ik importKeyView
+	if _, err := c.call(ctx, "GET", "/v1/import-key", nil, &ik, false); err != nil {
+		return err
+	}
+	if *out != "" {
+		if err := os.WriteFile(*out, []byte(ik.PublicKeyPEM), 0o644); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "wrote %s\n", *out)
+	} else {
+		fmt.Fprint(c.stdout, ik.PublicKeyPEM)
+	}
+	fmt.Fprintf(c.stdout, "fingerprint (sha256) %s\nRSA-%d, method %s (token: %s)\n", ik.Fingerprint, ik.Bits, ik.Method, ik.TokenMethod)
+	fmt.Fprintln(c.stdout, "Confirm the fingerprint with the appliance's console or a second officer before wrapping to it.")
+	return nil
+}
+
+type keyView struct {
+	Name        string          `json:"name"`
+	KeyID       string          `json:"sign-key-sha3-384"`
+	PublicKey   string          `json:"public-key"`
+	Bits        int             `json:"bits"`
+	Roles       json.RawMessage `json:"roles"`
+	Origin      string          `json:"origin"`
+	State       string          `json:"state"`
+	CreatedAt   time.Time       `json:"created-at"`
+	AccountKey  bool            `json:"account-key-present"`
+	Constraints json.RawMessage `json:"constraints"`
+	Token       *struct {
+		Present     bool   `json:"present"`
+		Origin      string `json:"origin"`
+		Sensitive   bool   `json:"sensitive"`
+		Extractable bool   `json:"extractable"`
+		Error       string `json:"error"`
+	} `json:"token"`
+}
+
+func (c *cli) keys(ctx context.Context, args []string) error {
+	sub := "list"
+	if len(args) > 0 {
+		sub, args = args[0], args[1:]
+	}
+	switch sub {
+	case "list":
+		var ans struct {
+			Keys []keyView `json:"keys"`
+		}
+		if _, err := c.call(ctx, "GET", "/v1/keys", nil, &ans, true); err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tSTATE\tORIGIN\tBITS\tROLES\tSIGN-KEY-SHA3-384")
+		for _, k := range ans.Keys {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", k.Name, k.State, k.Origin, k.Bits, compact(k.Roles), k.KeyID)
+		}
+		return tw.Flush()
+	case "show":
+		if len(args) != 1 {
+			return usageErr("keys show NAME")
+		}
+		var k keyView
+		if _, err := c.call(ctx, "GET", "/v1/keys/"+url.PathEscape(args[0]), nil, &k, true); err != nil {
+			return err
+		}
+		b, _ := json.MarshalIndent(k, "", "  ")
+		fmt.Fprintln(c.stdout, string(b))
+		return nil
+	case "generate", "import", "upload":
+		return c.keyCeremony(ctx, sub, args)
+	case "disable", "enable", "destroy":
+		if len(args) != 1 {
+			return usageErr("keys " + sub + " NAME")
+		}
+		return c.ceremony(ctx, "POST", "/v1/keys/"+url.PathEscape(args[0])+"/"+sub, nil, false)
+	}
+	return usageErr("unknown keys command " + sub)
+}
+
+// keyCeremony proposes generate, import or upload. Flags may follow NAME.
+func (c *cli) keyCeremony(ctx context.Context, sub string, args []string) error {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		return usageErr("keys " + sub + " NAME -role TYPE[=REGEX,...] ...")
+	}
+	name := args[0]
+	fs := flag.NewFlagSet("keys "+sub, flag.ContinueOnError)
+	fs.SetOutput(c.stderr)
+	var roles roleFlag
+	fs.Var(&roles, "role", "assertion type the key may sign, with model-name regexes: serial=dev-.*,other (repeat)")
+	blob := fs.String("blob", "", "wrapped key file made by `keyrack wrap` (import)")
+	keyFile := fs.String("key", "", "armored OpenPGP secret key or PEM private key (upload)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return usageErr("keys " + sub + " NAME -role ...")
+	}
+	if len(roles) == 0 {
+		return usageErr("at least one -role is required: roles are fixed when a key enters the appliance")
+	}
+	req := map[string]any{"name": name, "roles": roles}
+	switch sub {
+	case "import":
+		if *blob == "" {
+			return usageErr("keys import NAME -blob FILE -role ...")
+		}
+		b, err := os.ReadFile(*blob)
+		if err != nil {
+			return err
+		}
+		req["blob"] = b
+	case "upload":
+		if *keyFile == "" {
+			return usageErr("keys upload NAME -key FILE -role ...")
+		}
+		b, err := os.ReadFile(*keyFile)
+		if err != nil {
+			return err
+		}
+		defer clear(b)
+		req["key"] = b
+		fmt.Fprintln(c.stderr, "note: upload sends the plaintext key to the appliance; `keyrack wrap` + `keys import` never exposes it")
+	}
+	return c.ceremony(ctx, "POST", "/v1/keys/"+sub, req, true)
+}
+
+func (c *cli) proposals(ctx context.Context, args []string) error {
+	if len(args) == 2 && args[0] == "show" {
+		var p proposalView
+		if _, err := c.call(ctx, "GET", "/v1/proposals/"+url.PathEscape(args[1]), nil, &p, true); err != nil {
+			return err
+		}
+		b, _ := json.MarshalIndent(p, "", "  ")
+		fmt.Fprintln(c.stdout, string(b))
+		return nil
+	}
+	fs := flag.NewFlagSet("proposals", flag.ContinueOnError)
+	fs.SetOutput(c.stderr)
+	state := fs.String("state", "pending", "pending, executed, failed, cancelled, expired, or all")
+	if err := fs.Parse(args); err != nil {
+		return usageErr("proposals [-state S] | proposals show ID")
+	}
+	q := ""
+	if *state != "all" {
+		q = "?state=" + url.QueryEscape(*state)
+	}
+	var ans struct {
+		Proposals []proposalView `json:"proposals"`
+	}
+	if _, err := c.call(ctx, "GET", "/v1/proposals"+q, nil, &ans, true); err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSTATE\tAPPROVALS\tPROPOSER\tSUMMARY")
+	for _, p := range ans.Proposals {
+		fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%s\t%s\n", p.ID, p.State, len(p.Approvals), p.Quorum, p.Proposer, p.Summary)
+	}
+	return tw.Flush()
+}
+
+func (c *cli) officers(ctx context.Context, args []string) error {
+	switch {
+	case len(args) == 0 || args[0] == "list":
+		var ans struct {
+			Officers []struct {
+				Name      string     `json:"name"`
+				CreatedAt time.Time  `json:"created-at"`
+				RevokedAt *time.Time `json:"revoked-at"`
+			} `json:"officers"`
+			Quorum int `json:"quorum"`
+		}
+		if _, err := c.call(ctx, "GET", "/v1/officers", nil, &ans, true); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "quorum %d\n", ans.Quorum)
+		for _, o := range ans.Officers {
+			state := "active"
+			if o.RevokedAt != nil {
+				state = "removed " + o.RevokedAt.Format(time.RFC3339)
+			}
+			fmt.Fprintf(c.stdout, "%s\t%s\n", o.Name, state)
+		}
+		return nil
+	case len(args) == 2 && args[0] == "add":
+		return c.ceremony(ctx, "POST", "/v1/officers", map[string]string{"name": args[1]}, false)
+	case len(args) == 2 && args[0] == "remove":
+		return c.ceremony(ctx, "DELETE", "/v1/officers/"+url.PathEscape(args[1]), nil, false)
+	}
+	return usageErr("officers [list] | officers add NAME | officers remove NAME")
+}
+
+func (c *cli) clients(ctx context.Context, args []string) error {
+	switch {
+	case len(args) == 0 || args[0] == "list":
+		var ans struct {
+			Clients []struct {
+				Name      string     `json:"name"`
+				Brand     string     `json:"brand"`
+				Models    []string   `json:"models"`
+				Types     []string   `json:"types"`
+				RevokedAt *time.Time `json:"revoked-at"`
+			} `json:"clients"`
+		}
+		if _, err := c.call(ctx, "GET", "/v1/clients", nil, &ans, true); err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tBRAND\tMODELS\tTYPES\tSTATE")
+		for _, x := range ans.Clients {
+			state := "active"
+			if x.RevokedAt != nil {
+				state = "revoked"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", x.Name, x.Brand, strings.Join(x.Models, ","), strings.Join(x.Types, ","), state)
+		}
+		return tw.Flush()
+	case len(args) >= 2 && args[0] == "create":
+		fs := flag.NewFlagSet("clients create", flag.ContinueOnError)
+		fs.SetOutput(c.stderr)
+		brand := fs.String("brand", "", "brand account id")
+		var models, types listFlag
+		fs.Var(&models, "model", "model name the client may ask for (repeat)")
+		fs.Var(&types, "type", "assertion type the client may ask for (repeat)")
+		if err := fs.Parse(args[2:]); err != nil {
+			return usageErr("clients create NAME -brand B -model M ... -type T ...")
+		}
+		return c.ceremony(ctx, "POST", "/v1/clients", map[string]any{"name": args[1], "brand": *brand, "models": models, "types": types}, false)
+	case len(args) == 2 && args[0] == "revoke":
+		return c.ceremony(ctx, "DELETE", "/v1/clients/"+url.PathEscape(args[1]), nil, false)
+	}
+	return usageErr("clients [list] | clients create NAME ... | clients revoke NAME")
+}
+
+func (c *cli) audit(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("audit", flag.ContinueOnError)
+	fs.SetOutput(c.stderr)
+	after := fs.Int64("after", 0, "show events after this number")
+	limit := fs.Int("limit", 100, "at most this many events")
+	if err := fs.Parse(args); err != nil {
+		return usageErr("audit [-after N] [-limit N]")
+	}
+	var ans struct {
+		Events []struct {
+			Seq     int64           `json:"seq"`
+			Time    time.Time       `json:"time"`
+			Actor   string          `json:"actor"`
+			Action  string          `json:"action"`
+			Subject string          `json:"subject"`
+			Result  string          `json:"result"`
+			Details json.RawMessage `json:"details"`
+		} `json:"events"`
+	}
+	if _, err := c.call(ctx, "GET", fmt.Sprintf("/v1/audit?after=%d&limit=%d", *after, *limit), nil, &ans, true); err != nil {
+		return err
+	}
+	for _, e := range ans.Events {
+		fmt.Fprintf(c.stdout, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Seq, e.Time.Format(time.RFC3339), e.Actor, e.Action, e.Subject, e.Result, compact(e.Details))
+	}
+	return nil
+}
+
+func compact(raw json.RawMessage) string {
+	var v any
+	if json.Unmarshal(raw, &v) != nil {
+		return string(raw)
+	}
+	b, _ := json.Marshal(v)
+	return string(b)
+}
