@@ -47,6 +47,7 @@ func (s *Server) officerRoutes(e *echo.Echo) {
 	officer(http.MethodPost, "/clients", s.proposeClientCreate)
 	officer(http.MethodDelete, "/clients/:name", s.proposeClientRevoke)
 	officer(http.MethodGet, "/audit", s.listAudit)
+	s.registrationRoutes(officer)
 }
 
 // decodeJSON reads a JSON request body strictly into v. The body buffer is
