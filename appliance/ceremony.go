@@ -277,6 +277,12 @@ func (s *Server) precheck(tx *store.Tx, kind string, raw []byte) error {
 		if c.RevokedAt != nil {
 			return &APIError{Status: http.StatusConflict, Code: "client-revoked", Message: fmt.Sprintf("API client %q is already revoked", p.Name)}
 		}
+	case KindModelSet:
+		var p modelPayload
+		if err := json.Unmarshal(raw, &p); err != nil {
+			return err
+		}
+		return s.checkModelPayload(tx, &p)
 	default:
 		return badRequest("unknown-kind", "unknown proposal kind "+kind)
 	}
@@ -357,7 +363,7 @@ func (s *Server) execute(ctx context.Context, id, officer string) (Outcome, erro
 		execErr = s.executeKeyState(ctx, p, actor)
 	case KindKeyDestroy:
 		execErr = s.executeKeyDestroy(ctx, p, actor)
-	case KindOfficerAdd, KindOfficerRemove, KindClientCreate, KindClientRevoke:
+	case KindOfficerAdd, KindOfficerRemove, KindClientCreate, KindClientRevoke, KindModelSet:
 		credential, execErr = s.executePrincipal(ctx, p, actor)
 	default:
 		execErr = fmt.Errorf("unknown proposal kind %q", p.Kind)
@@ -593,6 +599,11 @@ func (s *Server) executePrincipal(ctx context.Context, p store.Proposal, actor s
 			}
 			credential, subject = tok, cp.Name
 			details = map[string]any{"brand": cp.Brand, "models": cp.Models, "types": cp.Types}
+		case KindModelSet:
+			var err error
+			if subject, details, err = s.executeModelSet(tx, p); err != nil {
+				return err
+			}
 		case KindClientRevoke:
 			var np namePayload
 			if err := json.Unmarshal([]byte(p.Payload), &np); err != nil {

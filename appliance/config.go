@@ -39,6 +39,14 @@ type Config struct {
 	Officers OfficersConfig `json:"officers"`
 	// Store is where the appliance keeps its records.
 	Store StoreConfig `json:"store"`
+	// Devices configures the device-service protocol.
+	Devices DevicesConfig `json:"devices"`
+}
+
+// DevicesConfig configures device registration.
+type DevicesConfig struct {
+	// NonceTTL is how long a request-id stays usable (default 10m).
+	NonceTTL Duration `json:"nonce_ttl"`
 }
 
 // OfficersConfig is the M of M-of-N: how many distinct officers must
@@ -179,6 +187,9 @@ func (c *Config) Normalize() error {
 	}
 	if c.Officers.ProposalTTL == 0 {
 		c.Officers.ProposalTTL = Duration(24 * time.Hour)
+	}
+	if c.Devices.NonceTTL == 0 {
+		c.Devices.NonceTTL = Duration(10 * time.Minute)
 	}
 	if c.Store.Driver == "" {
 		c.Store.Driver = "sqlite"

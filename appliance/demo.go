@@ -17,14 +17,17 @@ const (
 	DemoKey      = "dev-serial"
 	DemoBrand    = "dev-brand"
 	DemoModel    = "dev-model"
-	demoRoleJSON = `[{"type": "serial", "models": ["dev-model"]}, {"type": "model", "models": ["dev-model"]}]`
+	DemoClient   = "dev-line"
+	demoRoleJSON = `[{"type": "serial", "models": ["dev-model"]}, {"type": "model", "models": ["dev-model"]},
+		{"type": "system-user", "models": ["dev-model"]}, {"type": "preseed", "models": ["dev-model"]}]`
 )
 
 // EnsureDemo sets up a development appliance's demo data in devDir on
-// first start: an officer whose credential is written to
-// devDir/officer-token (mode 0600) and a serial-signing key generated in the
-// token through the same ceremony production uses (with quorum 1). A
-// restart finds them and changes nothing.
+// first start, through the same ceremonies production uses (quorum 1): an
+// officer (credential in devDir/officer-token), a signing key generated in
+// the token, the model dev-brand/dev-model bound to it with serials
+// assigned by the appliance, and an API client for that model (key in
+// devDir/api-key). Files are mode 0600. A restart changes nothing.
 func (s *Server) EnsureDemo(ctx context.Context, devDir string) error {
 	if !s.cfg.Dev {
 		return errors.New("demo data only on a dev appliance")
@@ -54,10 +57,23 @@ func (s *Server) EnsureDemo(ctx context.Context, devDir string) error {
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
-	out, err := s.propose(ctx, DemoOfficer, KindKeyGenerate, "generate the demo serial key",
-		keyPayload{Name: DemoKey, Roles: json.RawMessage(demoRoleJSON)})
-	if err != nil {
+	if _, err := s.propose(ctx, DemoOfficer, KindKeyGenerate, "generate the demo key",
+		keyPayload{Name: DemoKey, Roles: json.RawMessage(demoRoleJSON)}); err != nil {
 		return fmt.Errorf("demo key: %w", err)
+	}
+	keys := map[string]string{"serial": DemoKey, "model": DemoKey, "system-user": DemoKey, "preseed": DemoKey}
+	if _, err := s.propose(ctx, DemoOfficer, KindModelSet, "bind the demo model",
+		modelPayload{Brand: DemoBrand, Model: DemoModel, Keys: keys, SerialSource: "assign", SerialPrefix: "dev-"}); err != nil {
+		return fmt.Errorf("demo model: %w", err)
+	}
+	out, err := s.propose(ctx, DemoOfficer, KindClientCreate, "create the demo API client",
+		clientPayload{Name: DemoClient, Brand: DemoBrand, Models: []string{DemoModel}, Types: []string{"serial", "model", "system-user", "preseed"}})
+	if err != nil {
+		return fmt.Errorf("demo client: %w", err)
+	}
+	apiKeyFile := filepath.Join(devDir, "api-key")
+	if err := writeSecretFile(apiKeyFile, out.Credential); err != nil {
+		return err
 	}
 	err = s.db.View(ctx, func(tx *store.Tx) error {
 		var err error
@@ -67,7 +83,8 @@ func (s *Server) EnsureDemo(ctx context.Context, devDir string) error {
 	if err != nil {
 		return err
 	}
-	s.log.Info("demo data", "serial_key", DemoKey, "key_id", k.KeyID, "created", true, "proposal", out.Proposal.ID)
+	s.log.Info("demo data", "serial_key", DemoKey, "key_id", k.KeyID, "created", true, "brand", DemoBrand, "model", DemoModel,
+		"api_client", DemoClient, "api_key_file", apiKeyFile)
 	return nil
 }
 

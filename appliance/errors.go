@@ -10,8 +10,10 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/keyrack/keyrack/appliance/assertion"
 	"github.com/keyrack/keyrack/appliance/store"
 	"github.com/keyrack/keyrack/hsm"
+	"github.com/keyrack/keyrack/policy"
 )
 
 // APIError is an error with the status and the stable code the API
@@ -51,7 +53,13 @@ func toAPIError(err error) *APIError {
 		}
 		return &APIError{Status: he.Code, Code: codeForStatus(he.Code), Message: msg, Err: err}
 	}
+	var refusal *policy.Refusal
+	if errors.As(err, &refusal) {
+		return &APIError{Status: http.StatusForbidden, Code: "refused", Message: refusal.Error(), Err: err}
+	}
 	switch {
+	case errors.Is(err, assertion.ErrSelfCheck):
+		return &APIError{Status: http.StatusInternalServerError, Code: "internal", Message: "internal error", Err: err}
 	case errors.Is(err, hsm.ErrTokenUnavailable), errors.Is(err, hsm.ErrPINIncorrect), errors.Is(err, hsm.ErrClosed):
 		return &APIError{Status: http.StatusServiceUnavailable, Code: "token-unavailable",
 			Message: "the signing token is unavailable; retry later", RetryAfter: 5, Err: err}

@@ -16,11 +16,15 @@ import (
 // take only values from closed sets (route templates, status classes):
 // never a serial, a key name or anything a client sent.
 type metrics struct {
-	reg      *prometheus.Registry
-	requests *prometheus.CounterVec
-	latency  *prometheus.HistogramVec
-	inFlight prometheus.Gauge
-	tokenUp  prometheus.Gauge
+	reg        *prometheus.Registry
+	requests   *prometheus.CounterVec
+	latency    *prometheus.HistogramVec
+	inFlight   prometheus.Gauge
+	tokenUp    prometheus.Gauge
+	signatures *prometheus.CounterVec
+	refusals   *prometheus.CounterVec
+	nonces     *prometheus.CounterVec
+	duplicates prometheus.Counter
 }
 
 func newMetrics(mod *hsm.Module, version string) *metrics {
@@ -45,6 +49,23 @@ func newMetrics(mod *hsm.Module, version string) *metrics {
 			Help: "1 when the last token health check succeeded, else 0.",
 		}),
 	}
+	m.signatures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "keyrack_signatures_total",
+		Help: "Assertions signed, by assertion type, signing key id and result.",
+	}, []string{"type", "key_id", "result"})
+	m.refusals = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "keyrack_policy_refusals_total",
+		Help: "Requests refused by a client scope or key role, by rule.",
+	}, []string{"rule"})
+	m.nonces = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "keyrack_request_ids_total",
+		Help: "Device request-ids by event (issued, consumed).",
+	}, []string{"event"})
+	m.duplicates = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "keyrack_serial_duplicates_refused_total",
+		Help: "Serial requests refused because the serial belongs to another device key.",
+	})
+	reg.MustRegister(m.signatures, m.refusals, m.nonces, m.duplicates)
 	build := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "keyrack_build_info",
 		Help:        "Build information; always 1.",

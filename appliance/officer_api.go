@@ -48,6 +48,9 @@ func (s *Server) officerRoutes(e *echo.Echo) {
 	officer(http.MethodDelete, "/clients/:name", s.proposeClientRevoke)
 	officer(http.MethodGet, "/audit", s.listAudit)
 	s.registrationRoutes(officer)
+	officer(http.MethodGet, "/models", s.listModels)
+	officer(http.MethodPost, "/models", s.proposeModelSet)
+	officer(http.MethodGet, "/signing-log", s.signingLog)
 }
 
 // decodeJSON reads a JSON request body strictly into v. The body buffer is

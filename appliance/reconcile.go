@@ -57,6 +57,26 @@ func (s *Server) reconcile(ctx context.Context) error {
 			}
 		}
 	}
+	// Serials reserved but never issued: the signature, if one was made,
+	// was never recorded, so it was never sent. Undo the reservation.
+	err = s.db.Update(ctx, func(tx *store.Tx) error {
+		stale, err := tx.StaleReservations()
+		if err != nil {
+			return err
+		}
+		for _, r := range stale {
+			if err := tx.DropSerialReservation(r.Brand, r.Model, r.Serial, r.Nonce); err != nil {
+				return err
+			}
+			if _, err := tx.Audit("system", "serial.reconcile", r.Brand+"/"+r.Model+"/"+r.Serial, "reservation undone after a restart", nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
 	for _, p := range props {
 		if len(p.Approvals) < s.cfg.Officers.Quorum {
 			continue

@@ -31,12 +31,14 @@ type Server struct {
 	echo      *echo.Echo
 	metrics   *metrics
 	importKey *hsm.Key
+	cache     keyCache
 }
 
 // New wires the API onto an open token module and store: it finds or makes
 // the import key and repairs what an interrupted ceremony left.
 func New(ctx context.Context, cfg Config, mod *hsm.Module, db *store.DB, log *slog.Logger) (*Server, error) {
-	s := &Server{cfg: cfg, mod: mod, db: db, log: log, metrics: newMetrics(mod, Version)}
+	s := &Server{cfg: cfg, mod: mod, db: db, log: log, metrics: newMetrics(mod, Version),
+		cache: keyCache{roles: map[string]roles{}, keys: map[string]*hsm.Key{}}}
 	ik, err := ensureImportKey(ctx, mod, db)
 	if err != nil {
 		return nil, err
@@ -60,6 +62,7 @@ func New(ctx context.Context, cfg Config, mod *hsm.Module, db *store.DB, log *sl
 	e.GET("/v1/health", s.health)
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{})))
 	s.officerRoutes(e)
+	s.deviceRoutes(e)
 	s.echo = e
 	return s, nil
 }

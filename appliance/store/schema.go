@@ -71,5 +71,58 @@ CREATE TABLE settings (
 	value       TEXT NOT NULL
 );
 `,
+		// 2: device registration and the signing log.
+		`
+CREATE TABLE models (
+	brand          TEXT NOT NULL,
+	model          TEXT NOT NULL,
+	keys           TEXT NOT NULL,      -- JSON {assertion type: key name}
+	serial_source  TEXT NOT NULL,      -- request | assign
+	serial_prefix  TEXT NOT NULL DEFAULT '',
+	next_serial    BIGINT NOT NULL DEFAULT 1,
+	allow_rekey    INTEGER NOT NULL DEFAULT 0,
+	proposal_id    TEXT NOT NULL,
+	created_us     BIGINT NOT NULL,
+	updated_us     BIGINT NOT NULL,
+	PRIMARY KEY (brand, model)
+);
+CREATE TABLE nonces (
+	id          TEXT PRIMARY KEY,
+	client      TEXT NOT NULL,
+	state       TEXT NOT NULL,         -- issued | claimed | consumed
+	created_us  BIGINT NOT NULL,
+	expires_us  BIGINT NOT NULL,
+	used_us     BIGINT
+);
+CREATE INDEX nonces_expiry ON nonces (expires_us);
+CREATE TABLE serials (
+	brand         TEXT NOT NULL,
+	model         TEXT NOT NULL,
+	serial        TEXT NOT NULL,
+	device_key_id TEXT NOT NULL,
+	pending_key_id TEXT,               -- the new device key while a re-key is signed
+	revision      INTEGER NOT NULL,
+	state         TEXT NOT NULL,       -- signing | issued
+	assertion     BLOB,
+	client        TEXT NOT NULL,
+	nonce         TEXT NOT NULL,
+	updated_us    BIGINT NOT NULL,
+	PRIMARY KEY (brand, model, serial)
+);
+CREATE TABLE signing_log (
+	id            INTEGER PRIMARY KEY AUTOINCREMENT,
+	time_us       BIGINT NOT NULL,
+	type          TEXT NOT NULL,
+	key_id        TEXT NOT NULL,
+	brand         TEXT NOT NULL,
+	model         TEXT NOT NULL,
+	serial        TEXT NOT NULL DEFAULT '',
+	device_key_id TEXT NOT NULL DEFAULT '',
+	client        TEXT NOT NULL,
+	revision      INTEGER NOT NULL DEFAULT 0,
+	digest        TEXT NOT NULL        -- sha3-384 of the encoded assertion, base64url
+);
+CREATE INDEX signing_log_lookup ON signing_log (brand, model, serial);
+`,
 	},
 }

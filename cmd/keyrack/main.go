@@ -18,6 +18,8 @@
 //	keyrack approve ID | cancel ID
 //	keyrack officers [list] | officers add NAME | officers remove NAME
 //	keyrack clients [list] | clients create NAME -brand B -model M -type serial | clients revoke NAME
+//	keyrack models [list] | models set BRAND MODEL -key serial=KEY ...
+//	keyrack log [-model M] [-serial S] [-csv]
 //	keyrack audit [-after N] [-limit N]
 package main
 
@@ -58,6 +60,9 @@ appliance:
   cancel ID              withdraw a pending proposal
   officers [list] | officers add NAME | officers remove NAME
   clients [list] | clients create NAME -brand B -model M ... -type T ... | clients revoke NAME
+  models [list] | models set BRAND MODEL -key TYPE=KEY ... [-serial-source request|assign] [-serial-prefix P] [-allow-rekey]
+  log [-type T] [-model M] [-serial S] [-client C] [-since T] [-until T] [-csv]
+                         the signing log
   audit [-after N] [-limit N]
   version
 `
@@ -115,6 +120,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = c.clients(ctx, rest[1:])
 	case "audit":
 		err = c.audit(ctx, rest[1:])
+	case "models":
+		err = c.models(ctx, rest[1:])
+	case "log":
+		err = c.signingLog(ctx, rest[1:])
 	default:
 		err = usageErr(fmt.Sprintf("unknown command %q", rest[0]))
 	}

@@ -1,0 +1,471 @@
+package appliance
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/csv"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/snapcore/snapd/asserts"
+
+	"github.com/keyrack/keyrack/appliance/store"
+)
+
+// deviceEnv is an appliance with a brand key bound to brand-x/line-1
+// (serials from the request) and brand-x/line-9 (serials assigned), and
+// two clients: "line-a" for line-1 and line-9, "line-b" for line-2.
+type deviceEnv struct {
+	*ceremonyEnv
+	apiKeys map[string]string
+	brand   *rsa.PublicKey
+}
+
+func (e *ceremonyEnv) quorum(officer, method, path string, body any) answer {
+	e.t.Helper()
+	a := e.do(officer, method, path, body)
+	if a.Status != http.StatusAccepted {
+		e.t.Fatalf("%s %s: %d %s", method, path, a.Status, a.Raw)
+	}
+	other := "bob"
+	if officer == "bob" {
+		other = "carol"
+	}
+	b := e.do(other, "POST", "/v1/proposals/"+a.proposalID()+"/approve", nil)
+	if b.Status != http.StatusOK {
+		e.t.Fatalf("approving %s %s: %d %s", method, path, b.Status, b.Raw)
+	}
+	return b
+}
+
+func newDeviceEnv(t *testing.T, rekey bool) *deviceEnv {
+	e := &deviceEnv{ceremonyEnv: newCeremonyEnv(t, 2, "1h"), apiKeys: map[string]string{}}
+	roles := []map[string]any{{"type": "serial", "models": []string{"line-.*"}}, {"type": "model", "models": []string{"line-.*"}},
+		{"type": "system-user", "models": []string{"line-.*"}}, {"type": "preseed", "models": []string{"line-.*"}}}
+	name := "brand-" + strings.ToLower(randomHex(4))
+	e.quorum("alice", "POST", "/v1/keys/generate", map[string]any{"name": name, "roles": roles})
+	pubAny, _ := x509.ParsePKIXPublicKey(e.key(name).PublicKey)
+	e.brand = pubAny.(*rsa.PublicKey)
+	all := map[string]string{"serial": name, "model": name, "system-user": name, "preseed": name}
+	e.quorum("alice", "POST", "/v1/models", map[string]any{"brand": "brand-x", "model": "line-1", "keys": all, "allow-rekey": rekey})
+	e.quorum("alice", "POST", "/v1/models", map[string]any{"brand": "brand-x", "model": "line-9", "keys": all, "serial-source": "assign", "serial-prefix": "L9-"})
+	for client, models := range map[string][]string{"line-a": {"line-1", "line-9"}, "line-b": {"line-2"}} {
+		b := e.quorum("alice", "POST", "/v1/clients", map[string]any{"name": client, "brand": "brand-x", "models": models,
+			"types": []string{"serial", "model", "system-user", "preseed"}})
+		e.apiKeys[client] = b.Body["credential"].(string)
+	}
+	return e
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)[:n]
+}
+
+func (e *deviceEnv) call(client, method, path, ctype string, body []byte, hdr map[string]string) (int, http.Header, []byte) {
+	e.t.Helper()
+	req, _ := http.NewRequest(method, e.ts.URL+path, bytes.NewReader(body))
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	if client != "" {
+		req.Header.Set("api-key", e.apiKeys[client])
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, raw
+}
+
+func (e *deviceEnv) requestID(client string) string {
+	e.t.Helper()
+	code, _, raw := e.call(client, "POST", "/v1/request-id", "", nil, nil)
+	var v map[string]string
+	if code != 200 || json.Unmarshal(raw, &v) != nil || v["request-id"] == "" {
+		e.t.Fatalf("request-id: %d %s", code, raw)
+	}
+	return v["request-id"]
+}
+
+// modelAssertion has the appliance sign the model (as the brand would).
+func (e *deviceEnv) modelAssertion(model string) []byte {
+	e.t.Helper()
+	b, _ := json.Marshal(map[string]any{"headers": map[string]any{"model": model, "architecture": "amd64", "gadget": "pc",
+		"kernel": "pc-kernel", "timestamp": "2026-01-01T00:00:00Z"}})
+	code, _, raw := e.call("line-a", "POST", "/v1/model", "application/json", b, nil)
+	if code != 200 {
+		e.t.Fatalf("model: %d %s", code, raw)
+	}
+	return raw
+}
+
+type device struct {
+	priv *rsa.PrivateKey
+}
+
+func newDevice(t *testing.T) *device {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &device{priv: k}
+}
+
+// serialRequest is what snapd's device manager sends.
+func (d *device) serialRequest(t *testing.T, requestID, model, serial string, extra map[string]any) []byte {
+	t.Helper()
+	enc, _ := asserts.EncodePublicKey(asserts.RSAPrivateKey(d.priv).PublicKey())
+	h := map[string]any{"brand-id": "brand-x", "model": model, "request-id": requestID, "device-key": string(enc)}
+	if serial != "" {
+		h["serial"] = serial
+	}
+	for k, v := range extra {
+		h[k] = v
+	}
+	a, err := asserts.SignWithoutAuthority(asserts.SerialRequestType, h, []byte("HW: test rig"), asserts.RSAPrivateKey(d.priv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return asserts.Encode(a)
+}
+
+func stream(parts ...[]byte) []byte {
+	var b bytes.Buffer
+	for _, p := range parts {
+		b.Write(bytes.TrimRight(p, "\n"))
+		b.WriteString("\n\n")
+	}
+	return b.Bytes()
+}
+
+var (
+	rootOnce sync.Once
+	rootKey  asserts.PrivateKey
+)
+
+// trustingDB trusts only a test root, which vouches for the brand account
+// and its account-key: what a device's assertion database holds.
+func trustingDB(t *testing.T, brandPub *rsa.PublicKey) *asserts.Database {
+	t.Helper()
+	rootOnce.Do(func() {
+		k, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rootKey = asserts.RSAPrivateKey(k)
+	})
+	sdb, _ := asserts.OpenDatabase(&asserts.DatabaseConfig{Backstore: asserts.NewMemoryBackstore(), KeypairManager: asserts.NewMemoryKeypairManager()})
+	sdb.ImportKey(rootKey)
+	sign := func(typ *asserts.AssertionType, h map[string]any, body []byte) asserts.Assertion {
+		a, err := sdb.Sign(typ, h, body, rootKey.PublicKey().ID())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	ak := func(account string, pub asserts.PublicKey) asserts.Assertion {
+		body, _ := asserts.EncodePublicKey(pub)
+		return sign(asserts.AccountKeyType, map[string]any{"authority-id": "root", "account-id": account, "name": "k",
+			"public-key-sha3-384": pub.ID(), "since": "2020-01-01T00:00:00Z"}, body)
+	}
+	acct := func(id string) asserts.Assertion {
+		return sign(asserts.AccountType, map[string]any{"authority-id": "root", "account-id": id, "display-name": id,
+			"validation": "verified", "timestamp": "2020-01-01T00:00:00Z"}, nil)
+	}
+	db, err := asserts.OpenDatabase(&asserts.DatabaseConfig{Backstore: asserts.NewMemoryBackstore(),
+		Trusted: []asserts.Assertion{acct("root"), ak("root", rootKey.PublicKey())}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []asserts.Assertion{acct("brand-x"), ak("brand-x", asserts.RSAPublicKey(brandPub))} {
+		if err := db.Add(a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return db
+}
+
+func decodeStream(t *testing.T, raw []byte) []asserts.Assertion {
+	t.Helper()
+	dec := asserts.NewDecoder(bytes.NewReader(raw))
+	var out []asserts.Assertion
+	for {
+		a, err := dec.Decode()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatalf("answer is not an assertion stream: %v\n%s", err, raw)
+		}
+		out = append(out, a)
+	}
+}
+
+func errCodeOf(raw []byte) string {
+	var eb errorBody
+	json.Unmarshal(raw, &eb)
+	return eb.Error.Code
+}
+
+func TestDeviceRegistration(t *testing.T) {
+	e := newDeviceEnv(t, false)
+	db := trustingDB(t, e.brand)
+	model := e.modelAssertion("line-1")
+	dev := newDevice(t)
+	rid := e.requestID("line-a")
+	body := stream(dev.serialRequest(t, rid, "line-1", "SN-0001", nil), model)
+
+	code, hdr, raw := e.call("line-a", "POST", "/v1/serial", asserts.MediaType, body, map[string]string{"Snap-Device-Capabilities": "serial-stream"})
+	if code != 200 || hdr.Get("Content-Type") != asserts.MediaType {
+		t.Fatalf("serial: %d %s %s", code, hdr.Get("Content-Type"), raw)
+	}
+	as := decodeStream(t, raw)
+	serial, ok := as[0].(*asserts.Serial)
+	if !ok || serial.Serial() != "SN-0001" || serial.Model() != "line-1" || serial.DeviceKey().ID() != asserts.RSAPrivateKey(dev.priv).PublicKey().ID() {
+		t.Fatalf("answer %v", as[0].Headers())
+	}
+	if err := db.Check(serial); err != nil {
+		t.Fatalf("snapd refuses the serial: %v", err)
+	}
+	if string(serial.Body()) != "HW: test rig" {
+		t.Fatalf("body not copied: %q", serial.Body())
+	}
+
+	// Replaying the request-id fails.
+	code, hdr, raw = e.call("line-a", "POST", "/v1/serial", asserts.MediaType, body, nil)
+	if code != http.StatusConflict || errCodeOf(raw) != "request-id-used" || hdr.Get("Content-Type") != "application/json" {
+		t.Fatalf("replay: %d %s", code, raw)
+	}
+	// Another client's request-id fails.
+	ridB := e.requestID("line-b")
+	code, _, raw = e.call("line-a", "POST", "/v1/serial", asserts.MediaType, stream(dev.serialRequest(t, ridB, "line-1", "SN-0002", nil), model), nil)
+	if code != http.StatusForbidden || errCodeOf(raw) != "request-id-client" {
+		t.Fatalf("another client's request-id: %d %s", code, raw)
+	}
+	// A client scoped to line-2 asking for line-1: 403 with a JSON message.
+	code, hdr, raw = e.call("line-b", "POST", "/v1/serial", asserts.MediaType, stream(dev.serialRequest(t, e.requestID("line-b"), "line-1", "SN-0003", nil), model), nil)
+	if code != http.StatusForbidden || hdr.Get("Content-Type") != "application/json" || !strings.Contains(string(raw), "client-model") {
+		t.Fatalf("out of scope: %d %s %s", code, hdr.Get("Content-Type"), raw)
+	}
+	// The same serial and device key again: the stored serial, unchanged.
+	code, _, raw2 := e.call("line-a", "POST", "/v1/serial", asserts.MediaType, stream(dev.serialRequest(t, e.requestID("line-a"), "line-1", "SN-0001", nil), model), nil)
+	if code != 200 || !bytes.Equal(bytes.TrimSpace(raw2), bytes.TrimSpace(asserts.Encode(serial))) {
+		t.Fatalf("idempotent retry: %d\n%s", code, raw2)
+	}
+	// The same serial with another device key: refused.
+	other := newDevice(t)
+	code, _, raw = e.call("line-a", "POST", "/v1/serial", asserts.MediaType, stream(other.serialRequest(t, e.requestID("line-a"), "line-1", "SN-0001", nil), model), nil)
+	if code != http.StatusConflict || errCodeOf(raw) != "serial-taken" {
+		t.Fatalf("serial of another device: %d %s", code, raw)
+	}
+	// Bad input.
+	for name, tc := range map[string]struct {
+		ctype string
+		body  []byte
+		want  int
+	}{
+		"json":       {"application/json", body, 415},
+		"garbage":    {asserts.MediaType, []byte("garbage"), 400},
+		"no model":   {asserts.MediaType, dev.serialRequest(t, e.requestID("line-a"), "line-1", "SN-7", nil), 400},
+		"model diff": {asserts.MediaType, stream(dev.serialRequest(t, e.requestID("line-a"), "line-9", "", nil), model), 400},
+	} {
+		code, hdr, raw := e.call("line-a", "POST", "/v1/serial", tc.ctype, tc.body, nil)
+		if code != tc.want || hdr.Get("Content-Type") != "application/json" {
+			t.Errorf("%s: %d %s", name, code, raw)
+		}
+	}
+	if code, _, _ := e.call("", "POST", "/v1/request-id", "", nil, map[string]string{"api-key": e.creds["alice"]}); code != 403 {
+		t.Errorf("officer credential on a device endpoint: %d", code)
+	}
+	if code, _, _ := e.call("", "POST", "/v1/request-id", "", nil, nil); code != 401 {
+		t.Errorf("no api key: %d", code)
+	}
+
+	// Durable records: the signing log has the serial, the audit chain the decisions.
+	var log []store.LogEntry
+	e.db.View(context.Background(), func(tx *store.Tx) error {
+		log, _ = tx.SigningLog(store.LogFilter{Type: "serial"})
+		return nil
+	})
+	if len(log) != 1 || log[0].Serial != "SN-0001" || log[0].Client != "line-a" || log[0].KeyID != serial.SignKeyID() || log[0].Digest == "" {
+		t.Fatalf("signing log %+v", log)
+	}
+	acts := strings.Join(e.auditActions(), "\n")
+	for _, want := range []string{"client:line-a serial.sign ok", "client:line-a serial.duplicate returned the stored serial", "client:line-a serial.duplicate refused"} {
+		if !strings.Contains(acts, want) {
+			t.Errorf("audit lacks %q", want)
+		}
+	}
+	if _, err := e.db.VerifyAudit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// Metrics counted it.
+	code, _, m := e.call("", "GET", "/metrics", "", nil, nil)
+	if code != 200 || !strings.Contains(string(m), `keyrack_signatures_total{key_id="`+serial.SignKeyID()+`",result="ok",type="serial"} 1`) {
+		t.Errorf("metrics lack the serial signature")
+	}
+}
+
+func TestConcurrentDuplicateSerials(t *testing.T) {
+	e := newDeviceEnv(t, false)
+	model := e.modelAssertion("line-1")
+	const n = 20
+	bodies := make([][]byte, n)
+	for i := range bodies {
+		bodies[i] = stream(newDevice(t).serialRequest(t, e.requestID("line-a"), "line-1", "RACE-1", nil), model)
+	}
+	codes := make([]int, n)
+	var wg sync.WaitGroup
+	for i := range bodies {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			codes[i], _, _ = e.call("line-a", "POST", "/v1/serial", asserts.MediaType, bodies[i], nil)
+		}(i)
+	}
+	wg.Wait()
+	ok, conflict := 0, 0
+	for _, c := range codes {
+		switch c {
+		case 200:
+			ok++
+		case 409:
+			conflict++
+		}
+	}
+	if ok != 1 || conflict != n-1 {
+		t.Fatalf("%d parallel requests for one serial: %d issued, %d conflicts (%v)", n, ok, conflict, codes)
+	}
+	var log []store.LogEntry
+	e.db.View(context.Background(), func(tx *store.Tx) error { log, _ = tx.SigningLog(store.LogFilter{Serial: "RACE-1"}); return nil })
+	if len(log) != 1 {
+		t.Fatalf("signing log has %d rows for the serial", len(log))
+	}
+}
+
+func TestRekeyAndAssignedSerials(t *testing.T) {
+	e := newDeviceEnv(t, true)
+	db := trustingDB(t, e.brand)
+	m1, m9 := e.modelAssertion("line-1"), e.modelAssertion("line-9")
+	first, second := newDevice(t), newDevice(t)
+	e.call("line-a", "POST", "/v1/serial", asserts.MediaType, stream(first.serialRequest(t, e.requestID("line-a"), "line-1", "RK-1", nil), m1), nil)
+	code, _, raw := e.call("line-a", "POST", "/v1/serial", asserts.MediaType, stream(second.serialRequest(t, e.requestID("line-a"), "line-1", "RK-1", nil), m1), nil)
+	if code != 200 {
+		t.Fatalf("re-key: %d %s", code, raw)
+	}
+	s := decodeStream(t, raw)[0].(*asserts.Serial)
+	if s.Revision() != 1 || s.DeviceKey().ID() != asserts.RSAPrivateKey(second.priv).PublicKey().ID() {
+		t.Fatalf("re-keyed serial revision %d", s.Revision())
+	}
+	if err := db.Check(s); err != nil {
+		t.Fatal(err)
+	}
+	// Assigned serials: the device sends none and gets the next one.
+	var got []string
+	for i := 0; i < 2; i++ {
+		code, _, raw := e.call("line-a", "POST", "/v1/serial", asserts.MediaType, stream(newDevice(t).serialRequest(t, e.requestID("line-a"), "line-9", "", nil), m9), nil)
+		if code != 200 {
+			t.Fatalf("assigned: %d %s", code, raw)
+		}
+		got = append(got, decodeStream(t, raw)[0].(*asserts.Serial).Serial())
+	}
+	if got[0] != "L9-1" || got[1] != "L9-2" {
+		t.Fatalf("assigned serials %v", got)
+	}
+	code, _, raw = e.call("line-a", "POST", "/v1/serial", asserts.MediaType, stream(newDevice(t).serialRequest(t, e.requestID("line-a"), "line-9", "MINE", nil), m9), nil)
+	if code != 400 || errCodeOf(raw) != "serial-assigned" {
+		t.Fatalf("own serial on an assigning model: %d %s", code, raw)
+	}
+}
+
+func TestKeyRolesGuardSigning(t *testing.T) {
+	e := newDeviceEnv(t, false)
+	// A key without the serial role can never be bound to sign serials.
+	e.quorum("alice", "POST", "/v1/keys/generate", map[string]any{"name": "m-only", "roles": []map[string]any{{"type": "model"}}})
+	a := e.do("alice", "POST", "/v1/models", map[string]any{"brand": "brand-x", "model": "line-2", "keys": map[string]string{"serial": "m-only"}})
+	if a.Status != 400 || a.errCode() != "key-roles" {
+		t.Fatalf("binding a model-only key to serials: %d %s", a.Status, a.Raw)
+	}
+	// A disabled key signs nothing.
+	model := e.modelAssertion("line-1")
+	var name string
+	e.db.View(context.Background(), func(tx *store.Tx) error {
+		mc, _ := tx.GetModel("brand-x", "line-1")
+		name = mc.Keys["serial"]
+		return nil
+	})
+	e.quorum("alice", "POST", "/v1/keys/"+name+"/disable", nil)
+	code, _, raw := e.call("line-a", "POST", "/v1/serial", asserts.MediaType, stream(newDevice(t).serialRequest(t, e.requestID("line-a"), "line-1", "D-1", nil), model), nil)
+	if code != 403 || errCodeOf(raw) != "key-not-active" {
+		t.Fatalf("disabled key: %d %s", code, raw)
+	}
+}
+
+func TestOtherAssertionsThroughTheAPI(t *testing.T) {
+	e := newDeviceEnv(t, false)
+	db := trustingDB(t, e.brand)
+	model := decodeStream(t, e.modelAssertion("line-1"))[0]
+	if err := db.Check(model); err != nil {
+		t.Fatalf("model: %v", err)
+	}
+	su, _ := json.Marshal(map[string]any{"email": "ops@example.com", "username": "ops", "name": "Ops", "password": "pw-secret",
+		"models": []string{"line-1"}, "serials": []string{"SN-1"}, "until": time.Now().AddDate(0, 1, 0)})
+	code, _, raw := e.call("line-a", "POST", "/v1/system-user", "application/json", su, nil)
+	if code != 200 {
+		t.Fatalf("system-user: %d %s", code, raw)
+	}
+	sua := decodeStream(t, raw)[0]
+	if err := db.Check(sua); err != nil {
+		t.Fatalf("system-user: %v", err)
+	}
+	if strings.Contains(string(raw), "pw-secret") {
+		t.Fatal("plaintext password in the assertion")
+	}
+	pre, _ := json.Marshal(map[string]any{"model": "line-1", "system-label": "20261126", "artifact-sha3-384": "KPIl7M4vQ9d4AUjkoU41TGAwtOMLc_bWUCeW8AvdRWD4_xcP60Oo4ABs1No7BZsO",
+		"snaps": []map[string]any{{"name": "pc", "id": "UqFziVZDHLSyO3TqSWgNBoAdHbLI4dAH", "revision": 145}}})
+	code, _, raw = e.call("line-a", "POST", "/v1/preseed", "application/json", pre, nil)
+	if code != 200 {
+		t.Fatalf("preseed: %d %s", code, raw)
+	}
+	if err := db.Check(decodeStream(t, raw)[0]); err != nil {
+		t.Fatalf("preseed: %v", err)
+	}
+	// Out of scope models are refused with the rule named.
+	su2, _ := json.Marshal(map[string]any{"email": "a@b.c", "username": "x", "name": "X", "password": "p", "models": []string{"line-1", "line-2"},
+		"until": time.Now().AddDate(0, 1, 0)})
+	if code, _, raw := e.call("line-a", "POST", "/v1/system-user", "application/json", su2, nil); code != 403 || !strings.Contains(string(raw), "client-model") {
+		t.Fatalf("system-user for an unscoped model: %d %s", code, raw)
+	}
+	// The signing log as CSV.
+	req, _ := http.NewRequest("GET", e.ts.URL+"/v1/signing-log?format=csv", nil)
+	req.Header.Set("Authorization", "Bearer "+e.creds["alice"])
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := csv.NewReader(resp.Body).ReadAll()
+	resp.Body.Close()
+	if err != nil || len(rows) != 4 || rows[0][2] != "type" {
+		t.Fatalf("CSV log: %v %v", rows, err)
+	}
+	types := []string{rows[1][2], rows[2][2], rows[3][2]}
+	if strings.Join(types, ",") != "model,system-user,preseed" {
+		t.Fatalf("logged types %v", types)
+	}
+}

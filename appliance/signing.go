@@ -1,0 +1,183 @@
+package appliance
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha3"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/labstack/echo/v4"
+	"github.com/snapcore/snapd/asserts"
+
+	"github.com/keyrack/keyrack/appliance/assertion"
+	"github.com/keyrack/keyrack/appliance/store"
+	"github.com/keyrack/keyrack/hsm"
+	"github.com/keyrack/keyrack/policy"
+)
+
+// keyCache holds what never changes about a key once it is active: its
+// compiled roles and its token handle (which recovers by itself). The
+// key's state is read from the store on every signature, so disabling a
+// key takes effect at once.
+type keyCache struct {
+	mu    sync.Mutex
+	roles map[string]roles    // by key name
+	keys  map[string]*hsm.Key // by CKA_ID
+}
+
+// signingKey is a key ready to sign one request.
+type signingKey struct {
+	rec    store.Key
+	roles  roles
+	signer *assertion.Signer
+}
+
+var errNoSuchModel = &APIError{Status: http.StatusNotFound, Code: "model-not-set-up"}
+
+// keyFor returns the key bound to sign type t for brand/model, after
+// checking the key is active and its roles allow headers.
+func (s *Server) keyFor(ctx context.Context, brand, model string, t policy.AssertionType, headers map[string]any) (*signingKey, store.ModelConfig, error) {
+	var mc store.ModelConfig
+	var rec store.Key
+	err := s.db.View(ctx, func(tx *store.Tx) error {
+		var err error
+		if mc, err = tx.GetModel(brand, model); err != nil {
+			return err
+		}
+		name, ok := mc.Keys[string(t)]
+		if !ok {
+			return &APIError{Status: http.StatusForbidden, Code: "no-key-for-type",
+				Message: fmt.Sprintf("model %s/%s has no key bound for %s assertions", brand, model, t)}
+		}
+		rec, err = tx.GetKey(name)
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) && mc.Brand == "" {
+		e := *errNoSuchModel
+		e.Message = fmt.Sprintf("model %s/%s is not set up on this appliance", brand, model)
+		return nil, mc, &e
+	}
+	if err != nil {
+		return nil, mc, err
+	}
+	if rec.State != store.KeyActive {
+		return nil, mc, &APIError{Status: http.StatusForbidden, Code: "key-not-active",
+			Message: fmt.Sprintf("the %s key of model %s/%s is %s", t, brand, model, rec.State)}
+	}
+	r, err := s.cachedRoles(rec)
+	if err != nil {
+		return nil, mc, err
+	}
+	if err := r.scope.Check(t, headers); err != nil {
+		s.metrics.refusals.WithLabelValues(refusalRule(err)).Inc()
+		return nil, mc, err
+	}
+	hk, err := s.cachedTokenKey(ctx, rec)
+	if err != nil {
+		return nil, mc, err
+	}
+	signer, err := assertion.NewSigner(hk.WithContext(ctx))
+	if err != nil {
+		return nil, mc, err
+	}
+	return &signingKey{rec: rec, roles: r, signer: signer}, mc, nil
+}
+
+func refusalRule(err error) string {
+	var r *policy.Refusal
+	if errors.As(err, &r) {
+		return r.Rule
+	}
+	return "other"
+}
+
+func (s *Server) cachedRoles(rec store.Key) (roles, error) {
+	s.cache.mu.Lock()
+	defer s.cache.mu.Unlock()
+	if r, ok := s.cache.roles[rec.Name]; ok {
+		return r, nil
+	}
+	r, err := parseRoles(json.RawMessage(rec.Roles))
+	if err != nil {
+		return roles{}, fmt.Errorf("key %q has unreadable roles: %w", rec.Name, err)
+	}
+	s.cache.roles[rec.Name] = r
+	return r, nil
+}
+
+func (s *Server) cachedTokenKey(ctx context.Context, rec store.Key) (*hsm.Key, error) {
+	id := hex.EncodeToString(rec.CKAID)
+	s.cache.mu.Lock()
+	hk, ok := s.cache.keys[id]
+	s.cache.mu.Unlock()
+	if ok {
+		return hk, nil
+	}
+	hk, err := s.mod.FindKey(ctx, rec.CKAID)
+	if err != nil {
+		return nil, err
+	}
+	s.cache.mu.Lock()
+	s.cache.keys[id] = hk
+	s.cache.mu.Unlock()
+	return hk, nil
+}
+
+// digest is what the signing log keeps of an assertion: SHA3-384 of its
+// encoding, base64url like snapd's digests.
+func digest(b []byte) string {
+	sum := sha3.Sum384(b)
+	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// logAndAudit records a released signature in the signing log and the
+// audit chain, in one transaction, before the answer is sent.
+func (s *Server) logAndAudit(tx *store.Tx, client string, t policy.AssertionType, k *signingKey, e store.LogEntry, a []byte, extra map[string]any) error {
+	e.Type, e.KeyID, e.Client, e.Digest = string(t), k.rec.KeyID, client, digest(a)
+	id, err := tx.LogSignature(e)
+	if err != nil {
+		return err
+	}
+	details := map[string]any{"log_id": id, "key_id": k.rec.KeyID, "digest": e.Digest}
+	for k, v := range extra {
+		details[k] = v
+	}
+	subject := e.Brand + "/" + e.Model
+	if e.Serial != "" {
+		subject += "/" + e.Serial
+	}
+	_, err = tx.Audit("client:"+client, string(t)+".sign", subject, "ok", details)
+	return err
+}
+
+// writeAssertions answers with an assertion stream.
+func writeAssertions(c echo.Context, as ...asserts.Assertion) error {
+	var buf bytes.Buffer
+	enc := asserts.NewEncoder(&buf)
+	for _, a := range as {
+		if err := enc.Encode(a); err != nil {
+			return err
+		}
+	}
+	c.Response().Header().Set(echo.HeaderContentType, asserts.MediaType)
+	c.Response().WriteHeader(http.StatusOK)
+	_, err := c.Response().Write(buf.Bytes())
+	return err
+}
+
+func (s *Server) observeSignature(t policy.AssertionType, keyID string, err error) {
+	result := "ok"
+	if err != nil {
+		result = toAPIError(err).Code
+	}
+	s.metrics.signatures.WithLabelValues(string(t), keyID, result).Inc()
+}
+
+func joinModels(ms []string) string { return strings.Join(ms, ",") }

@@ -1,0 +1,316 @@
+package store
+
+import (
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// ModelConfig binds a brand's model to the keys that sign for it and says
+// where serial numbers come from.
+type ModelConfig struct {
+	Brand        string
+	Model        string
+	Keys         map[string]string // assertion type -> key name
+	SerialSource string            // "request" or "assign"
+	SerialPrefix string
+	NextSerial   int64
+	AllowRekey   bool
+	ProposalID   string
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
+}
+
+// PutModel creates or replaces a model's configuration, keeping its serial
+// sequence.
+func (t *Tx) PutModel(m ModelConfig) error {
+	keys, err := json.Marshal(m.Keys)
+	if err != nil {
+		return err
+	}
+	if m.NextSerial < 1 {
+		m.NextSerial = 1
+	}
+	_, err = t.tx.Exec(`INSERT INTO models (brand, model, keys, serial_source, serial_prefix, next_serial, allow_rekey, proposal_id, created_us, updated_us)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
+		ON CONFLICT (brand, model) DO UPDATE SET keys = excluded.keys, serial_source = excluded.serial_source,
+			serial_prefix = excluded.serial_prefix, allow_rekey = excluded.allow_rekey, proposal_id = excluded.proposal_id,
+			updated_us = excluded.updated_us`,
+		m.Brand, m.Model, string(keys), m.SerialSource, m.SerialPrefix, m.NextSerial, boolInt(m.AllowRekey), m.ProposalID, micros(t.now))
+	if err != nil {
+		return fmt.Errorf("store: model %s/%s: %w", m.Brand, m.Model, err)
+	}
+	return nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+const modelCols = `brand, model, keys, serial_source, serial_prefix, next_serial, allow_rekey, proposal_id, created_us, updated_us`
+
+func scanModel(row interface{ Scan(...any) error }) (ModelConfig, error) {
+	var m ModelConfig
+	var keys string
+	var rekey int
+	var created, updated int64
+	if err := row.Scan(&m.Brand, &m.Model, &keys, &m.SerialSource, &m.SerialPrefix, &m.NextSerial, &rekey, &m.ProposalID, &created, &updated); err != nil {
+		return ModelConfig{}, err
+	}
+	if err := json.Unmarshal([]byte(keys), &m.Keys); err != nil {
+		return ModelConfig{}, fmt.Errorf("store: model %s/%s keys: %w", m.Brand, m.Model, err)
+	}
+	m.AllowRekey = rekey != 0
+	m.CreatedAt, m.UpdatedAt = fromMicros(created), fromMicros(updated)
+	return m, nil
+}
+
+// GetModel returns a model's configuration.
+func (t *Tx) GetModel(brand, model string) (ModelConfig, error) {
+	m, err := scanModel(t.tx.QueryRow(`SELECT `+modelCols+` FROM models WHERE brand = $1 AND model = $2`, brand, model))
+	if errors.Is(err, sql.ErrNoRows) {
+		return ModelConfig{}, fmt.Errorf("store: model %s/%s: %w", brand, model, ErrNotFound)
+	}
+	return m, err
+}
+
+// ListModels returns every model configuration.
+func (t *Tx) ListModels() ([]ModelConfig, error) {
+	rows, err := t.tx.Query(`SELECT ` + modelCols + ` FROM models ORDER BY brand, model`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []ModelConfig
+	for rows.Next() {
+		m, err := scanModel(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+// NextSerial takes the next number of a model's serial sequence.
+func (t *Tx) NextSerial(brand, model string) (int64, error) {
+	var n int64
+	err := t.tx.QueryRow(`UPDATE models SET next_serial = next_serial + 1 WHERE brand = $1 AND model = $2 RETURNING next_serial - 1`, brand, model).Scan(&n)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, fmt.Errorf("store: model %s/%s: %w", brand, model, ErrNotFound)
+	}
+	return n, err
+}
+
+// Nonce errors.
+var (
+	ErrNonceUnknown = errors.New("unknown request-id")
+	ErrNonceUsed    = errors.New("request-id already used")
+	ErrNonceExpired = errors.New("request-id expired")
+	ErrNonceClient  = errors.New("request-id was issued to another client")
+)
+
+// InsertNonce records a request-id issued to client.
+func (t *Tx) InsertNonce(id, client string, ttl time.Duration) error {
+	_, err := t.tx.Exec(`INSERT INTO nonces (id, client, state, created_us, expires_us) VALUES ($1, $2, 'issued', $3, $4)`,
+		id, client, micros(t.now), micros(t.now.Add(ttl)))
+	return err
+}
+
+// ClaimNonce marks an issued request-id as being used by client. Exactly
+// one caller can claim it.
+func (t *Tx) ClaimNonce(id, client string) error {
+	var owner, state string
+	var expires int64
+	err := t.tx.QueryRow(`SELECT client, state, expires_us FROM nonces WHERE id = $1`, id).Scan(&owner, &state, &expires)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return ErrNonceUnknown
+	case err != nil:
+		return err
+	case owner != client:
+		return ErrNonceClient
+	case state != "issued":
+		return ErrNonceUsed
+	case micros(t.now) > expires:
+		return ErrNonceExpired
+	}
+	res, err := t.tx.Exec(`UPDATE nonces SET state = 'claimed', used_us = $1 WHERE id = $2 AND state = 'issued'`, micros(t.now), id)
+	if err := expectOne(res, err, "claiming request-id"); err != nil {
+		return ErrNonceUsed
+	}
+	return nil
+}
+
+// ConsumeNonce finishes a claimed request-id.
+func (t *Tx) ConsumeNonce(id string) error {
+	res, err := t.tx.Exec(`UPDATE nonces SET state = 'consumed', used_us = $1 WHERE id = $2 AND state = 'claimed'`, micros(t.now), id)
+	return expectOne(res, err, "consuming request-id")
+}
+
+// PurgeNonces deletes request-ids that expired before cutoff and were
+// never used, and returns how many.
+func (t *Tx) PurgeNonces(cutoff time.Time) (int64, error) {
+	res, err := t.tx.Exec(`DELETE FROM nonces WHERE expires_us < $1 AND state = 'issued'`, micros(cutoff))
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+// SerialRecord is the appliance's record of an issued (or being signed)
+// serial.
+type SerialRecord struct {
+	Brand, Model, Serial string
+	DeviceKeyID          string
+	Revision             int
+	State                string // signing | issued
+	Assertion            []byte
+	Client               string
+	Nonce                string
+}
+
+// GetSerial returns the record of a serial.
+func (t *Tx) GetSerial(brand, model, serial string) (SerialRecord, error) {
+	var r SerialRecord
+	var upd int64
+	err := t.tx.QueryRow(`SELECT brand, model, serial, device_key_id, revision, state, assertion, client, nonce, updated_us
+		FROM serials WHERE brand = $1 AND model = $2 AND serial = $3`, brand, model, serial).
+		Scan(&r.Brand, &r.Model, &r.Serial, &r.DeviceKeyID, &r.Revision, &r.State, &r.Assertion, &r.Client, &r.Nonce, &upd)
+	if errors.Is(err, sql.ErrNoRows) {
+		return SerialRecord{}, fmt.Errorf("store: serial %s/%s/%s: %w", brand, model, serial, ErrNotFound)
+	}
+	return r, err
+}
+
+// ReserveSerial inserts a serial in state "signing"; ErrExists when the
+// serial is taken.
+func (t *Tx) ReserveSerial(r SerialRecord) error {
+	_, err := t.tx.Exec(`INSERT INTO serials (brand, model, serial, device_key_id, revision, state, client, nonce, updated_us)
+		VALUES ($1, $2, $3, $4, $5, 'signing', $6, $7, $8)`,
+		r.Brand, r.Model, r.Serial, r.DeviceKeyID, r.Revision, r.Client, r.Nonce, micros(t.now))
+	if isUnique(err) {
+		return ErrExists
+	}
+	return err
+}
+
+// RekeySerial moves an issued serial to a new device key and revision,
+// in state "signing".
+func (t *Tx) RekeySerial(r SerialRecord, fromRevision int) error {
+	res, err := t.tx.Exec(`UPDATE serials SET pending_key_id = $1, revision = $2, state = 'signing', client = $3, nonce = $4, updated_us = $5
+		WHERE brand = $6 AND model = $7 AND serial = $8 AND state = 'issued' AND revision = $9`,
+		r.DeviceKeyID, r.Revision, r.Client, r.Nonce, micros(t.now), r.Brand, r.Model, r.Serial, fromRevision)
+	return expectOne(res, err, "re-keying serial "+r.Serial)
+}
+
+// IssueSerial completes a reservation with the signed assertion.
+func (t *Tx) IssueSerial(brand, model, serial, nonce string, assertion []byte) error {
+	res, err := t.tx.Exec(`UPDATE serials SET state = 'issued', assertion = $1, updated_us = $2,
+			device_key_id = COALESCE(pending_key_id, device_key_id), pending_key_id = NULL
+		WHERE brand = $3 AND model = $4 AND serial = $5 AND state = 'signing' AND nonce = $6`,
+		assertion, micros(t.now), brand, model, serial, nonce)
+	return expectOne(res, err, "issuing serial "+serial)
+}
+
+// DropSerialReservation undoes a reservation whose signing failed: a new
+// serial is removed, a re-key returns to the serial as it was issued.
+func (t *Tx) DropSerialReservation(brand, model, serial, nonce string) error {
+	_, err := t.tx.Exec(`DELETE FROM serials WHERE brand = $1 AND model = $2 AND serial = $3 AND state = 'signing' AND nonce = $4 AND pending_key_id IS NULL`,
+		brand, model, serial, nonce)
+	if err != nil {
+		return err
+	}
+	_, err = t.tx.Exec(`UPDATE serials SET state = 'issued', revision = revision - 1, pending_key_id = NULL
+		WHERE brand = $1 AND model = $2 AND serial = $3 AND state = 'signing' AND nonce = $4 AND pending_key_id IS NOT NULL`,
+		brand, model, serial, nonce)
+	return err
+}
+
+// StaleReservations returns serials left in state "signing" (a crash
+// between reservation and issue).
+func (t *Tx) StaleReservations() ([]SerialRecord, error) {
+	rows, err := t.tx.Query(`SELECT brand, model, serial, nonce, revision FROM serials WHERE state = 'signing'`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []SerialRecord
+	for rows.Next() {
+		var r SerialRecord
+		if err := rows.Scan(&r.Brand, &r.Model, &r.Serial, &r.Nonce, &r.Revision); err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// LogEntry is one row of the signing log: every signature the appliance
+// released.
+type LogEntry struct {
+	ID          int64     `json:"id"`
+	Time        time.Time `json:"time"`
+	Type        string    `json:"type"`
+	KeyID       string    `json:"key-id"`
+	Brand       string    `json:"brand"`
+	Model       string    `json:"model"`
+	Serial      string    `json:"serial,omitempty"`
+	DeviceKeyID string    `json:"device-key-id,omitempty"`
+	Client      string    `json:"client"`
+	Revision    int       `json:"revision"`
+	Digest      string    `json:"digest"`
+}
+
+// LogSignature appends to the signing log.
+func (t *Tx) LogSignature(e LogEntry) (int64, error) {
+	var id int64
+	err := t.tx.QueryRow(`INSERT INTO signing_log (time_us, type, key_id, brand, model, serial, device_key_id, client, revision, digest)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id`,
+		micros(t.now), e.Type, e.KeyID, e.Brand, e.Model, e.Serial, e.DeviceKeyID, e.Client, e.Revision, e.Digest).Scan(&id)
+	return id, err
+}
+
+// LogFilter selects signing-log rows; empty fields match anything.
+type LogFilter struct {
+	Type, Brand, Model, Serial, Client string
+	Since, Until                       time.Time
+	After                              int64 // rows with id > After
+	Limit                              int
+}
+
+// SigningLog returns rows matching f in id order.
+func (t *Tx) SigningLog(f LogFilter) ([]LogEntry, error) {
+	if f.Limit <= 0 || f.Limit > 10000 {
+		f.Limit = 10000
+	}
+	until := f.Until
+	if until.IsZero() {
+		until = time.Unix(1<<40, 0)
+	}
+	rows, err := t.tx.Query(`SELECT id, time_us, type, key_id, brand, model, serial, device_key_id, client, revision, digest FROM signing_log
+		WHERE id > $1 AND ($2 = '' OR type = $2) AND ($3 = '' OR brand = $3) AND ($4 = '' OR model = $4)
+		AND ($5 = '' OR serial = $5) AND ($6 = '' OR client = $6) AND time_us >= $7 AND time_us < $8
+		ORDER BY id LIMIT $9`,
+		f.After, f.Type, f.Brand, f.Model, f.Serial, f.Client, micros(f.Since), micros(until), f.Limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []LogEntry
+	for rows.Next() {
+		var e LogEntry
+		var us int64
+		if err := rows.Scan(&e.ID, &us, &e.Type, &e.KeyID, &e.Brand, &e.Model, &e.Serial, &e.DeviceKeyID, &e.Client, &e.Revision, &e.Digest); err != nil {
+			return nil, err
+		}
+		e.Time = fromMicros(us)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,117 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"text/tabwriter"
+)
+
+// models lists model bindings or proposes one.
+func (c *cli) models(ctx context.Context, args []string) error {
+	if len(args) == 0 || args[0] == "list" {
+		var ans struct {
+			Models []struct {
+				Brand        string            `json:"brand"`
+				Model        string            `json:"model"`
+				Keys         map[string]string `json:"keys"`
+				SerialSource string            `json:"serial-source"`
+				SerialPrefix string            `json:"serial-prefix"`
+				AllowRekey   bool              `json:"allow-rekey"`
+			} `json:"models"`
+		}
+		if _, err := c.call(ctx, "GET", "/v1/models", nil, &ans, true); err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "BRAND\tMODEL\tKEYS\tSERIALS\tRE-KEY")
+		for _, m := range ans.Models {
+			keys, _ := json.Marshal(m.Keys)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s %s\t%v\n", m.Brand, m.Model, keys, m.SerialSource, m.SerialPrefix, m.AllowRekey)
+		}
+		return tw.Flush()
+	}
+	if args[0] != "set" || len(args) < 3 {
+		return usageErr("models [list] | models set BRAND MODEL -key TYPE=KEY ... [-serial-source request|assign] [-serial-prefix P] [-allow-rekey]")
+	}
+	fs := flag.NewFlagSet("models set", flag.ContinueOnError)
+	fs.SetOutput(c.stderr)
+	var keys listFlag
+	fs.Var(&keys, "key", "assertion type and the key that signs it: serial=brand-serial (repeat)")
+	source := fs.String("serial-source", "request", "where serials come from: the device's request, or assigned by the appliance")
+	prefix := fs.String("serial-prefix", "", "prefix of assigned serials")
+	rekey := fs.Bool("allow-rekey", false, "a known serial may move to a new device key (revision + 1)")
+	if err := fs.Parse(args[3:]); err != nil {
+		return usageErr("models set BRAND MODEL -key TYPE=KEY ...")
+	}
+	km := map[string]string{}
+	for _, k := range keys {
+		t, name, ok := strings.Cut(k, "=")
+		if !ok {
+			return usageErr("-key takes TYPE=KEYNAME")
+		}
+		km[t] = name
+	}
+	return c.ceremony(ctx, "POST", "/v1/models", map[string]any{"brand": args[1], "model": args[2], "keys": km,
+		"serial-source": *source, "serial-prefix": *prefix, "allow-rekey": *rekey}, false)
+}
+
+// signingLog prints the signing log, as a table or CSV.
+func (c *cli) signingLog(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("log", flag.ContinueOnError)
+	fs.SetOutput(c.stderr)
+	q := url.Values{}
+	for _, f := range []string{"type", "brand", "model", "serial", "client", "since", "until", "after", "limit"} {
+		fs.Func(f, "filter by "+f, func(v string) error { q.Set(f, v); return nil })
+	}
+	asCSV := fs.Bool("csv", false, "CSV output")
+	if err := fs.Parse(args); err != nil {
+		return usageErr("log [-type T] [-model M] [-serial S] [-client C] [-since T] [-until T] [-after ID] [-limit N] [-csv]")
+	}
+	if *asCSV {
+		q.Set("format", "csv")
+		tok, err := c.credential()
+		if err != nil {
+			return err
+		}
+		req, _ := http.NewRequestWithContext(ctx, "GET", c.url+"/v1/signing-log?"+q.Encode(), nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != 200 {
+			b, _ := io.ReadAll(resp.Body)
+			return fmt.Errorf("HTTP %d: %s", resp.StatusCode, b)
+		}
+		_, err = io.Copy(c.stdout, resp.Body)
+		return err
+	}
+	var ans struct {
+		Entries []struct {
+			ID     int64  `json:"id"`
+			Time   string `json:"time"`
+			Type   string `json:"type"`
+			Brand  string `json:"brand"`
+			Model  string `json:"model"`
+			Serial string `json:"serial"`
+			Client string `json:"client"`
+			KeyID  string `json:"key-id"`
+		} `json:"entries"`
+	}
+	if _, err := c.call(ctx, "GET", "/v1/signing-log?"+q.Encode(), nil, &ans, true); err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tTIME\tTYPE\tBRAND/MODEL\tSERIAL\tCLIENT\tKEY")
+	for _, e := range ans.Entries {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s/%s\t%s\t%s\t%.16s…\n", e.ID, e.Time, e.Type, e.Brand, e.Model, e.Serial, e.Client, e.KeyID)
+	}
+	return tw.Flush()
+}
