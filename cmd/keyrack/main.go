@@ -64,6 +64,8 @@ appliance:
   log [-type T] [-model M] [-serial S] [-client C] [-since T] [-until T] [-csv]
                          the signing log
   audit [-after N] [-limit N]
+  device register -api-key-file FILE -brand B -model M [-serial S]
+                         play a device registering as snapd does (for trying it out)
   version
 `
 
@@ -124,6 +126,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = c.models(ctx, rest[1:])
 	case "log":
 		err = c.signingLog(ctx, rest[1:])
+	case "device":
+		err = c.deviceCmd(ctx, rest[1:])
 	default:
 		err = usageErr(fmt.Sprintf("unknown command %q", rest[0]))
 	}

@@ -219,3 +219,47 @@ func TestCLIErrors(t *testing.T) {
 		t.Errorf("officers: %d %s", code, out)
 	}
 }
+
+func TestModelsClientsDevice(t *testing.T) {
+	e := newEnv(t)
+	code, out, errs := e.keyrack("alice", "keys", "generate", "line-key", "-role", "serial=line-.*", "-role", "model=line-.*")
+	if code != 0 {
+		t.Fatalf("generate: %d %s %s", code, out, errs)
+	}
+	approve := func(out string) string {
+		t.Helper()
+		id := regexp.MustCompile(`keyrack approve ([0-9a-f]+)`).FindStringSubmatch(out)
+		if id == nil {
+			t.Fatalf("no proposal in %q", out)
+		}
+		code, out, errs := e.keyrack("bob", "approve", id[1])
+		if code != 0 {
+			t.Fatalf("approve: %d %s %s", code, out, errs)
+		}
+		return out
+	}
+	approve(out)
+	_, out, _ = e.keyrack("alice", "models", "set", "brand-x", "line-7", "-key", "serial=line-key", "-key", "model=line-key", "-serial-source", "assign", "-serial-prefix", "L7-")
+	approve(out)
+	_, out, _ = e.keyrack("alice", "clients", "create", "line-7-client", "-brand", "brand-x", "-model", "line-7", "-type", "serial", "-type", "model")
+	out = approve(out)
+	cred := regexp.MustCompile(`credential (krk_c_\S+)`).FindStringSubmatch(out)
+	if cred == nil {
+		t.Fatalf("no client credential in %q", out)
+	}
+	keyFile := filepath.Join(e.dir, "api-key")
+	os.WriteFile(keyFile, []byte(cred[1]), 0o600)
+	code, out, errs = e.keyrack("", "device", "register", "-api-key-file", keyFile, "-brand", "brand-x", "-model", "line-7", "-bits", "2048")
+	if code != 0 || !strings.Contains(out, "type: serial") || !strings.Contains(out, "serial: L7-1") {
+		t.Fatalf("device register: %d\n%s\n%s", code, out, errs)
+	}
+	code, out, _ = e.keyrack("bob", "log", "-type", "serial", "-csv")
+	if code != 0 || !strings.Contains(out, ",serial,") || !strings.Contains(out, "L7-1") {
+		t.Fatalf("log: %d %s", code, out)
+	}
+	// A client scoped to line-7 cannot register a device of another model.
+	code, _, errs = e.keyrack("", "device", "register", "-api-key-file", keyFile, "-brand", "brand-x", "-model", "line-8", "-bits", "2048")
+	if code != 1 || !strings.Contains(errs, "client-model") {
+		t.Fatalf("out-of-scope device: %d %s", code, errs)
+	}
+}

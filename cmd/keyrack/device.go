@@ -1,0 +1,61 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/snapcore/snapd/asserts"
+
+	"github.com/keyrack/keyrack/appliance/device"
+)
+
+// deviceCmd plays a device registering as snapd does, for trying an
+// appliance out: keyrack device register -api-key-file F -brand B -model M.
+func (c *cli) deviceCmd(ctx context.Context, args []string) error {
+	if len(args) == 0 || args[0] != "register" {
+		return usageErr("device register -api-key-file FILE -brand B -model M [-serial S] [-model-file FILE]")
+	}
+	fs := flag.NewFlagSet("device register", flag.ContinueOnError)
+	fs.SetOutput(c.stderr)
+	keyFile := fs.String("api-key-file", "", "the factory API key (as in the gadget's device-service.headers)")
+	brand := fs.String("brand", "", "brand account id")
+	model := fs.String("model", "", "model name")
+	serial := fs.String("serial", "", "serial number to ask for (empty when the appliance assigns them)")
+	modelFile := fs.String("model-file", "", "the device's model assertion (default: have the appliance sign a minimal one)")
+	bits := fs.Int("bits", 4096, "device key size (snapd makes 4096)")
+	if err := fs.Parse(args[1:]); err != nil || *keyFile == "" || *brand == "" || *model == "" {
+		return usageErr("device register -api-key-file FILE -brand B -model M [-serial S] [-model-file FILE]")
+	}
+	key, err := os.ReadFile(*keyFile)
+	if err != nil {
+		return err
+	}
+	cl := &device.Client{URL: c.url + "/v1/", APIKey: strings.TrimSpace(string(key))}
+	fmt.Fprintf(c.stderr, "making a %d-bit device key...\n", *bits)
+	d, err := device.New(*brand, *model, *bits)
+	if err != nil {
+		return err
+	}
+	if *modelFile != "" {
+		if d.ModelAssertion, err = os.ReadFile(*modelFile); err != nil {
+			return err
+		}
+	} else if d.ModelAssertion, err = cl.SignModel(ctx, *model); err != nil {
+		return fmt.Errorf("model: %w", err)
+	}
+	s, as, err := cl.Register(ctx, d, *serial)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stderr, "registered: serial %s (revision %d), signed by %s\n", s.Serial(), s.Revision(), s.SignKeyID())
+	enc := asserts.NewEncoder(c.stdout)
+	for _, a := range as {
+		if err := enc.Encode(a); err != nil {
+			return err
+		}
+	}
+	return nil
+}
