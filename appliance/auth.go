@@ -76,12 +76,10 @@ var errUnauthenticated = &APIError{Status: http.StatusUnauthorized, Code: "unaut
 // officerKey is the echo context key of the authenticated officer.
 const officerKey = "keyrack.officer"
 
-// requireOfficer authenticates officer endpoints. An unknown officer, a
-// revoked one and a wrong secret all get the same answer.
+// requireOfficer authenticates officer endpoints.
 func (s *Server) requireOfficer(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		auth := c.Request().Header.Get(echo.HeaderAuthorization)
-		token, ok := strings.CutPrefix(auth, "Bearer ")
+		token, ok := strings.CutPrefix(c.Request().Header.Get(echo.HeaderAuthorization), "Bearer ")
 		if !ok || token == "" {
 			return errUnauthenticated
 		}
@@ -89,30 +87,44 @@ func (s *Server) requireOfficer(next echo.HandlerFunc) echo.HandlerFunc {
 			return &APIError{Status: http.StatusForbidden, Code: "forbidden",
 				Message: "factory API keys cannot be used on officer endpoints"}
 		}
-		name, ok := credentialName(officerPrefix, token)
-		if !ok {
-			return errUnauthenticated
-		}
-		var o store.Officer
-		err := s.db.View(c.Request().Context(), func(tx *store.Tx) error {
-			var err error
-			o, err = tx.GetOfficerByName(name)
-			return err
+		name, err := s.authenticate(c, officerPrefix, token, errUnauthenticated, func(tx *store.Tx, name string) ([]byte, bool, error) {
+			o, err := tx.GetOfficerByName(name)
+			return o.SecretHash, o.RevokedAt != nil, err
 		})
-		if errors.Is(err, store.ErrNotFound) {
-			// Same work as a real check, so timing does not tell names.
-			credentialMatches(token, make([]byte, sha256.Size))
-			return errUnauthenticated
-		}
 		if err != nil {
 			return err
 		}
-		if !credentialMatches(token, o.SecretHash) || o.RevokedAt != nil {
-			return errUnauthenticated
-		}
-		c.Set(officerKey, o.Name)
+		c.Set(officerKey, name)
 		return next(c)
 	}
+}
+
+// authenticate checks a credential of the kind prefix and returns its
+// name. An unknown name, a revoked credential and a wrong secret all give
+// fail, after the same work, so that answers and timing do not tell which.
+func (s *Server) authenticate(c echo.Context, prefix, token string, fail error, lookup func(tx *store.Tx, name string) (hash []byte, revoked bool, err error)) (string, error) {
+	name, ok := credentialName(prefix, token)
+	if !ok {
+		return "", fail
+	}
+	var hash []byte
+	var revoked bool
+	err := s.db.View(c.Request().Context(), func(tx *store.Tx) error {
+		var err error
+		hash, revoked, err = lookup(tx, name)
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		hash, err = make([]byte, sha256.Size), nil
+		revoked = true
+	}
+	if err != nil {
+		return "", err
+	}
+	if !credentialMatches(token, hash) || revoked {
+		return "", fail
+	}
+	return name, nil
 }
 
 func officerOf(c echo.Context) string {

@@ -17,12 +17,12 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/keyrack/keyrack/appliance/keyfile/keyfiletest"
 	"github.com/keyrack/keyrack/appliance/store"
 	"github.com/keyrack/keyrack/hsm"
 	"github.com/keyrack/keyrack/hsm/keywrap"
@@ -407,26 +407,9 @@ func mustB64(b []byte) []byte {
 	return bytes.Trim(s, `"`)
 }
 
-func gpgArmored(t *testing.T, bits int, passphrase string) []byte {
-	t.Helper()
-	home := t.TempDir()
-	run := func(args ...string) []byte {
-		base := []string{"--homedir", home, "--batch", "--pinentry-mode", "loopback", "--passphrase", passphrase}
-		out, err := exec.Command("gpg", append(base, args...)...).Output()
-		if err != nil {
-			t.Fatalf("gpg %v: %v", args, err)
-		}
-		return out
-	}
-	run("--quick-gen-key", "brand <brand@keyrack.invalid>", fmt.Sprintf("rsa%d", bits), "sign", "never")
-	out := run("--armor", "--export-secret-key", "brand@keyrack.invalid")
-	exec.Command("gpgconf", "--homedir", home, "--kill", "gpg-agent").Run()
-	return out
-}
-
 func TestArmoredUpload(t *testing.T) {
 	e := newCeremonyEnv(t, 2, "1h")
-	plain := gpgArmored(t, 4096, "")
+	plain := keyfiletest.GPGExport(t, 4096, "")
 	a := e.do("alice", "POST", "/v1/keys/upload", map[string]any{"name": "u-key", "roles": serialRoles, "key": plain})
 	if a.Status != http.StatusAccepted {
 		t.Fatalf("%d %s", a.Status, a.Raw)
@@ -455,7 +438,7 @@ func TestArmoredUpload(t *testing.T) {
 		key  []byte
 		want string
 	}{
-		"passphrase": {gpgArmored(t, 4096, "secret"), "passphrase"},
+		"passphrase": {keyfiletest.GPGExport(t, 4096, "secret"), "passphrase"},
 		"truncated":  {plain[:len(plain)/2], "not a private key"},
 		"EC":         {pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: ec8}), "not an RSA key"},
 		"RSA-2048":   {pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: small8}), "too small"},

@@ -1,8 +1,6 @@
 package appliance
 
 import (
-	"crypto/sha256"
-	"errors"
 	"net/http"
 	"strings"
 
@@ -35,25 +33,14 @@ func (s *Server) requireClient(next echo.HandlerFunc) echo.HandlerFunc {
 		if strings.HasPrefix(token, officerPrefix) {
 			return &APIError{Status: http.StatusForbidden, Code: "forbidden", Message: "officer credentials cannot be used on device endpoints"}
 		}
-		name, ok := credentialName(clientPrefix, token)
-		if !ok {
-			return errNoAPIKey
-		}
 		var cl store.Client
-		err := s.db.View(c.Request().Context(), func(tx *store.Tx) error {
+		_, err := s.authenticate(c, clientPrefix, token, errNoAPIKey, func(tx *store.Tx, name string) ([]byte, bool, error) {
 			var err error
 			cl, err = tx.GetClientByName(name)
-			return err
+			return cl.SecretHash, cl.RevokedAt != nil, err
 		})
-		if errors.Is(err, store.ErrNotFound) {
-			credentialMatches(token, make([]byte, sha256.Size))
-			return errNoAPIKey
-		}
 		if err != nil {
 			return err
-		}
-		if !credentialMatches(token, cl.SecretHash) || cl.RevokedAt != nil {
-			return errNoAPIKey
 		}
 		scope, err := policy.NewClientScope(cl.Brand, cl.Models, cl.Types)
 		if err != nil {

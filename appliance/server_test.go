@@ -29,25 +29,14 @@ func TestMain(m *testing.M) {
 }
 
 func runTests(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "keyrack-appliance-test-")
+	var cleanup func()
+	var err error
+	testTok, testMod, cleanup, err = softhsm.OpenTemp("appliance-test", func(c *hsm.Config) { c.RetryInterval = 100 * time.Millisecond })
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
-	testTok, err = softhsm.Create(filepath.Join(dir, "token"), "appliance-test")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	hc := testTok.Config()
-	hc.RetryInterval = 100 * time.Millisecond
-	testMod, err = hsm.Open(hc)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer testMod.Close()
+	defer cleanup()
 	return m.Run()
 }
 

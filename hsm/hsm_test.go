@@ -31,26 +31,18 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "keyrack-hsm-test-")
+	var cleanup func()
+	var err error
+	tok, mod, cleanup, err = softhsm.OpenTemp("hsm-test", func(c *hsm.Config) {
+		c.Sessions = 2
+		c.RetryInterval = 200 * time.Millisecond
+	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
-	tok, err = softhsm.Create(dir, "hsm-test")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	cfg := tok.Config()
-	cfg.Sessions = 2
-	cfg.RetryInterval = 200 * time.Millisecond
-	mod, err = hsm.Open(cfg)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer func() { mod.Close() }()
+	// TestReopenPINSources replaces mod; close whichever is current.
+	defer func() { mod.Close(); cleanup() }()
 	return m.Run()
 }
 

@@ -88,7 +88,7 @@ func (m *Module) ImportWrapped(ctx context.Context, importKey *Key, blob []byte,
 		if err != nil {
 			return err
 		}
-		priv, err := m.unwrap(sh, ih, head, blob, privateKeyTemplate(spec.Label, spec.ID))
+		priv, err := m.unwrap(sh, ih, head, blob, privateKeyTemplate(UsageSign, spec.Label, spec.ID))
 		if err != nil {
 			// SoftHSM 2.6 leaves the half-made object behind when it
 			// refuses an unwrap template. Token objects carry our fresh
@@ -106,7 +106,13 @@ func (m *Module) ImportWrapped(ctx context.Context, importKey *Key, blob []byte,
 			_ = m.p.DestroyObject(sh, priv)
 			return err
 		}
-		if _, err := m.p.CreateObject(sh, publicKeyTemplate(ki, spec.Label, spec.ID)); err != nil {
+		// The matching public-key object, so that the token holds a
+		// complete pair (some tools, crypto11 among them, find keys only
+		// as pairs).
+		pubT := publicKeyTemplate(UsageSign, spec.Label, spec.ID,
+			pkcs11.NewAttribute(pkcs11.CKA_MODULUS, ki.Public.N.Bytes()),
+			pkcs11.NewAttribute(pkcs11.CKA_PUBLIC_EXPONENT, bigEndian(ki.Public.E)))
+		if _, err := m.p.CreateObject(sh, pubT); err != nil {
 			_ = m.p.DestroyObject(sh, priv)
 			return err
 		}
@@ -198,45 +204,6 @@ func badBlob(err error) error {
 		return fmt.Errorf("hsm: %w: the token refused the unwrap mechanism (%v); check token.kwp_mechanism", ErrUnsupported, pkcs11.Error(code))
 	}
 	return fmt.Errorf("hsm: %w (%v)", ErrBadWrappedKey, pkcs11.Error(code))
-}
-
-// privateKeyTemplate is every imported signing key's template: on the
-// token, private, sensitive, never extractable, sign only.
-func privateKeyTemplate(label string, id []byte) []*pkcs11.Attribute {
-	return []*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY),
-		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_RSA),
-		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
-		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
-		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
-		pkcs11.NewAttribute(pkcs11.CKA_SIGN, true),
-		pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, false),
-		pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, false),
-		pkcs11.NewAttribute(pkcs11.CKA_SIGN_RECOVER, false),
-		pkcs11.NewAttribute(pkcs11.CKA_DERIVE, false),
-		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
-		pkcs11.NewAttribute(pkcs11.CKA_ID, id),
-	}
-}
-
-// publicKeyTemplate makes the public-key object that goes with an imported
-// private key, so that the token holds a complete pair (some tools,
-// crypto11 among them, find keys only as pairs).
-func publicKeyTemplate(ki KeyInfo, label string, id []byte) []*pkcs11.Attribute {
-	return []*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY),
-		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_RSA),
-		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, false),
-		pkcs11.NewAttribute(pkcs11.CKA_VERIFY, true),
-		pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, false),
-		pkcs11.NewAttribute(pkcs11.CKA_WRAP, false),
-		pkcs11.NewAttribute(pkcs11.CKA_MODULUS, ki.Public.N.Bytes()),
-		pkcs11.NewAttribute(pkcs11.CKA_PUBLIC_EXPONENT, bigEndian(ki.Public.E)),
-		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
-		pkcs11.NewAttribute(pkcs11.CKA_ID, id),
-	}
 }
 
 func bigEndian(e int) []byte {

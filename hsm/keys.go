@@ -340,35 +340,10 @@ func (m *Module) GenerateRSA(ctx context.Context, spec KeySpec) (*Key, error) {
 		if err := m.refuseExisting(sh, spec.Label, spec.ID); err != nil {
 			return err
 		}
-		sign, unwrap := spec.Usage == UsageSign, spec.Usage == UsageUnwrap
-		pubT := []*pkcs11.Attribute{
-			pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY),
-			pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_RSA),
-			pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-			pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, false),
-			pkcs11.NewAttribute(pkcs11.CKA_VERIFY, sign),
-			pkcs11.NewAttribute(pkcs11.CKA_WRAP, unwrap),
-			pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, false),
+		pubT := publicKeyTemplate(spec.Usage, spec.Label, spec.ID,
 			pkcs11.NewAttribute(pkcs11.CKA_MODULUS_BITS, spec.Bits),
-			pkcs11.NewAttribute(pkcs11.CKA_PUBLIC_EXPONENT, []byte{1, 0, 1}),
-			pkcs11.NewAttribute(pkcs11.CKA_LABEL, spec.Label),
-			pkcs11.NewAttribute(pkcs11.CKA_ID, spec.ID),
-		}
-		privT := []*pkcs11.Attribute{
-			pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY),
-			pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_RSA),
-			pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-			pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
-			pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
-			pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
-			pkcs11.NewAttribute(pkcs11.CKA_SIGN, sign),
-			pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, unwrap),
-			pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, false),
-			pkcs11.NewAttribute(pkcs11.CKA_SIGN_RECOVER, false),
-			pkcs11.NewAttribute(pkcs11.CKA_DERIVE, false),
-			pkcs11.NewAttribute(pkcs11.CKA_LABEL, spec.Label),
-			pkcs11.NewAttribute(pkcs11.CKA_ID, spec.ID),
-		}
+			pkcs11.NewAttribute(pkcs11.CKA_PUBLIC_EXPONENT, []byte{1, 0, 1}))
+		privT := privateKeyTemplate(spec.Usage, spec.Label, spec.ID)
 		pub, priv, err := m.p.GenerateKeyPair(sh,
 			[]*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS_KEY_PAIR_GEN, nil)}, pubT, privT)
 		if err != nil {

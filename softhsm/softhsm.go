@@ -177,3 +177,27 @@ func (t *Token) Config() hsm.Config {
 func (t *Token) Env() []string {
 	return []string{"SOFTHSM2_CONF=" + t.Conf}
 }
+
+// OpenTemp makes a fresh token labelled label in a new temporary directory
+// and opens it, for a test binary's TestMain. adjust, if not nil, may
+// change the module configuration first. cleanup closes the module and
+// removes the directory.
+func OpenTemp(label string, adjust func(*hsm.Config)) (tok *Token, mod *hsm.Module, cleanup func(), err error) {
+	dir, err := os.MkdirTemp("", "keyrack-"+label+"-")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if tok, err = Create(dir, label); err != nil {
+		os.RemoveAll(dir)
+		return nil, nil, nil, err
+	}
+	cfg := tok.Config()
+	if adjust != nil {
+		adjust(&cfg)
+	}
+	if mod, err = hsm.Open(cfg); err != nil {
+		os.RemoveAll(dir)
+		return nil, nil, nil, err
+	}
+	return tok, mod, func() { mod.Close(); os.RemoveAll(dir) }, nil
+}

@@ -38,22 +38,13 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "keyrack-assertion-test-")
-	if err != nil {
+	var cleanup func()
+	var err error
+	if _, mod, cleanup, err = softhsm.OpenTemp("assertion-test", nil); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
-	tok, err := softhsm.Create(dir, "assertion-test")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if mod, err = hsm.Open(tok.Config()); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer mod.Close()
+	defer cleanup()
 	type res struct {
 		k   *rsa.PrivateKey
 		err error

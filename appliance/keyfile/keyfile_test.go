@@ -8,46 +8,12 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/keyrack/keyrack/appliance/keyfile/keyfiletest"
 )
-
-// gpgExport makes an RSA key with the real gpg, as `snap create-key` does,
-// and returns its armored secret-key export. passphrase "" means none.
-func gpgExport(t *testing.T, bits int, passphrase string) []byte {
-	t.Helper()
-	if _, err := exec.LookPath("gpg"); err != nil {
-		t.Fatal("gpg is needed for these tests (make deps installs gnupg)")
-	}
-	home := t.TempDir()
-	run := func(args ...string) []byte {
-		base := []string{"--homedir", home, "--batch", "--pinentry-mode", "loopback", "--passphrase", passphrase}
-		cmd := exec.Command("gpg", append(base, args...)...)
-		out, err := cmd.Output()
-		if err != nil {
-			stderr := ""
-			if ee, ok := err.(*exec.ExitError); ok {
-				stderr = string(ee.Stderr)
-			}
-			t.Fatalf("gpg %v: %v\n%s", args, err, stderr)
-		}
-		return out
-	}
-	run("--quick-gen-key", "keyrack test <test@keyrack.invalid>", "rsa"+itoa(bits), "sign", "never")
-	out := run("--armor", "--export-secret-key", "test@keyrack.invalid")
-	exec.Command("gpgconf", "--homedir", home, "--kill", "gpg-agent").Run()
-	return out
-}
-
-func itoa(n int) string {
-	s := ""
-	for ; n > 0; n /= 10 {
-		s = string(rune('0'+n%10)) + s
-	}
-	return s
-}
 
 var (
 	gpgOnce             sync.Once
@@ -56,8 +22,8 @@ var (
 
 func gpgKeys(t *testing.T) ([]byte, []byte) {
 	gpgOnce.Do(func() {
-		gpgPlain = gpgExport(t, 4096, "")
-		gpgLocked = gpgExport(t, 4096, "correct horse")
+		gpgPlain = keyfiletest.GPGExport(t, 4096, "")
+		gpgLocked = keyfiletest.GPGExport(t, 4096, "correct horse")
 	})
 	if gpgPlain == nil {
 		t.Fatal("gpg fixtures failed")

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -20,6 +19,7 @@ import (
 	"github.com/keyrack/keyrack/appliance"
 	"github.com/keyrack/keyrack/appliance/assertion"
 	"github.com/keyrack/keyrack/appliance/keyfile"
+	"github.com/keyrack/keyrack/appliance/keyfile/keyfiletest"
 	"github.com/keyrack/keyrack/appliance/store"
 	"github.com/keyrack/keyrack/hsm"
 	"github.com/keyrack/keyrack/softhsm"
@@ -88,27 +88,10 @@ func (e *env) keyrack(officer string, args ...string) (int, string, string) {
 	return code, out.String(), errb.String()
 }
 
-func gpgExport(t *testing.T, passphrase string) []byte {
-	t.Helper()
-	home := t.TempDir()
-	run := func(args ...string) []byte {
-		base := []string{"--homedir", home, "--batch", "--pinentry-mode", "loopback", "--passphrase", passphrase}
-		out, err := exec.Command("gpg", append(base, args...)...).Output()
-		if err != nil {
-			t.Fatalf("gpg %v: %v", args, err)
-		}
-		return out
-	}
-	run("--quick-gen-key", "brand <brand@keyrack.invalid>", "rsa4096", "sign", "never")
-	out := run("--armor", "--export-secret-key", "brand@keyrack.invalid")
-	exec.Command("gpgconf", "--homedir", home, "--kill", "gpg-agent").Run()
-	return out
-}
-
 func TestWrapImportApproveSign(t *testing.T) {
 	e := newEnv(t)
 	// The brand key, made outside the appliance as `snap create-key` does.
-	armored := gpgExport(t, "")
+	armored := keyfiletest.GPGExport(t, 4096, "")
 	keyFile := filepath.Join(e.dir, "brand.asc")
 	os.WriteFile(keyFile, armored, 0o600)
 	orig, _, err := keyfile.Parse(armored, 4096)
@@ -182,7 +165,7 @@ func TestWrapImportApproveSign(t *testing.T) {
 
 	// A passphrase-protected upload is refused with a message that says so.
 	locked := filepath.Join(e.dir, "locked.asc")
-	os.WriteFile(locked, gpgExport(t, "pass phrase"), 0o600)
+	os.WriteFile(locked, keyfiletest.GPGExport(t, 4096, "pass phrase"), 0o600)
 	code, _, errs = e.keyrack("alice", "keys", "upload", "locked", "-key", locked, "-role", "serial")
 	if code != 1 || !strings.Contains(errs, "protected by a passphrase") {
 		t.Fatalf("passphrase upload: %d %s", code, errs)
