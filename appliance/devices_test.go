@@ -469,3 +469,65 @@ func TestOtherAssertionsThroughTheAPI(t *testing.T) {
 		t.Fatalf("logged types %v", types)
 	}
 }
+
+func TestRemodel(t *testing.T) {
+	e := newDeviceEnv(t, false)
+	db := trustingDB(t, e.brand)
+	m1, m9 := e.modelAssertion("line-1"), e.modelAssertion("line-9")
+	dev := newDevice(t)
+	code, _, raw := e.call("line-a", "POST", "/v1/serial", asserts.MediaType, stream(dev.serialRequest(t, e.requestID("line-a"), "line-1", "RM-1", nil), m1), nil)
+	if code != 200 {
+		t.Fatalf("first serial: %d %s", code, raw)
+	}
+	old := decodeStream(t, raw)[0]
+	orig := map[string]any{"original-brand-id": "brand-x", "original-model": "line-1", "original-serial": "RM-1"}
+	// line-9 assigns serials: the remodelled device keeps no serial from
+	// the request, so the appliance assigns one for the new model.
+	code, _, raw = e.call("line-a", "POST", "/v1/serial", asserts.MediaType,
+		stream(dev.serialRequest(t, e.requestID("line-a"), "line-9", "", orig), m9, asserts.Encode(old)), nil)
+	if code != 200 {
+		t.Fatalf("remodel: %d %s", code, raw)
+	}
+	s := decodeStream(t, raw)[0].(*asserts.Serial)
+	if s.Model() != "line-9" || s.DeviceKey().ID() != asserts.RSAPrivateKey(dev.priv).PublicKey().ID() {
+		t.Fatalf("remodelled serial %v", s.Headers())
+	}
+	if err := db.Check(s); err != nil {
+		t.Fatal(err)
+	}
+	// The old serial must belong to the same device key.
+	other := newDevice(t)
+	code, _, raw = e.call("line-a", "POST", "/v1/serial", asserts.MediaType,
+		stream(other.serialRequest(t, e.requestID("line-a"), "line-9", "", orig), m9, asserts.Encode(old)), nil)
+	if code != 400 || errCodeOf(raw) != "invalid-remodel" {
+		t.Fatalf("remodel with another device's serial: %d %s", code, raw)
+	}
+	// And the original-* headers must match it.
+	bad := map[string]any{"original-brand-id": "brand-x", "original-model": "line-1", "original-serial": "RM-2"}
+	code, _, raw = e.call("line-a", "POST", "/v1/serial", asserts.MediaType,
+		stream(dev.serialRequest(t, e.requestID("line-a"), "line-9", "", bad), m9, asserts.Encode(old)), nil)
+	if code != 400 || errCodeOf(raw) != "invalid-remodel" {
+		t.Fatalf("remodel with mismatched headers: %d %s", code, raw)
+	}
+}
+
+func TestExpiredRequestIDs(t *testing.T) {
+	e := newDeviceEnv(t, false)
+	e.srv.cfg.Devices.NonceTTL = Duration(50 * time.Millisecond)
+	rid := e.requestID("line-a")
+	time.Sleep(100 * time.Millisecond)
+	model := e.modelAssertion("line-1")
+	code, _, raw := e.call("line-a", "POST", "/v1/serial", asserts.MediaType, stream(newDevice(t).serialRequest(t, rid, "line-1", "EX-1", nil), model), nil)
+	if code != 400 || errCodeOf(raw) != "request-id-expired" {
+		t.Fatalf("expired request-id: %d %s", code, raw)
+	}
+	e.srv.purgeNonces(context.Background())
+	code, _, raw = e.call("line-a", "POST", "/v1/serial", asserts.MediaType, stream(newDevice(t).serialRequest(t, rid, "line-1", "EX-1", nil), model), nil)
+	if code != 400 || errCodeOf(raw) != "invalid-request-id" {
+		t.Fatalf("purged request-id: %d %s", code, raw)
+	}
+	_, _, m := e.call("", "GET", "/metrics", "", nil, nil)
+	if !strings.Contains(string(m), `keyrack_request_ids_total{event="expired"} 1`) {
+		t.Fatal("expired request-id not counted")
+	}
+}

@@ -59,7 +59,7 @@ func newMetrics(mod *hsm.Module, version string) *metrics {
 	}, []string{"rule"})
 	m.nonces = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "keyrack_request_ids_total",
-		Help: "Device request-ids by event (issued, consumed).",
+		Help: "Device request-ids by event (issued, consumed, expired).",
 	}, []string{"event"})
 	m.duplicates = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "keyrack_serial_duplicates_refused_total",

@@ -119,6 +119,35 @@ func (s *Server) health(c echo.Context) error {
 	return writeJSON(c, code, body)
 }
 
+// janitor deletes request-ids that expired unused, once a minute, so the
+// table holds only live ones.
+func (s *Server) janitor(ctx context.Context) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.purgeNonces(ctx)
+		}
+	}
+}
+
+func (s *Server) purgeNonces(ctx context.Context) {
+	var n int64
+	err := s.db.Update(ctx, func(tx *store.Tx) error {
+		var err error
+		n, err = tx.PurgeNonces(time.Now())
+		return err
+	})
+	if err != nil {
+		s.log.Warn("purging expired request-ids", "err", err)
+		return
+	}
+	s.metrics.nonces.WithLabelValues("expired").Add(float64(n))
+}
+
 // Serve answers on ln until ctx is done, then stops taking connections
 // and drains in-flight requests for at most cfg.ShutdownTimeout.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
@@ -133,6 +162,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
+	go s.janitor(ctx)
 	select {
 	case err := <-errc:
 		return err
