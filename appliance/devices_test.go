@@ -11,11 +11,13 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	"github.com/snapcore/snapd/asserts"
 
 	"github.com/keyrack/keyrack/appliance/store"
@@ -315,11 +317,43 @@ func TestDeviceRegistration(t *testing.T) {
 	if _, err := e.db.VerifyAudit(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	// Metrics counted it.
+	// Metrics counted it, observed the token's latency, and pass promlint.
 	code, _, m := e.call("", "GET", "/metrics", "", nil, nil)
 	if code != 200 || !strings.Contains(string(m), `keyrack_signatures_total{key_id="`+serial.SignKeyID()+`",result="ok",type="serial"} 1`) {
 		t.Errorf("metrics lack the serial signature")
 	}
+	if v := metricValue(t, m, `keyrack_token_sign_duration_seconds_count{result="ok"}`); v < 2 {
+		t.Errorf("token sign latency observed %v times (want the model and the serial)", v)
+	}
+	for _, name := range []string{`keyrack_token_session_wait_seconds_count`, `keyrack_audit_events_total`,
+		`keyrack_request_ids_total{event="issued"}`, `keyrack_serial_duplicates_refused_total`, `keyrack_policy_refusals_total{rule="client-model"}`} {
+		if v := metricValue(t, m, name); v < 1 {
+			t.Errorf("%s = %v", name, v)
+		}
+	}
+	problems, err := promlint.New(bytes.NewReader(m)).Lint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+	}
+}
+
+// metricValue returns the value of the series named exactly (with labels).
+func metricValue(t *testing.T, exposition []byte, series string) float64 {
+	t.Helper()
+	for _, line := range strings.Split(string(exposition), "\n") {
+		if rest, ok := strings.CutPrefix(line, series+" "); ok {
+			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return v
+		}
+	}
+	t.Errorf("no series %s", series)
+	return -1
 }
 
 func TestConcurrentDuplicateSerials(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/keyrack/keyrack/appliance/store"
 	"github.com/keyrack/keyrack/hsm"
 )
 
@@ -20,14 +21,15 @@ type metrics struct {
 	requests   *prometheus.CounterVec
 	latency    *prometheus.HistogramVec
 	inFlight   prometheus.Gauge
-	tokenUp    prometheus.Gauge
 	signatures *prometheus.CounterVec
+	signTime   *prometheus.HistogramVec
+	waitTime   prometheus.Histogram
 	refusals   *prometheus.CounterVec
 	nonces     *prometheus.CounterVec
 	duplicates prometheus.Counter
 }
 
-func newMetrics(mod *hsm.Module, version string) *metrics {
+func newMetrics(mod *hsm.Module, db *store.DB, version string) *metrics {
 	reg := prometheus.NewRegistry()
 	m := &metrics{
 		reg: reg,
@@ -44,11 +46,41 @@ func newMetrics(mod *hsm.Module, version string) *metrics {
 			Name: "keyrack_http_requests_in_flight",
 			Help: "HTTP requests being served.",
 		}),
-		tokenUp: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "keyrack_token_up",
-			Help: "1 when the last token health check succeeded, else 0.",
-		}),
 	}
+	m.signTime = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "keyrack_token_sign_duration_seconds",
+		Help:    "Time of one signature inside the token (C_SignInit + C_Sign), by result.",
+		Buckets: []float64{.001, .002, .004, .006, .008, .01, .015, .02, .03, .05, .1, .25, 1},
+	}, []string{"result"})
+	m.waitTime = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "keyrack_token_session_wait_seconds",
+		Help:    "Time a request waited for a free token session.",
+		Buckets: []float64{0, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+	})
+	mod.SetObserver(hsm.Observer{
+		Sign: func(d time.Duration, err error) {
+			r := "ok"
+			if err != nil {
+				r = "error"
+			}
+			m.signTime.WithLabelValues(r).Observe(d.Seconds())
+		},
+		AcquireWait: func(d time.Duration) { m.waitTime.Observe(d.Seconds()) },
+	})
+	reg.MustRegister(m.signTime, m.waitTime,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "keyrack_token_up",
+			Help: "1 while the token is reachable and logged in, 0 while it is down.",
+		}, func() float64 {
+			if mod.Up() {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "keyrack_audit_events_total",
+			Help: "Audit events written (committed).",
+		}, func() float64 { return float64(db.AuditWrites()) }))
 	m.signatures = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "keyrack_signatures_total",
 		Help: "Assertions signed, by assertion type, signing key id and result.",
@@ -72,7 +104,7 @@ func newMetrics(mod *hsm.Module, version string) *metrics {
 		ConstLabels: prometheus.Labels{"version": version, "goversion": goVersion()},
 	})
 	build.Set(1)
-	reg.MustRegister(m.requests, m.latency, m.inFlight, m.tokenUp, build,
+	reg.MustRegister(m.requests, m.latency, m.inFlight, build,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "keyrack_token_sessions",
 			Help: "Configured token worker sessions.",

@@ -37,7 +37,7 @@ type Server struct {
 // New wires the API onto an open token module and store: it finds or makes
 // the import key and repairs what an interrupted ceremony left.
 func New(ctx context.Context, cfg Config, mod *hsm.Module, db *store.DB, log *slog.Logger) (*Server, error) {
-	s := &Server{cfg: cfg, mod: mod, db: db, log: log, metrics: newMetrics(mod, Version),
+	s := &Server{cfg: cfg, mod: mod, db: db, log: log, metrics: newMetrics(mod, db, Version),
 		cache: keyCache{roles: map[string]roles{}, keys: map[string]*hsm.Key{}}}
 	ik, err := ensureImportKey(ctx, mod, db)
 	if err != nil {
@@ -112,9 +112,6 @@ func (s *Server) health(c echo.Context) error {
 		body.Status = "unavailable"
 		code = http.StatusServiceUnavailable
 		c.Response().Header().Set("Retry-After", "5")
-		s.metrics.tokenUp.Set(0)
-	} else {
-		s.metrics.tokenUp.Set(1)
 	}
 	return writeJSON(c, code, body)
 }

@@ -35,6 +35,14 @@ type Config struct {
 	KWPMechanism uint
 }
 
+// Observer is told how long token operations take. Nil fields are skipped.
+type Observer struct {
+	// Sign is called after every C_SignInit+C_Sign with its duration.
+	Sign func(d time.Duration, err error)
+	// AcquireWait is called with the time spent waiting for a session.
+	AcquireWait func(d time.Duration)
+}
+
 func (c *Config) setDefaults() error {
 	if c.Path == "" {
 		return fmt.Errorf("%w: PKCS#11 module path is required", ErrInvalidArgument)
@@ -106,6 +114,7 @@ type Module struct {
 
 	recoveries atomic.Uint64
 	inUse      atomic.Int64
+	observer   atomic.Pointer[Observer]
 
 	createMu sync.Mutex // serialises "check name free, then create"
 }
@@ -308,14 +317,17 @@ func (m *Module) acquire(ctx context.Context) (*session, error) {
 	select {
 	case s := <-m.pool:
 		m.inUse.Add(1)
+		m.observeWait(0)
 		return s, nil
 	default:
 	}
+	start := time.Now()
 	t := time.NewTimer(m.cfg.AcquireTimeout)
 	defer t.Stop()
 	select {
 	case s := <-m.pool:
 		m.inUse.Add(1)
+		m.observeWait(time.Since(start))
 		return s, nil
 	case <-ctx.Done():
 		return nil, fmt.Errorf("hsm: waiting for a session: %w", ctx.Err())
@@ -498,6 +510,30 @@ func (m *Module) probe() error {
 
 // Sessions returns the configured number of worker sessions.
 func (m *Module) Sessions() int { return m.cfg.Sessions }
+
+// SetObserver installs o (for metrics). Its functions run on the caller's
+// goroutine: they must be cheap.
+func (m *Module) SetObserver(o Observer) { m.observer.Store(&o) }
+
+func (m *Module) observeWait(d time.Duration) {
+	if o := m.observer.Load(); o != nil && o.AcquireWait != nil {
+		o.AcquireWait(d)
+	}
+}
+
+func (m *Module) observeSign(d time.Duration, err error) {
+	if o := m.observer.Load(); o != nil && o.Sign != nil {
+		o.Sign(d, err)
+	}
+}
+
+// Up reports whether the token is believed to be reachable: false from a
+// failed recovery until a successful one. It asks the token nothing.
+func (m *Module) Up() bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return !m.closed && m.downErr == nil && m.pinFailed == nil
+}
 
 // InUse returns the number of worker sessions lent out right now.
 func (m *Module) InUse() int { return int(m.inUse.Load()) }

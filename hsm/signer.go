@@ -6,6 +6,7 @@ import (
 	"crypto/rsa"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/miekg/pkcs11"
 )
@@ -56,10 +57,11 @@ func (k *Key) SignContext(ctx context.Context, digest []byte, opts crypto.Signer
 		if err != nil {
 			return err
 		}
-		if err := k.m.p.SignInit(sh, mechRSAPKCS, h); err != nil {
-			return err
+		start := time.Now()
+		if err = k.m.p.SignInit(sh, mechRSAPKCS, h); err == nil {
+			sig, err = k.m.p.Sign(sh, msg)
 		}
-		sig, err = k.m.p.Sign(sh, msg)
+		k.m.observeSign(time.Since(start), err)
 		return err
 	})
 	if err != nil {

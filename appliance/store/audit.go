@@ -78,6 +78,7 @@ func (t *Tx) Audit(actor, action, subject, result string, details any) (AuditEve
 	if err != nil {
 		return AuditEvent{}, fmt.Errorf("store: appending audit event: %w", err)
 	}
+	t.audits++
 	return e, nil
 }
 

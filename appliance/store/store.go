@@ -13,7 +13,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	_ "modernc.org/sqlite" // the embedded default store
@@ -30,7 +32,11 @@ var (
 type DB struct {
 	db      *sql.DB
 	dialect dialect
+	audits  atomic.Uint64 // audit events committed
 }
+
+// AuditWrites returns how many audit events this process committed.
+func (d *DB) AuditWrites() uint64 { return d.audits.Load() }
 
 type dialect struct {
 	name       string
@@ -53,6 +59,30 @@ func OpenSQLite(ctx context.Context, path string) (*DB, error) {
 	if err := d.migrate(ctx); err != nil {
 		sdb.Close()
 		return nil, err
+	}
+	return d, nil
+}
+
+// OpenSQLiteReadOnly opens an existing SQLite store for reading only (an
+// auditor's copy, a running appliance's file): nothing is migrated or
+// written.
+func OpenSQLiteReadOnly(ctx context.Context, path string) (*DB, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	sdb, err := sql.Open("sqlite", "file:"+path+"?mode=ro&_pragma=busy_timeout(10000)")
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	d := &DB{db: sdb, dialect: sqliteDialect}
+	v, err := d.SchemaVersion(ctx)
+	if err != nil {
+		sdb.Close()
+		return nil, fmt.Errorf("store: %s is not a keyrack store: %w", path, err)
+	}
+	if v > len(d.dialect.migrations) {
+		sdb.Close()
+		return nil, fmt.Errorf("store: schema version %d is newer than this program (%d)", v, len(d.dialect.migrations))
 	}
 	return d, nil
 }
@@ -105,8 +135,9 @@ func (d *DB) SchemaVersion(ctx context.Context) (int, error) {
 
 // Tx is one store transaction. Its methods are the store's operations.
 type Tx struct {
-	tx  *sql.Tx
-	now time.Time
+	tx     *sql.Tx
+	now    time.Time
+	audits int
 }
 
 // Now is the transaction's clock: every row and audit event written in it
@@ -128,6 +159,7 @@ func (d *DB) Update(ctx context.Context, fn func(*Tx) error) error {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("store: commit: %w", err)
 	}
+	d.audits.Add(uint64(t.audits))
 	return nil
 }
 

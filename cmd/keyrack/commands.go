@@ -299,6 +299,9 @@ func (c *cli) clients(ctx context.Context, args []string) error {
 }
 
 func (c *cli) audit(ctx context.Context, args []string) error {
+	if len(args) > 0 && args[0] == "verify" {
+		return c.auditVerify(ctx, args[1:])
+	}
 	fs := flag.NewFlagSet("audit", flag.ContinueOnError)
 	fs.SetOutput(c.stderr)
 	after := fs.Int64("after", 0, "show events after this number")

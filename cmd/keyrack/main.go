@@ -64,6 +64,7 @@ appliance:
   log [-type T] [-model M] [-serial S] [-client C] [-since T] [-until T] [-csv]
                          the signing log
   audit [-after N] [-limit N]
+  audit verify [-db PATH] walk the audit hash chain; names the first broken event
   device register -api-key-file FILE -brand B -model M [-serial S]
                          play a device registering as snapd does (for trying it out)
   version

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"fmt"
 	"io"
 	"log/slog"
@@ -170,12 +171,41 @@ func TestWrapImportApproveSign(t *testing.T) {
 	if code != 1 || !strings.Contains(errs, "protected by a passphrase") {
 		t.Fatalf("passphrase upload: %d %s", code, errs)
 	}
-	// Audit shows the ceremony.
+	// Audit shows the ceremony, and its chain verifies.
 	code, out, _ = e.keyrack("bob", "audit")
 	for _, want := range []string{"officer:alice\tproposal.create", "officer:bob\tproposal.approve", "officer:bob\tkey.import\tbrand-serial\tok"} {
 		if code != 0 || !strings.Contains(out, want) {
 			t.Errorf("audit lacks %q:\n%s", want, out)
 		}
+	}
+	if code, out, errs := e.keyrack("bob", "audit", "verify"); code != 0 || !strings.Contains(out, "audit chain OK") {
+		t.Fatalf("audit verify over the API: %d %s %s", code, out, errs)
+	}
+}
+
+// TestAuditVerifyNamesAlteredEvent alters one audit event in the store
+// file and checks that keyrack audit verify names it, from the file and
+// through the API.
+func TestAuditVerifyNamesAlteredEvent(t *testing.T) {
+	e := newEnv(t)
+	for _, name := range []string{"a-key", "b-key"} {
+		_, out, _ := e.keyrack("alice", "keys", "generate", name, "-role", "serial")
+		id := regexp.MustCompile(`keyrack approve ([0-9a-f]+)`).FindStringSubmatch(out)
+		e.keyrack("bob", "approve", id[1])
+	}
+	dbPath := filepath.Join(e.dir, "keyrack.db")
+	if code, out, errs := e.keyrack("", "audit", "verify", "-db", dbPath); code != 0 || !strings.Contains(out, "audit chain OK") {
+		t.Fatalf("intact chain: %d %s %s", code, out, errs)
+	}
+	// An auditor-side edit: event 4 now says someone else approved.
+	alterEvent(t, dbPath)
+	code, out, _ := e.keyrack("", "audit", "verify", "-db", dbPath)
+	if code != 1 || !strings.Contains(out, "BROKEN at event 4") {
+		t.Fatalf("altered event, from the file: %d %s", code, out)
+	}
+	code, out, _ = e.keyrack("bob", "audit", "verify")
+	if code != 1 || !strings.Contains(out, "BROKEN at event 4") {
+		t.Fatalf("altered event, over the API: %d %s", code, out)
 	}
 }
 
@@ -244,5 +274,18 @@ func TestModelsClientsDevice(t *testing.T) {
 	code, _, errs = e.keyrack("", "device", "register", "-api-key-file", keyFile, "-brand", "brand-x", "-model", "line-8", "-bits", "2048")
 	if code != 1 || !strings.Contains(errs, "client-model") {
 		t.Fatalf("out-of-scope device: %d %s", code, errs)
+	}
+}
+
+// alterEvent edits audit event 4 in the store file behind keyrack's back.
+func alterEvent(t *testing.T, path string) {
+	t.Helper()
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`UPDATE audit SET actor = 'officer:mallory' WHERE seq = 4`); err != nil {
+		t.Fatal(err)
 	}
 }
