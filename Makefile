@@ -5,7 +5,9 @@ LDFLAGS := -X github.com/keyrack/keyrack/appliance.Version=$(VERSION)
 DEVDIR  ?= var/dev
 LISTEN  ?= 127.0.0.1:8080
 
-.PHONY: all build run test bench lint deps clean
+.PHONY: all build run test bench lint deps clean install
+PREFIX  ?= /usr
+DESTDIR ?=
 
 all: build
 
@@ -35,6 +37,21 @@ bench: deps
 lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+
+# Binaries, units, sysusers/tmpfiles entries and an example configuration,
+# under DESTDIR (packaging) or / (a real install; then run
+# systemd-sysusers, systemd-tmpfiles --create and systemctl daemon-reload).
+install: build
+	install -D -m 0755 bin/keyrackd $(DESTDIR)$(PREFIX)/bin/keyrackd
+	install -D -m 0755 bin/keyrack $(DESTDIR)$(PREFIX)/bin/keyrack
+	install -D -m 0644 systemd/keyrackd.service $(DESTDIR)$(PREFIX)/lib/systemd/system/keyrackd.service
+	install -D -m 0644 systemd/keyrackd.socket $(DESTDIR)$(PREFIX)/lib/systemd/system/keyrackd.socket
+	install -D -m 0644 systemd/keyrack.sysusers $(DESTDIR)$(PREFIX)/lib/sysusers.d/keyrack.conf
+	install -D -m 0644 systemd/keyrack.tmpfiles $(DESTDIR)$(PREFIX)/lib/tmpfiles.d/keyrack.conf
+	install -D -m 0644 systemd/keyrackd.json.example $(DESTDIR)/etc/keyrack/keyrackd.json.example
+	install -D -m 0644 systemd/keyrackd.service.d/hsm-devices.conf.example $(DESTDIR)$(PREFIX)/share/doc/keyrack/hsm-devices.conf.example
+	install -D -m 0644 systemd/keyrackd.service.d/softhsm.conf.example $(DESTDIR)$(PREFIX)/share/doc/keyrack/softhsm.conf.example
+	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/keyrack/README.md
 
 clean:
 	rm -rf bin var

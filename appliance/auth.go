@@ -79,6 +79,12 @@ const officerKey = "keyrack.officer"
 // requireOfficer authenticates officer endpoints.
 func (s *Server) requireOfficer(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
+		if s.cfg.TLS.OfficerClientCert {
+			if st := c.Request().TLS; st == nil || len(st.VerifiedChains) == 0 {
+				return &APIError{Status: http.StatusForbidden, Code: "client-certificate-required",
+					Message: "officer endpoints need a client certificate from the configured CA"}
+			}
+		}
 		token, ok := strings.CutPrefix(c.Request().Header.Get(echo.HeaderAuthorization), "Bearer ")
 		if !ok || token == "" {
 			return errUnauthenticated

@@ -41,6 +41,19 @@ type Config struct {
 	Store StoreConfig `json:"store"`
 	// Devices configures the device-service protocol.
 	Devices DevicesConfig `json:"devices"`
+	// TLS, when set, makes the API HTTPS only.
+	TLS TLSConfig `json:"tls"`
+}
+
+// TLSConfig configures HTTPS (TLS 1.2 and later).
+type TLSConfig struct {
+	CertFile string `json:"cert_file"`
+	KeyFile  string `json:"key_file"`
+	// ClientCAFile verifies client certificates when clients send one.
+	ClientCAFile string `json:"client_ca_file"`
+	// OfficerClientCert requires a verified client certificate on every
+	// officer endpoint, in addition to the officer credential.
+	OfficerClientCert bool `json:"officer_client_cert"`
 }
 
 // DevicesConfig configures device registration.
@@ -187,6 +200,15 @@ func (c *Config) Normalize() error {
 	}
 	if c.Officers.ProposalTTL == 0 {
 		c.Officers.ProposalTTL = Duration(24 * time.Hour)
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		return fmt.Errorf("%w: tls.cert_file and tls.key_file go together", ErrConfig)
+	}
+	if c.TLS.ClientCAFile != "" && c.TLS.CertFile == "" {
+		return fmt.Errorf("%w: tls.client_ca_file needs tls.cert_file and tls.key_file", ErrConfig)
+	}
+	if c.TLS.OfficerClientCert && c.TLS.ClientCAFile == "" {
+		return fmt.Errorf("%w: tls.officer_client_cert needs tls.client_ca_file", ErrConfig)
 	}
 	if c.Devices.NonceTTL == 0 {
 		c.Devices.NonceTTL = Duration(10 * time.Minute)

@@ -4,11 +4,14 @@ package appliance
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -116,6 +119,29 @@ func (s *Server) health(c echo.Context) error {
 	return writeJSON(c, code, body)
 }
 
+// tlsConfig is TLS 1.2+ with the configured certificate; client
+// certificates are verified when sent (officer endpoints may require one).
+func tlsConfig(c TLSConfig) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+	if c.ClientCAFile != "" {
+		pem, err := os.ReadFile(c.ClientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("tls: no certificate in %s", c.ClientCAFile)
+		}
+		tc.ClientCAs = pool
+		tc.ClientAuth = tls.VerifyClientCertIfGiven
+	}
+	return tc, nil
+}
+
 // janitor deletes request-ids that expired unused, once a minute, so the
 // table holds only live ones.
 func (s *Server) janitor(ctx context.Context) {
@@ -156,6 +182,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	if s.cfg.TLS.CertFile != "" {
+		tc, err := tlsConfig(s.cfg.TLS)
+		if err != nil {
+			return err
+		}
+		hs.TLSConfig = tc
+		ln = tls.NewListener(ln, tc)
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()

@@ -16,7 +16,9 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
+	"github.com/coreos/go-systemd/v22/activation"
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/keyrack/keyrack/appliance"
@@ -67,6 +69,50 @@ func run() int {
 		return 1
 	}
 	return 0
+}
+
+// listener takes the socket systemd passed (socket activation) or opens
+// cfg.Listen.
+func listener(cfg appliance.Config, log *slog.Logger) (net.Listener, error) {
+	lns, err := activation.Listeners()
+	if err != nil {
+		return nil, fmt.Errorf("socket activation: %w", err)
+	}
+	if len(lns) > 1 {
+		return nil, fmt.Errorf("socket activation passed %d sockets; keyrackd takes one", len(lns))
+	}
+	if len(lns) == 1 && lns[0] != nil {
+		log.Info("using the socket passed by systemd", "addr", lns[0].Addr().String())
+		return lns[0], nil
+	}
+	return net.Listen("tcp", cfg.Listen)
+}
+
+// watchdog pings systemd's watchdog while the token answers. When the
+// token stays away, the pings stop and systemd restarts the daemon after
+// WatchdogSec: a loud failure instead of an appliance that only says 503.
+func watchdog(ctx context.Context, mod *hsm.Module, log *slog.Logger) {
+	interval, err := daemon.SdWatchdogEnabled(false)
+	if err != nil || interval <= 0 {
+		return
+	}
+	t := time.NewTicker(interval / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cctx, cancel := context.WithTimeout(ctx, interval/3)
+		st := mod.Check(cctx)
+		cancel()
+		if st.Up {
+			daemon.SdNotify(false, daemon.SdNotifyWatchdog)
+		} else {
+			log.Warn("token down: withholding the watchdog ping", "reason", st.Error)
+		}
+	}
 }
 
 func openStore(ctx context.Context, cfg appliance.Config) (*store.DB, error) {
@@ -131,7 +177,7 @@ func serve(cfg appliance.Config, devDir string, log *slog.Logger) error {
 		}
 	}
 
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, err := listener(cfg, log)
 	if err != nil {
 		return err
 	}
@@ -141,6 +187,7 @@ func serve(cfg appliance.Config, devDir string, log *slog.Logger) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ctx, ln) }()
+	go watchdog(ctx, mod, log)
 	select {
 	case <-ctx.Done():
 		log.Info("stopping: draining requests")

@@ -54,6 +54,55 @@ func TestDaemonDevLifecycle(t *testing.T) {
 	}
 }
 
+// TestWatchdogFollowsToken runs keyrackd with a systemd watchdog: it pings
+// while the token answers, stops while the token is gone, and resumes.
+func TestWatchdogFollowsToken(t *testing.T) {
+	work := t.TempDir()
+	bin := filepath.Join(work, "keyrackd")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	devDir := filepath.Join(work, "dev")
+	d := startDaemon(t, bin, devDir, freeAddr(t), "WATCHDOG_USEC=600000")
+	pings := func(window time.Duration) int {
+		n := 0
+		deadline := time.Now().Add(window)
+		buf := make([]byte, 256)
+		for time.Now().Before(deadline) {
+			d.notify.SetReadDeadline(deadline)
+			k, err := d.notify.Read(buf)
+			if err != nil {
+				break
+			}
+			if strings.TrimSpace(string(buf[:k])) == "WATCHDOG=1" {
+				n++
+			}
+		}
+		return n
+	}
+	if n := pings(time.Second); n < 2 {
+		t.Fatalf("%d watchdog pings in 1s with the token up", n)
+	}
+	tokens := filepath.Join(devDir, "softhsm", "tokens")
+	if err := os.Rename(tokens, tokens+".away"); err != nil {
+		t.Fatal(err)
+	}
+	pings(400 * time.Millisecond) // a ping already on its way may arrive
+	if n := pings(1500 * time.Millisecond); n != 0 {
+		t.Fatalf("%d watchdog pings with the token gone", n)
+	}
+	if err := os.Rename(tokens+".away", tokens); err != nil {
+		t.Fatal(err)
+	}
+	if n := pings(3 * time.Second); n < 1 {
+		t.Fatalf("watchdog pings did not resume after the token came back\n%s", d.readLog(t))
+	}
+	d.stop(t)
+	if !strings.Contains(d.log, "withholding the watchdog ping") {
+		t.Error("the daemon did not log why it withheld the ping")
+	}
+}
+
 func TestDaemonRefusesBadConfig(t *testing.T) {
 	work := t.TempDir()
 	cfg := filepath.Join(work, "bad.json")
@@ -80,7 +129,7 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-func startDaemon(t *testing.T, bin, devDir, addr string) *daemonProc {
+func startDaemon(t *testing.T, bin, devDir, addr string, env ...string) *daemonProc {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "notify.sock")
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
@@ -93,7 +142,7 @@ func startDaemon(t *testing.T, bin, devDir, addr string) *daemonProc {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "-dev", devDir, "-listen", addr)
-	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
+	cmd.Env = append(append(os.Environ(), "NOTIFY_SOCKET="+sock), env...)
 	cmd.Stdout, cmd.Stderr = lf, lf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
