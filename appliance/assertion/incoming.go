@@ -9,23 +9,27 @@ import (
 	"github.com/snapcore/snapd/asserts"
 )
 
-// ErrBadRequest marks a device request that is malformed or not signed as
-// it claims.
+// ErrBadRequest marks device input that is malformed, too large, or not
+// signed as it claims.
 var ErrBadRequest = errors.New("bad device request")
 
-// Limits on what a device may send: a serial-request, a model and, for a
-// remodel, the old serial; each well under 64 KiB in practice.
+// What a device may send: a serial-request, its model and, on a remodel,
+// its current serial. Each is a few KiB; the bounds keep a hostile client
+// from making the appliance parse or verify much more than that.
 const (
 	MaxStreamBytes      = 1 << 20
 	MaxStreamAssertions = 4
 )
 
-// ParseSerialRequest decodes one serial-request and checks that it is
-// signed by the device key it carries.
+// ParseSerialRequest decodes one serial-request and checks that the device
+// key it carries signed it.
 func ParseSerialRequest(data []byte) (*asserts.SerialRequest, error) {
+	if len(data) > MaxStreamBytes {
+		return nil, fmt.Errorf("%w: serial-request of %d bytes, over %d", ErrBadRequest, len(data), MaxStreamBytes)
+	}
 	a, err := asserts.Decode(data)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
+		return nil, fmt.Errorf("%w: not a valid assertion: %v", ErrBadRequest, err)
 	}
 	return checkSerialRequest(a)
 }
@@ -33,8 +37,10 @@ func ParseSerialRequest(data []byte) (*asserts.SerialRequest, error) {
 func checkSerialRequest(a asserts.Assertion) (*asserts.SerialRequest, error) {
 	req, ok := a.(*asserts.SerialRequest)
 	if !ok {
-		return nil, fmt.Errorf("%w: expected a serial-request, got %s", ErrBadRequest, a.Type().Name)
+		return nil, fmt.Errorf("%w: expected a serial-request, got a %s assertion", ErrBadRequest, a.Type().Name)
 	}
+	// The decoder already checked that the device key's id is
+	// sign-key-sha3-384; this checks the key actually signed it.
 	if err := asserts.SignatureCheck(req, req.DeviceKey()); err != nil {
 		return nil, fmt.Errorf("%w: serial-request is not signed by its device key: %v", ErrBadRequest, err)
 	}
@@ -43,18 +49,23 @@ func checkSerialRequest(a asserts.Assertion) (*asserts.SerialRequest, error) {
 
 // DeviceStream is what a device sends to ask for a serial.
 type DeviceStream struct {
-	Request *asserts.SerialRequest
-	Model   *asserts.Model
-	// OldSerial is the device's current serial on a remodel.
+	Request *asserts.SerialRequest // signature checked
+	Model   *asserts.Model         // not checked: see CheckModel
+	// OldSerial is the device's current serial on a remodel; its
+	// signature is not checked here.
 	OldSerial *asserts.Serial
 }
 
-// ParseDeviceStream reads a serial-request, the device's model and, on a
-// remodel, its current serial, in any order, each at most once.
+// ParseDeviceStream reads at most MaxStreamBytes from r: a serial-request,
+// the device's model and, on a remodel, its current serial, in any order,
+// each at most once. The serial-request's self-signature is checked.
 func ParseDeviceStream(r io.Reader) (*DeviceStream, error) {
+	if r == nil {
+		return nil, fmt.Errorf("%w: no stream", ErrBadRequest)
+	}
 	data, err := io.ReadAll(io.LimitReader(r, MaxStreamBytes+1))
 	if err != nil {
-		return nil, fmt.Errorf("%w: reading: %v", ErrBadRequest, err)
+		return nil, fmt.Errorf("%w: reading the stream: %v", ErrBadRequest, err)
 	}
 	if len(data) > MaxStreamBytes {
 		return nil, fmt.Errorf("%w: stream larger than %d bytes", ErrBadRequest, MaxStreamBytes)
@@ -67,45 +78,51 @@ func ParseDeviceStream(r io.Reader) (*DeviceStream, error) {
 			break
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
+			return nil, fmt.Errorf("%w: assertion %d of the stream: %v", ErrBadRequest, n+1, err)
 		}
-		if n >= MaxStreamAssertions {
-			return nil, fmt.Errorf("%w: more than %d assertions", ErrBadRequest, MaxStreamAssertions)
+		if n == MaxStreamAssertions {
+			return nil, fmt.Errorf("%w: more than %d assertions in the stream", ErrBadRequest, MaxStreamAssertions)
 		}
 		switch x := a.(type) {
 		case *asserts.SerialRequest:
 			if ds.Request != nil {
-				return nil, fmt.Errorf("%w: two serial-requests", ErrBadRequest)
+				return nil, fmt.Errorf("%w: two serial-requests in the stream", ErrBadRequest)
 			}
 			if ds.Request, err = checkSerialRequest(x); err != nil {
 				return nil, err
 			}
 		case *asserts.Model:
 			if ds.Model != nil {
-				return nil, fmt.Errorf("%w: two models", ErrBadRequest)
+				return nil, fmt.Errorf("%w: two model assertions in the stream", ErrBadRequest)
 			}
 			ds.Model = x
 		case *asserts.Serial:
 			if ds.OldSerial != nil {
-				return nil, fmt.Errorf("%w: two serials", ErrBadRequest)
+				return nil, fmt.Errorf("%w: two serial assertions in the stream", ErrBadRequest)
 			}
 			ds.OldSerial = x
 		default:
-			return nil, fmt.Errorf("%w: unexpected %s assertion", ErrBadRequest, a.Type().Name)
+			return nil, fmt.Errorf("%w: unexpected %s assertion in the stream", ErrBadRequest, a.Type().Name)
 		}
 	}
 	if ds.Request == nil {
-		return nil, fmt.Errorf("%w: no serial-request", ErrBadRequest)
+		return nil, fmt.Errorf("%w: the stream has no serial-request", ErrBadRequest)
 	}
 	if ds.Model == nil {
-		return nil, fmt.Errorf("%w: no model assertion", ErrBadRequest)
+		return nil, fmt.Errorf("%w: the stream has no model assertion", ErrBadRequest)
 	}
 	return ds, nil
 }
 
 // CheckModel checks that a device's model assertion is for brand and
-// model and, when brandKeys are given, that it is signed by one of them.
+// model and, when brandKeys (the brand's account-key public keys) are
+// given, that one of them signed it. Without keys only the names are
+// checked: a model signed by a key the appliance does not know is not
+// proof of anything, and the caller decides whether that is acceptable.
 func CheckModel(m *asserts.Model, brand, model string, brandKeys ...asserts.PublicKey) error {
+	if m == nil {
+		return fmt.Errorf("%w: no model assertion", ErrBadRequest)
+	}
 	if m.BrandID() != brand || m.Model() != model {
 		return fmt.Errorf("%w: model assertion is for %s/%s, the request for %s/%s", ErrBadRequest, m.BrandID(), m.Model(), brand, model)
 	}
@@ -113,12 +130,13 @@ func CheckModel(m *asserts.Model, brand, model string, brandKeys ...asserts.Publ
 		return nil
 	}
 	for _, k := range brandKeys {
-		if k.ID() == m.SignKeyID() {
-			if err := asserts.SignatureCheck(m, k); err != nil {
-				return fmt.Errorf("%w: model assertion signature: %v", ErrBadRequest, err)
-			}
-			return nil
+		if k == nil || k.ID() != m.SignKeyID() {
+			continue
 		}
+		if err := asserts.SignatureCheck(m, k); err != nil {
+			return fmt.Errorf("%w: model assertion signature: %v", ErrBadRequest, err)
+		}
+		return nil
 	}
-	return fmt.Errorf("%w: model assertion is signed by key %s, not a key of brand %s known here", ErrBadRequest, m.SignKeyID(), brand)
+	return fmt.Errorf("%w: model assertion is signed by key %s, not by a key of brand %s given", ErrBadRequest, m.SignKeyID(), brand)
 }

@@ -1,17 +1,3 @@
-// Package assertion makes snap assertions signed by keys that never leave
-// the token, byte-compatible with snapd's own signing.
-//
-// snapd's asserts package signs only with its own PrivateKey type, whose
-// methods are unexported, so a key inside a PKCS#11 token cannot be plugged
-// into it. This package therefore assembles the content itself, in
-// snapd's canonical order and encoding, and makes the OpenPGP v4 signature
-// packet through a crypto.Signer (golang.org/x/crypto/openpgp/packet), so
-// the only private-key operation is the token's RSA signature. Tests prove
-// byte identity with snapd's signing for the same headers and key.
-//
-// Every result is decoded with asserts.Decode and its signature verified
-// with the public key before it is returned: a cheap self-check that an
-// encoding drift or a faulty token shows up here, not on a device.
 package assertion
 
 import (
@@ -22,6 +8,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -32,57 +19,135 @@ import (
 	"golang.org/x/crypto/openpgp/packet"
 )
 
-// Errors callers map to answers.
+// Errors callers map to answers. Every error this package returns wraps
+// exactly one of them (ErrSigning also wraps the signer's own error, so a
+// token's "unavailable" stays recognisable with errors.Is).
 var (
+	// ErrInvalidHeaders: the input cannot make an assertion snapd
+	// accepts. The message names the header.
 	ErrInvalidHeaders = errors.New("invalid assertion headers")
+	// ErrUnsupportedKey: not an RSA key, or smaller than allowed.
 	ErrUnsupportedKey = errors.New("unsupported signing key")
-	ErrSelfCheck      = errors.New("signed assertion failed its self-check")
+	// ErrSigning: the crypto.Signer failed.
+	ErrSigning = errors.New("signing failed")
+	// ErrSelfCheck: the signed result does not decode or verify. The
+	// input was valid, so this points at the signer or at this package.
+	ErrSelfCheck = errors.New("signed assertion failed its self-check")
 )
 
-// MinKeyBits is the smallest signing key accepted: snap signing keys are
-// RSA-4096 (snapd's external key manager refuses smaller ones).
+// MinKeyBits is the default smallest signing key: snap signing keys are
+// RSA-4096 (what `snap create-key` makes; snapd's external key manager
+// refuses smaller ones). Device keys sign serial-requests with other
+// sizes, hence WithMinKeyBits.
 const MinKeyBits = 4096
 
-// keyTimestamp is the creation time snapd gives every public-key packet it
-// derives ids from (v1FixedTimestamp).
-var keyTimestamp = time.Date(2016, time.January, 1, 0, 0, 0, 0, time.UTC)
+// lowestMinKeyBits is the floor for WithMinKeyBits: Go's crypto/rsa
+// refuses smaller keys since Go 1.24.
+const lowestMinKeyBits = 1024
 
-// Signer signs assertions with one RSA key.
+// keyPacketTime is the creation time snapd puts in every public-key packet
+// it derives key ids from and encodes (v1FixedTimestamp in asserts).
+var keyPacketTime = time.Date(2016, time.January, 1, 0, 0, 0, 0, time.UTC)
+
+// noAuthorityTypes are the types snapd signs without authority-id
+// (self-signed by the key they carry). The flag is unexported in asserts;
+// a type missing here still cannot slip through, because the pre-signing
+// decode checks authority-id presence the way snapd does.
+var noAuthorityTypes = map[*asserts.AssertionType]bool{
+	asserts.SerialRequestType:        true,
+	asserts.AccountKeyRequestType:    true,
+	asserts.DeviceSessionRequestType: true,
+	asserts.ConfdbControlType:        true,
+}
+
+// Option adjusts a Signer.
+type Option func(*options)
+
+type options struct {
+	minBits int
+	now     func() time.Time
+}
+
+// WithMinKeyBits sets the smallest RSA modulus accepted (default
+// MinKeyBits). Values below 1024 are refused by NewSigner.
+func WithMinKeyBits(bits int) Option { return func(o *options) { o.minBits = bits } }
+
+// WithClock sets the clock for signature creation times (default
+// time.Now). Tests fix it to compare bytes with snapd's output.
+func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
+
+// Signer signs assertions with one RSA key. It is safe for concurrent use
+// if its crypto.Signer is.
 type Signer struct {
 	key   crypto.Signer
 	pub   *rsa.PublicKey
+	apub  asserts.PublicKey
 	keyID string
-	// Now is the clock for signature creation times (tests fix it).
-	Now func() time.Time
+	now   func() time.Time
 }
 
-// NewSigner wraps key. The key's Sign is the only private operation used;
-// for a token key pass one bound to the request's context.
-func NewSigner(key crypto.Signer) (*Signer, error) {
-	pub, ok := key.Public().(*rsa.PublicKey)
+// NewSigner wraps key. key.Sign is the only private-key operation ever
+// used; for a token key pass one bound to the request's context.
+func NewSigner(key crypto.Signer, opts ...Option) (*Signer, error) {
+	o := options{minBits: MinKeyBits, now: time.Now}
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&o)
+		}
+	}
+	if o.minBits < lowestMinKeyBits {
+		return nil, fmt.Errorf("%w: minimum key size %d is below %d bits", ErrUnsupportedKey, o.minBits, lowestMinKeyBits)
+	}
+	if o.now == nil {
+		o.now = time.Now
+	}
+	if key == nil {
+		return nil, fmt.Errorf("%w: no key", ErrUnsupportedKey)
+	}
+	pk, err := publicOf(key)
+	if err != nil {
+		return nil, err
+	}
+	pub, ok := pk.(*rsa.PublicKey)
 	if !ok {
-		return nil, fmt.Errorf("%w: %T is not an RSA key", ErrUnsupportedKey, key.Public())
+		return nil, fmt.Errorf("%w: %T is not an RSA public key; snap assertions are signed with RSA", ErrUnsupportedKey, pk)
 	}
-	if pub.N.BitLen() < MinKeyBits {
-		return nil, fmt.Errorf("%w: RSA-%d, at least %d bits needed", ErrUnsupportedKey, pub.N.BitLen(), MinKeyBits)
+	if err := checkRSAPublic(pub); err != nil {
+		return nil, err
 	}
-	return &Signer{key: key, pub: pub, keyID: KeyID(pub), Now: time.Now}, nil
+	if bits := pub.N.BitLen(); bits < o.minBits {
+		return nil, fmt.Errorf("%w: RSA-%d, at least %d bits needed", ErrUnsupportedKey, bits, o.minBits)
+	}
+	apub := asserts.RSAPublicKey(pub)
+	return &Signer{key: key, pub: pub, apub: apub, keyID: apub.ID(), now: o.now}, nil
 }
 
-// KeyID returns the key's sign-key-sha3-384.
+// publicOf calls key.Public, which for a typed nil (say a nil
+// *rsa.PrivateKey in the interface) panics inside the key's own method.
+func publicOf(key crypto.Signer) (pub crypto.PublicKey, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			pub, err = nil, fmt.Errorf("%w: the key's Public method failed: %v", ErrUnsupportedKey, r)
+		}
+	}()
+	return key.Public(), nil
+}
+
+func checkRSAPublic(pub *rsa.PublicKey) error {
+	if pub == nil || pub.N == nil || pub.N.Sign() <= 0 {
+		return fmt.Errorf("%w: RSA public key without a modulus", ErrUnsupportedKey)
+	}
+	if pub.E < 3 || pub.E%2 == 0 {
+		return fmt.Errorf("%w: RSA public exponent %d", ErrUnsupportedKey, pub.E)
+	}
+	return nil
+}
+
+// KeyID is this signer's sign-key-sha3-384.
 func (s *Signer) KeyID() string { return s.keyID }
 
-// PublicKey returns the signing key's public half.
+// PublicKey is the signing key's public half.
 func (s *Signer) PublicKey() *rsa.PublicKey { return s.pub }
-
-// KeyID is the sign-key-sha3-384 / public-key-sha3-384 of pub, as snapd
-// computes it.
-func KeyID(pub *rsa.PublicKey) string { return asserts.RSAPublicKey(pub).ID() }
-
-// EncodePublicKey is pub in account-key body encoding.
-func EncodePublicKey(pub *rsa.PublicKey) ([]byte, error) {
-	return asserts.EncodePublicKey(asserts.RSAPublicKey(pub))
-}
 
 // Signed is a signed assertion: its encoding and its decoded form.
 type Signed struct {
@@ -90,138 +155,156 @@ type Signed struct {
 	Assertion asserts.Assertion
 }
 
-// Sign assembles an assertion of type t from headers and body, signs it
-// and self-checks it. It sets type, sign-key-sha3-384 and body-length, and
-// format when the headers do not (asserts.SuggestFormat). Header values are
-// strings, []interface{} and map[string]interface{}, as in snapd.
-func (s *Signer) Sign(t *asserts.AssertionType, headers map[string]any, body []byte) (Signed, error) {
-	content, err := s.content(t, headers, body)
+// Sign is NewSigner(key, opts...) followed by Signer.Sign, for one-off use.
+func Sign(t *asserts.AssertionType, headers map[string]any, body []byte, key crypto.Signer, opts ...Option) (Signed, error) {
+	s, err := NewSigner(key, opts...)
 	if err != nil {
+		return Signed{}, err
+	}
+	return s.Sign(t, headers, body)
+}
+
+// Sign assembles an assertion of type t from headers and body, signs it
+// and self-checks it.
+//
+// Header values are strings, lists ([]any or []string) and maps
+// (map[string]any or map[string]string), nested as snapd allows. Sign sets
+// type, sign-key-sha3-384 and body-length (values given for them must
+// agree), and format from asserts.SuggestFormat when not given. Other
+// headers, authority-id included, are the caller's.
+func (s *Signer) Sign(t *asserts.AssertionType, headers map[string]any, body []byte) (Signed, error) {
+	content, err := s.assemble(t, headers, body)
+	if err != nil {
+		return Signed{}, err
+	}
+	if err := precheck(t, content); err != nil {
 		return Signed{}, err
 	}
 	sig, err := s.signature(content)
 	if err != nil {
 		return Signed{}, err
 	}
-	out := make([]byte, 0, len(content)+2+len(sig)+1)
-	out = append(append(append(out, content...), "\n\n"...), sig...)
+	out := make([]byte, 0, len(content)+len(sig)+3)
+	out = append(out, content...)
+	out = append(out, "\n\n"...)
+	out = append(out, sig...)
+	// snapd ends every encoded assertion with a newline ("cat friendly").
 	out = append(out, '\n')
-	a, err := asserts.Decode(out)
+	a, err := s.selfCheck(t, content, out)
 	if err != nil {
-		return Signed{}, fmt.Errorf("%w: %v", ErrSelfCheck, err)
-	}
-	if a.Type() != t {
-		return Signed{}, fmt.Errorf("%w: decoded as %s", ErrSelfCheck, a.Type().Name)
-	}
-	if err := asserts.SignatureCheck(a, asserts.RSAPublicKey(s.pub)); err != nil {
-		return Signed{}, fmt.Errorf("%w: %v", ErrSelfCheck, err)
+		return Signed{}, err
 	}
 	return Signed{Bytes: out, Assertion: a}, nil
 }
 
-// content builds the signed part in snapd's canonical form.
-func (s *Signer) content(t *asserts.AssertionType, in map[string]any, body []byte) ([]byte, error) {
-	if t == nil {
-		return nil, fmt.Errorf("%w: no assertion type", ErrInvalidHeaders)
+// assemble builds the signed content in snapd's canonical form: type,
+// format (if > 0), authority-id, revision (if > 0), the primary key in
+// the type's order, the other headers sorted, body-length (with a body),
+// sign-key-sha3-384, then "\n\n" and the body.
+func (s *Signer) assemble(t *asserts.AssertionType, in map[string]any, body []byte) ([]byte, error) {
+	if t == nil || asserts.Type(t.Name) != t {
+		return nil, fmt.Errorf("%w: not one of snapd's assertion types", ErrInvalidHeaders)
 	}
 	if !utf8.Valid(body) {
-		return nil, fmt.Errorf("%w: body is not UTF-8", ErrInvalidHeaders)
+		return nil, fmt.Errorf("%w: %s body is not UTF-8", ErrInvalidHeaders, t.Name)
 	}
-	h := make(map[string]any, len(in)+3)
-	for k, v := range in {
-		if err := checkValue(k, v); err != nil {
+	if len(body) > asserts.MaxBodySize {
+		return nil, fmt.Errorf("%w: %s body of %d bytes is over snapd's limit of %d", ErrInvalidHeaders, t.Name, len(body), asserts.MaxBodySize)
+	}
+	h, err := normalizeHeaders(in)
+	if err != nil {
+		return nil, err
+	}
+
+	if err := agree(h, "type", t.Name); err != nil {
+		return nil, err
+	}
+	if err := agree(h, "sign-key-sha3-384", s.keyID); err != nil {
+		return nil, err
+	}
+	if err := agree(h, "body-length", strconv.Itoa(len(body))); err != nil {
+		return nil, err
+	}
+	delete(h, "type")
+	delete(h, "sign-key-sha3-384")
+	delete(h, "body-length")
+
+	if noAuthorityTypes[t] {
+		if _, ok := h["authority-id"]; ok {
+			return nil, fmt.Errorf("%w: %s assertions are self-signed and have no authority-id", ErrInvalidHeaders, t.Name)
+		}
+	} else if v, _ := h["authority-id"].(string); v == "" {
+		return nil, fmt.Errorf("%w: authority-id must be a non-empty string", ErrInvalidHeaders)
+	}
+
+	format, err := s.format(t, h, body)
+	if err != nil {
+		return nil, err
+	}
+	delete(h, "format")
+	revision := 0
+	if v, ok := h["revision"]; ok {
+		if revision, err = iteration("revision", v); err != nil {
 			return nil, err
 		}
-		h[k] = v
-	}
-	for _, k := range []string{"type", "sign-key-sha3-384", "body-length"} {
-		if _, ok := h[k]; ok {
-			return nil, fmt.Errorf("%w: %q is set by the signer", ErrInvalidHeaders, k)
-		}
-	}
-	h["type"] = t.Name
-	h["sign-key-sha3-384"] = s.keyID
-	if len(body) > 0 {
-		h["body-length"] = strconv.Itoa(len(body))
-	}
-	format := 0
-	if f, ok := h["format"]; ok {
-		fs, _ := f.(string)
-		n, err := strconv.Atoi(fs)
-		if err != nil || n < 0 || strconv.Itoa(n) != fs {
-			return nil, fmt.Errorf("%w: format %v", ErrInvalidHeaders, f)
-		}
-		format = n
-	} else {
-		n, err := asserts.SuggestFormat(t, h, body)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrInvalidHeaders, err)
-		}
-		format = n
-		if n > 0 {
-			h["format"] = strconv.Itoa(n)
-		}
-	}
-	if format == 0 {
-		delete(h, "format")
-	}
-	if r, ok := h["revision"]; ok {
-		rs, _ := r.(string)
-		n, err := strconv.Atoi(rs)
-		if err != nil || n < 0 || strconv.Itoa(n) != rs {
-			return nil, fmt.Errorf("%w: revision %v", ErrInvalidHeaders, r)
-		}
-		if n == 0 {
-			delete(h, "revision")
-		}
+		delete(h, "revision")
 	}
 
 	var buf bytes.Buffer
+	buf.Grow(512 + len(body))
 	buf.WriteString("type: ")
 	buf.WriteString(t.Name)
-	written := map[string]bool{"type": true, "body-length": true, "sign-key-sha3-384": true}
-	for _, k := range []string{"format", "authority-id", "revision"} {
-		if v, ok := h[k]; ok {
-			writeEntry(&buf, k+":", v, 0)
-		}
-		written[k] = true
+	if format > 0 {
+		appendEntry(&buf, "format:", strconv.Itoa(format), 0)
 	}
-	for _, pk := range t.PrimaryKey {
-		v, ok := h[pk]
-		defl := t.OptionalPrimaryKeyDefaults[pk]
-		if !ok && defl == "" {
-			return nil, fmt.Errorf("%w: primary key %q is missing", ErrInvalidHeaders, pk)
-		}
-		if ok {
-			vs, isStr := v.(string)
-			if !isStr || vs == "" {
-				return nil, fmt.Errorf("%w: primary key %q must be a non-empty string", ErrInvalidHeaders, pk)
-			}
-			if strings.Contains(vs, "/") {
-				return nil, fmt.Errorf("%w: primary key %q cannot contain '/'", ErrInvalidHeaders, pk)
-			}
-			// snapd leaves out an optional primary key equal to its
-			// default.
-			if vs != defl {
-				writeEntry(&buf, pk+":", v, 0)
-			}
-		}
-		written[pk] = true
+	if v, ok := h["authority-id"]; ok {
+		appendEntry(&buf, "authority-id:", v, 0)
+		delete(h, "authority-id")
 	}
-	var others []string
-	for k := range h {
-		if !written[k] {
-			others = append(others, k)
+	if revision > 0 {
+		appendEntry(&buf, "revision:", strconv.Itoa(revision), 0)
+	}
+	for _, name := range t.PrimaryKey {
+		defl := t.OptionalPrimaryKeyDefaults[name]
+		v, ok := h[name]
+		delete(h, name)
+		if !ok {
+			if defl != "" {
+				// Left out, like a value equal to the default:
+				// decoders fill it in.
+				continue
+			}
+			return nil, fmt.Errorf("%w: primary key header %q is missing", ErrInvalidHeaders, name)
+		}
+		str, isStr := v.(string)
+		if !isStr || str == "" {
+			return nil, fmt.Errorf("%w: primary key header %q must be a non-empty string", ErrInvalidHeaders, name)
+		}
+		if strings.Contains(str, "/") {
+			return nil, fmt.Errorf("%w: primary key header %q cannot contain '/': %q", ErrInvalidHeaders, name, str)
+		}
+		if strings.ContainsAny(str, "\n\r") {
+			return nil, fmt.Errorf("%w: primary key header %q must be one line", ErrInvalidHeaders, name)
+		}
+		if str != defl {
+			appendEntry(&buf, name+":", str, 0)
 		}
 	}
-	sort.Strings(others)
-	for _, k := range others {
-		writeEntry(&buf, k+":", h[k], 0)
+	rest := make([]string, 0, len(h))
+	for name := range h {
+		rest = append(rest, name)
+	}
+	sort.Strings(rest)
+	for _, name := range rest {
+		appendEntry(&buf, name+":", h[name], 0)
 	}
 	if len(body) > 0 {
-		writeEntry(&buf, "body-length:", h["body-length"], 0)
+		appendEntry(&buf, "body-length:", strconv.Itoa(len(body)), 0)
 	}
-	writeEntry(&buf, "sign-key-sha3-384:", s.keyID, 0)
+	appendEntry(&buf, "sign-key-sha3-384:", s.keyID, 0)
+	if buf.Len() > asserts.MaxHeadersSize {
+		return nil, fmt.Errorf("%w: %s headers take %d bytes, over snapd's limit of %d", ErrInvalidHeaders, t.Name, buf.Len(), asserts.MaxHeadersSize)
+	}
 	if len(body) > 0 {
 		buf.WriteString("\n\n")
 		buf.Write(body)
@@ -229,113 +312,129 @@ func (s *Signer) content(t *asserts.AssertionType, in map[string]any, body []byt
 	return buf.Bytes(), nil
 }
 
-// checkValue refuses header values snapd cannot encode.
-func checkValue(name string, v any) error {
-	if name == "" || strings.ContainsAny(name, ": \n") {
-		return fmt.Errorf("%w: header name %q", ErrInvalidHeaders, name)
-	}
-	var walk func(path string, v any) error
-	walk = func(path string, v any) error {
-		switch x := v.(type) {
-		case string:
-			if !utf8.ValidString(x) {
-				return fmt.Errorf("%w: %s is not UTF-8", ErrInvalidHeaders, path)
-			}
-		case []any:
-			for i, el := range x {
-				if err := walk(fmt.Sprintf("%s/%d", path, i), el); err != nil {
-					return err
-				}
-			}
-		case map[string]any:
-			for k, el := range x {
-				if k == "" || strings.ContainsAny(k, ": \n") {
-					return fmt.Errorf("%w: map key %q in %s", ErrInvalidHeaders, k, path)
-				}
-				if err := walk(path+"/"+k, el); err != nil {
-					return err
-				}
-			}
-		default:
-			return fmt.Errorf("%w: %s is a %T; header values are strings, lists and maps", ErrInvalidHeaders, path, v)
-		}
+// agree accepts a signer-owned header the caller also set, if it says
+// what the signer would: handy when re-signing a decoded assertion's
+// Headers().
+func agree(h map[string]any, name, want string) error {
+	v, ok := h[name]
+	if !ok {
 		return nil
 	}
-	return walk(name, v)
+	if str, isStr := v.(string); !isStr || str != want {
+		return fmt.Errorf("%w: %q is set by the signer (to %q), not %v", ErrInvalidHeaders, name, want, v)
+	}
+	return nil
 }
 
-// writeEntry encodes one header entry the way snapd does: multi-line
-// strings indented by 4 spaces, list items "  -", map keys sorted and
-// indented by 2; empty lists and maps are left out.
-func writeEntry(buf *bytes.Buffer, intro string, v any, indent int) {
-	switch x := v.(type) {
-	case string:
-		buf.WriteByte('\n')
-		buf.WriteString(intro)
-		if strings.ContainsRune(x, '\n') {
-			pfx := strings.Repeat(" ", indent) + "    "
-			buf.WriteByte('\n')
-			buf.WriteString(pfx)
-			buf.WriteString(strings.ReplaceAll(x, "\n", "\n"+pfx))
-		} else {
-			buf.WriteByte(' ')
-			buf.WriteString(x)
-		}
-	case []any:
-		if len(x) == 0 {
-			return
-		}
-		buf.WriteByte('\n')
-		buf.WriteString(intro)
-		pfx := strings.Repeat(" ", indent) + "  -"
-		for _, el := range x {
-			writeEntry(buf, pfx, el, indent+2)
-		}
-	case map[string]any:
-		if len(x) == 0 {
-			return
-		}
-		buf.WriteByte('\n')
-		buf.WriteString(intro)
-		keys := make([]string, 0, len(x))
-		for k := range x {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		pfx := strings.Repeat(" ", indent) + "  "
-		for _, k := range keys {
-			writeEntry(buf, pfx+k+":", x[k], len(pfx))
+// format picks the format the way snapd's signing does: the caller's if
+// given, which must cover the features used and be supported; otherwise
+// the lowest that covers them.
+func (s *Signer) format(t *asserts.AssertionType, h map[string]any, body []byte) (int, error) {
+	suggested, err := asserts.SuggestFormat(t, h, body)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrInvalidHeaders, err)
+	}
+	v, ok := h["format"]
+	if !ok {
+		return suggested, nil
+	}
+	format, err := iteration("format", v)
+	if err != nil {
+		return 0, err
+	}
+	if format < suggested {
+		return 0, fmt.Errorf("%w: format %d is lower than %d, which the %s headers used need", ErrInvalidHeaders, format, suggested, t.Name)
+	}
+	if highest := t.MaxSupportedFormat(); format > highest {
+		return 0, fmt.Errorf("%w: format %d is higher than %d, the highest snapd supports for %s", ErrInvalidHeaders, format, highest, t.Name)
+	}
+	return format, nil
+}
+
+// iteration parses a format or revision: a decimal string without sign or
+// leading zeros, as snapd's decoder wants.
+func iteration(name string, v any) (int, error) {
+	str, ok := v.(string)
+	bad := !ok || str == "" || (len(str) > 1 && str[0] == '0')
+	for i := 0; ok && i < len(str); i++ {
+		if str[i] < '0' || str[i] > '9' {
+			bad = true
 		}
 	}
+	n, err := strconv.Atoi(str)
+	if bad || err != nil {
+		return 0, fmt.Errorf("%w: %q must be a non-negative decimal integer, not %v", ErrInvalidHeaders, name, v)
+	}
+	return n, nil
+}
+
+// precheck runs snapd's decoder on the content with a placeholder
+// signature: it parses the headers back and applies the type's own checks,
+// without looking at the signature.
+func precheck(t *asserts.AssertionType, content []byte) error {
+	probe := make([]byte, 0, len(content)+3)
+	probe = append(append(probe, content...), "\n\nX"...)
+	a, err := asserts.Decode(probe)
+	if err != nil {
+		return fmt.Errorf("%w: snapd would refuse this %s: %v", ErrInvalidHeaders, t.Name, err)
+	}
+	if a.Type() != t {
+		return fmt.Errorf("%w: content decodes as %s, not %s", ErrInvalidHeaders, a.Type().Name, t.Name)
+	}
+	return nil
 }
 
 // signature makes the OpenPGP v4 binary-document signature over content
-// (SHA-512, creation time as the only hashed subpacket) and encodes it as
-// snapd does: base64 of 0x01 || packet, in 76-column lines.
+// (SHA-512; the creation time is the only hashed subpacket, no issuer) and
+// encodes it as snapd does: base64 of 0x01 || packet, in 76-column lines.
 func (s *Signer) signature(content []byte) ([]byte, error) {
-	pk := packet.NewSignerPrivateKey(keyTimestamp, s.key)
+	now := s.now()
+	if u := now.Unix(); u < 0 || u > math.MaxUint32 {
+		return nil, fmt.Errorf("%w: clock reads %v, which an OpenPGP signature cannot carry", ErrSigning, now)
+	}
+	priv := packet.NewSignerPrivateKey(keyPacketTime, s.key)
 	sig := &packet.Signature{
 		SigType:      packet.SigTypeBinary,
 		PubKeyAlgo:   packet.PubKeyAlgoRSA,
 		Hash:         crypto.SHA512,
-		CreationTime: s.Now(),
+		CreationTime: now,
 	}
 	h := sha512.New()
 	h.Write(content)
-	if err := sig.Sign(h, pk, &packet.Config{DefaultHash: crypto.SHA512}); err != nil {
-		return nil, fmt.Errorf("signing: %w", err)
+	if err := sig.Sign(h, priv, nil); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrSigning, err)
 	}
 	var pkt bytes.Buffer
+	pkt.WriteByte(0x01)
 	if err := sig.Serialize(&pkt); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: serializing the signature packet: %w", ErrSigning, err)
 	}
-	flat := base64.StdEncoding.EncodeToString(append([]byte{1}, pkt.Bytes()...))
-	var out bytes.Buffer
-	for len(flat) > 76 {
-		out.WriteString(flat[:76])
-		out.WriteByte('\n')
-		flat = flat[76:]
+	flat := base64.StdEncoding.EncodeToString(pkt.Bytes())
+	const width = 76
+	out := make([]byte, 0, len(flat)+len(flat)/width)
+	for len(flat) > width {
+		out = append(out, flat[:width]...)
+		out = append(out, '\n')
+		flat = flat[width:]
 	}
-	out.WriteString(flat)
-	return out.Bytes(), nil
+	return append(out, flat...), nil
+}
+
+// selfCheck decodes what is about to be returned and verifies it with the
+// signer's public key.
+func (s *Signer) selfCheck(t *asserts.AssertionType, content, encoded []byte) (asserts.Assertion, error) {
+	a, err := asserts.Decode(encoded)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSelfCheck, err)
+	}
+	if a.Type() != t {
+		return nil, fmt.Errorf("%w: decoded as %s, not %s", ErrSelfCheck, a.Type().Name, t.Name)
+	}
+	if got, _ := a.Signature(); !bytes.Equal(got, content) {
+		return nil, fmt.Errorf("%w: decoded content differs from the signed content", ErrSelfCheck)
+	}
+	if err := asserts.SignatureCheck(a, s.apub); err != nil {
+		return nil, fmt.Errorf("%w: signature does not verify with key %s: %v", ErrSelfCheck, s.keyID, err)
+	}
+	return a, nil
 }
