@@ -97,6 +97,17 @@ func newMetrics(mod *hsm.Module, db *store.DB, version string) *metrics {
 		Name: "keyrack_serial_duplicates_refused_total",
 		Help: "Serial requests refused because the serial belongs to another device key.",
 	})
+	// Series of closed label sets exist from the start, at zero, so that
+	// dashboards and alerts see 0 rather than no data.
+	for _, e := range []string{"issued", "consumed", "expired"} {
+		m.nonces.WithLabelValues(e)
+	}
+	for _, r := range []string{"ok", "error"} {
+		m.signTime.WithLabelValues(r)
+	}
+	for _, r := range []string{"key-type", "key-model", "client-brand", "client-model", "client-type"} {
+		m.refusals.WithLabelValues(r)
+	}
 	reg.MustRegister(m.signatures, m.refusals, m.nonces, m.duplicates)
 	build := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "keyrack_build_info",
