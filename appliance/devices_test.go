@@ -480,6 +480,17 @@ func TestOtherAssertionsThroughTheAPI(t *testing.T) {
 	if err := db.Check(decodeStream(t, raw)[0]); err != nil {
 		t.Fatalf("preseed: %v", err)
 	}
+	// Nothing secret reached the audit log: no credential, no password.
+	var evs []store.AuditEvent
+	e.db.View(context.Background(), func(tx *store.Tx) error { evs, _ = tx.AuditEvents(0, 10000); return nil })
+	for _, ev := range evs {
+		all := ev.Actor + ev.Action + ev.Subject + ev.Result + ev.Details
+		for _, secret := range append([]string{"pw-secret", "krk_o_", "krk_c_"}, e.apiKeys["line-a"]) {
+			if strings.Contains(all, secret) {
+				t.Fatalf("audit event %d carries a secret (%q): %s", ev.Seq, secret, all)
+			}
+		}
+	}
 	// Out of scope models are refused with the rule named.
 	su2, _ := json.Marshal(map[string]any{"email": "a@b.c", "username": "x", "name": "X", "password": "p", "models": []string{"line-1", "line-2"},
 		"until": time.Now().AddDate(0, 1, 0)})
