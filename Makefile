@@ -27,10 +27,12 @@ run: deps build
 test: deps lint
 	$(GO) test -count=1 ./...
 
-# Token signing speed with 1, 2 and 4 concurrent callers (2 sessions), then
-# serial assertions next to raw token signatures in one run, and the cost
-# of the self-check every signed assertion goes through.
-bench: deps
+# Serial issuance against the token's limit (cmd/keyrack-bench: raw token,
+# in-process Go RSA, end to end through keyrackd at concurrency 1/4/8/32,
+# daemon memory; last line is the summary), then the micro-benchmarks.
+bench: deps build
+	$(GO) build -o bin/keyrack-bench ./cmd/keyrack-bench
+	./bin/keyrack-bench -keyrackd bin/keyrackd
 	$(GO) test -run '^$$' -bench . -benchtime 3s -cpu 1,2,4 ./hsm/
 	$(GO) test -run '^$$' -bench . -benchtime 3s -cpu 2 ./appliance/assertion/
 

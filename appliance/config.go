@@ -43,6 +43,17 @@ type Config struct {
 	Devices DevicesConfig `json:"devices"`
 	// TLS, when set, makes the API HTTPS only.
 	TLS TLSConfig `json:"tls"`
+	// Limits bounds the work the appliance accepts at once.
+	Limits LimitsConfig `json:"limits"`
+}
+
+// LimitsConfig bounds the signing queue. Requests beyond it are answered
+// 503 with Retry-After at once (snapd retries then) rather than queued
+// without bound: a factory line gets a quick answer either way.
+type LimitsConfig struct {
+	// QueuePerSession is how many signing requests may wait per token
+	// session, on top of one signing in each (default 1).
+	QueuePerSession int `json:"queue_per_session"`
 }
 
 // TLSConfig configures HTTPS (TLS 1.2 and later).
@@ -209,6 +220,12 @@ func (c *Config) Normalize() error {
 	}
 	if c.TLS.OfficerClientCert && c.TLS.ClientCAFile == "" {
 		return fmt.Errorf("%w: tls.officer_client_cert needs tls.client_ca_file", ErrConfig)
+	}
+	if c.Limits.QueuePerSession == 0 {
+		c.Limits.QueuePerSession = 1
+	}
+	if c.Limits.QueuePerSession < 0 || c.Limits.QueuePerSession > 1000 {
+		return fmt.Errorf("%w: limits.queue_per_session %d out of range 0..1000", ErrConfig, c.Limits.QueuePerSession)
 	}
 	if c.Devices.NonceTTL == 0 {
 		c.Devices.NonceTTL = Duration(10 * time.Minute)

@@ -27,10 +27,30 @@ import (
 
 func (s *Server) deviceRoutes(e *echo.Echo) {
 	e.POST("/v1/request-id", s.requestID, s.requireClient)
-	e.POST("/v1/serial", s.serial, s.requireClient)
-	e.POST("/v1/model", s.signModel, s.requireClient)
-	e.POST("/v1/system-user", s.signSystemUser, s.requireClient)
-	e.POST("/v1/preseed", s.signPreseed, s.requireClient)
+	// Admission comes first: an overloaded appliance answers at once,
+	// before spending anything on the request.
+	e.POST("/v1/serial", s.serial, s.admission, s.requireClient)
+	e.POST("/v1/model", s.signModel, s.admission, s.requireClient)
+	e.POST("/v1/system-user", s.signSystemUser, s.admission, s.requireClient)
+	e.POST("/v1/preseed", s.signPreseed, s.admission, s.requireClient)
+}
+
+var errOverloaded = &APIError{Status: http.StatusServiceUnavailable, Code: "overloaded", RetryAfter: 1,
+	Message: "the appliance is signing at its limit; retry shortly"}
+
+// admission bounds the signing queue: a request that finds it full is
+// answered 503 + Retry-After at once.
+func (s *Server) admission(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		select {
+		case s.admit <- struct{}{}:
+		default:
+			s.metrics.overloaded.Inc()
+			return errOverloaded
+		}
+		defer func() { <-s.admit }()
+		return next(c)
+	}
 }
 
 func (s *Server) requestID(c echo.Context) error {
@@ -257,7 +277,17 @@ func (s *Server) answerSerial(c echo.Context, k *signingKey, serial asserts.Asse
 
 // checkDeviceModel checks the model a device sent: it must be the model of
 // the request and, when signed by a key this appliance holds, verify.
+// Every device of a model sends the same model assertion, so a verified
+// one is remembered by its digest and not verified again.
 func (s *Server) checkDeviceModel(ctx context.Context, m *asserts.Model, brand, model string) error {
+	content, sig := m.Signature()
+	id := digest(append(append(append([]byte{}, content...), 0), sig...))
+	if s.cache.modelVerified(id) {
+		if err := assertion.CheckModel(m, brand, model); err != nil {
+			return badRequest("invalid-model", err.Error())
+		}
+		return nil
+	}
 	var known []asserts.PublicKey
 	err := s.db.View(ctx, func(tx *store.Tx) error {
 		k, err := tx.GetKeyByKeyID(m.SignKeyID())
@@ -279,6 +309,9 @@ func (s *Server) checkDeviceModel(ctx context.Context, m *asserts.Model, brand, 
 	}
 	if err := assertion.CheckModel(m, brand, model, known...); err != nil {
 		return badRequest("invalid-model", err.Error())
+	}
+	if len(known) > 0 {
+		s.cache.rememberModel(id)
 	}
 	return nil
 }

@@ -370,7 +370,15 @@ func TestConcurrentDuplicateSerials(t *testing.T) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			codes[i], _, _ = e.call("line-a", "POST", "/v1/serial", asserts.MediaType, bodies[i], nil)
+			// 503 means the bounded signing queue was full: retry as snapd
+			// does (the request-id was not used).
+			for {
+				codes[i], _, _ = e.call("line-a", "POST", "/v1/serial", asserts.MediaType, bodies[i], nil)
+				if codes[i] != http.StatusServiceUnavailable {
+					return
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
 		}(i)
 	}
 	wg.Wait()
@@ -574,5 +582,31 @@ func TestExpiredRequestIDs(t *testing.T) {
 	_, _, m := e.call("", "GET", "/metrics", "", nil, nil)
 	if !strings.Contains(string(m), `keyrack_request_ids_total{event="expired"} 1`) {
 		t.Fatal("expired request-id not counted")
+	}
+}
+
+// TestOverloadAnswers503 fills the signing queue and checks that one more
+// request is answered 503 with Retry-After at once, as JSON.
+func TestOverloadAnswers503(t *testing.T) {
+	e := newDeviceEnv(t, false)
+	for i := 0; i < cap(e.srv.admit); i++ {
+		e.srv.admit <- struct{}{}
+	}
+	defer func() {
+		for i := 0; i < cap(e.srv.admit); i++ {
+			<-e.srv.admit
+		}
+	}()
+	start := time.Now()
+	code, hdr, raw := e.call("line-a", "POST", "/v1/serial", asserts.MediaType, []byte("x"), nil)
+	if code != http.StatusServiceUnavailable || hdr.Get("Retry-After") == "" || hdr.Get("Content-Type") != "application/json" || errCodeOf(raw) != "overloaded" {
+		t.Fatalf("full queue: %d %v %s", code, hdr, raw)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("the 503 took %v: it must not wait", took)
+	}
+	// Device endpoints that do not sign stay open.
+	if code, _, _ := e.call("line-a", "POST", "/v1/request-id", "", nil, nil); code != 200 {
+		t.Fatalf("request-id under overload: %d", code)
 	}
 }

@@ -27,6 +27,7 @@ type metrics struct {
 	refusals   *prometheus.CounterVec
 	nonces     *prometheus.CounterVec
 	duplicates prometheus.Counter
+	overloaded prometheus.Counter
 }
 
 func newMetrics(mod *hsm.Module, db *store.DB, version string) *metrics {
@@ -108,7 +109,11 @@ func newMetrics(mod *hsm.Module, db *store.DB, version string) *metrics {
 	for _, r := range []string{"key-type", "key-model", "client-brand", "client-model", "client-type"} {
 		m.refusals.WithLabelValues(r)
 	}
-	reg.MustRegister(m.signatures, m.refusals, m.nonces, m.duplicates)
+	m.overloaded = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "keyrack_overload_refusals_total",
+		Help: "Signing requests answered 503 because the signing queue was full.",
+	})
+	reg.MustRegister(m.signatures, m.refusals, m.nonces, m.duplicates, m.overloaded)
 	build := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "keyrack_build_info",
 		Help:        "Build information; always 1.",

@@ -35,13 +35,17 @@ type Server struct {
 	metrics   *metrics
 	importKey *hsm.Key
 	cache     keyCache
+	// admit holds one token per signing request in progress; its capacity
+	// is the bound of the signing queue.
+	admit chan struct{}
 }
 
 // New wires the API onto an open token module and store: it finds or makes
 // the import key and repairs what an interrupted ceremony left.
 func New(ctx context.Context, cfg Config, mod *hsm.Module, db *store.DB, log *slog.Logger) (*Server, error) {
 	s := &Server{cfg: cfg, mod: mod, db: db, log: log, metrics: newMetrics(mod, db, Version),
-		cache: keyCache{roles: map[string]roles{}, keys: map[string]*hsm.Key{}}}
+		cache: keyCache{roles: map[string]roles{}, keys: map[string]*hsm.Key{}},
+		admit: make(chan struct{}, mod.Sessions()*(1+cfg.Limits.QueuePerSession))}
 	ik, err := ensureImportKey(ctx, mod, db)
 	if err != nil {
 		return nil, err

@@ -30,6 +30,26 @@ type keyCache struct {
 	mu    sync.Mutex
 	roles map[string]roles    // by key name
 	keys  map[string]*hsm.Key // by CKA_ID
+	// models holds digests of model assertions whose signature verified
+	// against a key of this appliance (bounded; cleared when full).
+	models map[string]bool
+}
+
+const maxVerifiedModels = 1024
+
+func (c *keyCache) modelVerified(id string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.models[id]
+}
+
+func (c *keyCache) rememberModel(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.models == nil || len(c.models) >= maxVerifiedModels {
+		c.models = map[string]bool{}
+	}
+	c.models[id] = true
 }
 
 // signingKey is a key ready to sign one request.

@@ -3,7 +3,9 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 )
@@ -187,5 +189,72 @@ func TestAuditChain(t *testing.T) {
 	_, err = db.VerifyAudit(ctx)
 	if !errors.As(err, &ce) || ce.Seq != 3 && ce.Seq != 4 {
 		t.Fatalf("deleted event: %v", err)
+	}
+}
+
+// TestGroupCommit runs many concurrent Updates, some failing: each failed
+// one leaves nothing, every other one is kept, and the audit chain they
+// wrote in shared transactions verifies.
+func TestGroupCommit(t *testing.T) {
+	ctx := context.Background()
+	db, path := openTest(t)
+	const n = 200
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			errs <- db.Update(ctx, func(tx *Tx) error {
+				if _, err := tx.InsertOfficer(fmt.Sprintf("o%d", i), []byte("h")); err != nil {
+					return err
+				}
+				if _, err := tx.Audit("system", "test", fmt.Sprint(i), "ok", nil); err != nil {
+					return err
+				}
+				if i%5 == 0 {
+					return errors.New("refused")
+				}
+				return nil
+			})
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	failed := 0
+	for err := range errs {
+		if err != nil {
+			failed++
+		}
+	}
+	if failed != n/5 {
+		t.Fatalf("%d updates failed, want %d", failed, n/5)
+	}
+	var officers []Officer
+	db.View(ctx, func(tx *Tx) error { officers, _ = tx.ListOfficers(); return nil })
+	if len(officers) != n-n/5 {
+		t.Fatalf("%d officers kept, want %d", len(officers), n-n/5)
+	}
+	for _, o := range officers {
+		var i int
+		fmt.Sscanf(o.Name, "o%d", &i)
+		if i%5 == 0 {
+			t.Fatalf("officer %s of a failed update was kept", o.Name)
+		}
+	}
+	if c, err := db.VerifyAudit(ctx); err != nil || c != int64(n-n/5) {
+		t.Fatalf("audit: %d events, %v", c, err)
+	}
+	if db.AuditWrites() != uint64(n-n/5) {
+		t.Fatalf("audit writes counted %d", db.AuditWrites())
+	}
+	// A read-only handle refuses writes instead of blocking.
+	ro, err := OpenSQLiteReadOnly(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	if err := ro.Update(ctx, func(*Tx) error { return nil }); err == nil {
+		t.Fatal("read-only store accepted an update")
 	}
 }

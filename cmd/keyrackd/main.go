@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -35,6 +36,7 @@ func run() int {
 	devDir := flag.String("dev", "", "development mode: keep a dev SoftHSM token, config and demo data in this directory")
 	listen := flag.String("listen", "", "with -dev on first start: the API address (default 127.0.0.1:8080)")
 	version := flag.Bool("version", false, "print the version and exit")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile to this file until shutdown (performance work)")
 	bootstrap := flag.String("bootstrap-officers", "", "create the first officers (comma-separated names) on an appliance that has none, print their credentials once, and exit")
 	flag.Parse()
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -42,6 +44,18 @@ func run() int {
 	if *version {
 		fmt.Println(appliance.Version)
 		return 0
+	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			log.Error("cpu profile", "err", err)
+			return 1
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Error("cpu profile", "err", err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
 	}
 	if (*configPath == "") == (*devDir == "") {
 		fmt.Fprintln(os.Stderr, "keyrackd: give exactly one of -config FILE or -dev DIR")

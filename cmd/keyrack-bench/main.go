@@ -1,0 +1,360 @@
+// Command keyrack-bench measures serial issuance against the token's own
+// limit, in one run on one token:
+//
+//  1. raw: RSA-4096 signatures per second straight through package hsm;
+//  2. Go crypto/rsa RSA-4096 in process (what a software-key vault does);
+//  3. end to end: keyrackd (dev mode: SoftHSM, SQLite with fsync before
+//     each answer) and devices simulated over loopback HTTP. Request-ids
+//     and signed serial-requests are made before the timed phase, which
+//     times only POST /v1/serial, at concurrency 1, 4, 8 and 32;
+//  4. the daemon's resident memory at the end.
+//
+// It prints a table, then one line for concurrency 8:
+//
+//	serial_per_s=N raw_sign_per_s=N ratio=N p50_ms=N p99_ms=N rss_mib=N
+package main
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha512"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/keyrack/keyrack/appliance"
+	"github.com/keyrack/keyrack/appliance/device"
+	"github.com/keyrack/keyrack/hsm"
+	"github.com/keyrack/keyrack/softhsm"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "keyrack-bench:", err)
+		os.Exit(1)
+	}
+}
+
+var retryPause *time.Duration
+
+type result struct {
+	name        string
+	concurrency int
+	ok, busy    int
+	other       int
+	elapsed     time.Duration
+	lat         []time.Duration
+}
+
+func (r result) perSecond() float64 { return float64(r.ok) / r.elapsed.Seconds() }
+
+func (r result) quantile(q float64) time.Duration {
+	if len(r.lat) == 0 {
+		return 0
+	}
+	s := append([]time.Duration(nil), r.lat...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[min(len(s)-1, int(q*float64(len(s))))]
+}
+
+func ms(d time.Duration) string {
+	return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 1, 64)
+}
+
+func run() error {
+	keyrackd := flag.String("keyrackd", "bin/keyrackd", "the keyrackd binary to measure")
+	dur := flag.Duration("duration", 5*time.Second, "length of each raw and in-process phase")
+	perWorker := flag.Int("requests-per-worker", 40, "end-to-end requests per concurrent client (at least 200 a level)")
+	levels := flag.String("concurrency", "1,4,8,32", "end-to-end concurrency levels")
+	profile := flag.String("cpuprofile", "", "have keyrackd write a CPU profile of the end-to-end phase here")
+	retryPause = flag.Duration("retry-pause", 50*time.Millisecond, "pause before sending a request again after a 503")
+	flag.Parse()
+
+	work, err := os.MkdirTemp("", "keyrack-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	devDir := filepath.Join(work, "dev")
+	addr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("keyrack-bench: %d CPUs, %s\n", runtime.NumCPU(), runtime.Version())
+
+	// First start makes the dev token, its demo key, model and client.
+	d, err := startDaemon(*keyrackd, devDir, addr)
+	if err != nil {
+		return err
+	}
+	if err := d.stop(); err != nil {
+		return err
+	}
+
+	// 1. Raw token signatures, on the dev token and its demo key.
+	tok, err := softhsm.Load(filepath.Join(devDir, "softhsm"), "keyrack-dev")
+	if err != nil {
+		return err
+	}
+	mod, err := hsm.Open(tok.Config())
+	if err != nil {
+		return err
+	}
+	key, err := mod.FindKeyByLabel(context.Background(), appliance.DemoKey)
+	if err != nil {
+		mod.Close()
+		return err
+	}
+	digest := sha512.Sum512([]byte("keyrack-bench"))
+	var results []result
+	for _, c := range []int{1, mod.Sessions()} {
+		results = append(results, timed(fmt.Sprintf("raw token RSA-4096 sign (%d sessions)", mod.Sessions()), c, *dur, func() error {
+			_, err := key.SignContext(context.Background(), digest[:], crypto.SHA512)
+			return err
+		}))
+	}
+	sessions := mod.Sessions()
+	mod.Close()
+	rawC1, rawFull := results[0], results[1]
+
+	// 2. Go crypto/rsa in process.
+	goKey, err := rsa.GenerateKey(rand.Reader, 4096)
+	if err != nil {
+		return err
+	}
+	results = append(results, timed("Go crypto/rsa RSA-4096 in process", sessions, *dur, func() error {
+		_, err := rsa.SignPKCS1v15(nil, goKey, crypto.SHA512, digest[:])
+		return err
+	}))
+
+	// 3. End to end.
+	var extra []string
+	if *profile != "" {
+		abs, err := filepath.Abs(*profile)
+		if err != nil {
+			return err
+		}
+		extra = []string{"-cpuprofile", abs}
+	}
+	d, err = startDaemon(*keyrackd, devDir, addr, extra...)
+	if err != nil {
+		return err
+	}
+	defer d.stop()
+	apiKey, err := os.ReadFile(filepath.Join(devDir, "api-key"))
+	if err != nil {
+		return err
+	}
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256}, Timeout: time.Minute}
+	cl := &device.Client{URL: "http://" + addr + "/v1/", APIKey: strings.TrimSpace(string(apiKey)), HTTP: hc}
+	model, err := cl.SignModel(context.Background(), appliance.DemoModel)
+	if err != nil {
+		return err
+	}
+	// A few device keys serve many requests: the appliance assigns each
+	// request a new serial, so a key may ask again.
+	var devs []*device.Device
+	for i := 0; i < 16; i++ {
+		dv, err := device.New(appliance.DemoBrand, appliance.DemoModel, 2048)
+		if err != nil {
+			return err
+		}
+		dv.ModelAssertion = model
+		devs = append(devs, dv)
+	}
+	var e2e8 result
+	for _, f := range strings.Split(*levels, ",") {
+		c, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || c < 1 {
+			return fmt.Errorf("bad concurrency %q", f)
+		}
+		n := max(200, c**perWorker)
+		streams := make([][]byte, n)
+		for i := range streams {
+			rid, err := cl.RequestID(context.Background())
+			if err != nil {
+				return err
+			}
+			req, err := devs[i%len(devs)].SerialRequest(rid, "", nil)
+			if err != nil {
+				return err
+			}
+			streams[i] = devs[i%len(devs)].Stream(req)
+		}
+		r := replay(cl, c, streams)
+		r.name = "end to end POST /v1/serial"
+		results = append(results, r)
+		if c == 8 {
+			e2e8 = r
+		}
+	}
+
+	// 4. Memory.
+	rss, err := rssMiB(d.cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
+
+	fmt.Printf("\n%-44s %5s %9s %8s %8s %7s %6s\n", "phase", "conc", "ok/s", "p50 ms", "p99 ms", "503s", "other")
+	for _, r := range results {
+		fmt.Printf("%-44s %5d %9.1f %8s %8s %7d %6d\n", r.name, r.concurrency, r.perSecond(), ms(r.quantile(.5)), ms(r.quantile(.99)), r.busy, r.other)
+	}
+	fmt.Printf("\nsingle token signature at concurrency 1: p50 %s ms; p99 at concurrency 8 is %.1fx that\n",
+		ms(rawC1.quantile(.5)), float64(e2e8.quantile(.99))/float64(rawC1.quantile(.5)))
+	fmt.Printf("daemon resident memory: %.1f MiB\n\n", rss)
+	fmt.Printf("serial_per_s=%.1f raw_sign_per_s=%.1f ratio=%.3f p50_ms=%s p99_ms=%s rss_mib=%.1f\n",
+		e2e8.perSecond(), rawFull.perSecond(), e2e8.perSecond()/rawFull.perSecond(), ms(e2e8.quantile(.5)), ms(e2e8.quantile(.99)), rss)
+	return nil
+}
+
+// timed runs fn from c goroutines for d and collects latencies.
+func timed(name string, c int, d time.Duration, fn func() error) result {
+	r := result{name: name, concurrency: c}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	start := time.Now()
+	deadline := start.Add(d)
+	for i := 0; i < c; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var lat []time.Duration
+			fails := 0
+			for time.Now().Before(deadline) {
+				t := time.Now()
+				if err := fn(); err != nil {
+					fails++
+					continue
+				}
+				lat = append(lat, time.Since(t))
+			}
+			mu.Lock()
+			r.lat = append(r.lat, lat...)
+			r.ok += len(lat)
+			r.other += fails
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	r.elapsed = time.Since(start)
+	return r
+}
+
+// replay posts prepared serial requests from c clients. A 503 (the
+// appliance's bounded queue is full) is counted and the same request is
+// sent again after a pause, as snapd retries; its request-id is unused,
+// since admission refuses before anything is claimed.
+func replay(cl *device.Client, c int, streams [][]byte) result {
+	r := result{concurrency: c}
+	next := make(chan []byte, len(streams))
+	for _, s := range streams {
+		next <- s
+	}
+	close(next)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := 0; i < c; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for s := range next {
+			retry:
+				t := time.Now()
+				status, err := cl.PostSerialStatus(context.Background(), s)
+				took := time.Since(t)
+				mu.Lock()
+				switch {
+				case err == nil && status == http.StatusOK:
+					r.ok++
+					r.lat = append(r.lat, took)
+				case err == nil && status == http.StatusServiceUnavailable:
+					r.busy++
+					mu.Unlock()
+					time.Sleep(*retryPause)
+					goto retry
+				default:
+					r.other++
+					if r.other <= 3 {
+						fmt.Fprintln(os.Stderr, "request failed:", status, err)
+					}
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	r.elapsed = time.Since(start)
+	return r
+}
+
+type daemonProc struct{ cmd *exec.Cmd }
+
+func startDaemon(bin, devDir, addr string, extra ...string) (*daemonProc, error) {
+	cmd := exec.Command(bin, append([]string{"-dev", devDir, "-listen", addr}, extra...)...)
+	logf, err := os.OpenFile(filepath.Join(filepath.Dir(devDir), "keyrackd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get("http://" + addr + "/v1/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return &daemonProc{cmd}, nil
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	cmd.Process.Kill()
+	return nil, fmt.Errorf("keyrackd did not become healthy (log in %s)", logf.Name())
+}
+
+func (d *daemonProc) stop() error {
+	if d.cmd.ProcessState != nil {
+		return nil
+	}
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	return d.cmd.Wait()
+}
+
+func rssMiB(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, err := strconv.ParseFloat(f[1], 64)
+			return kb / 1024, err
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS for %d", pid)
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
