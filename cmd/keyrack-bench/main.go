@@ -53,10 +53,13 @@ var retryPause *time.Duration
 type result struct {
 	name        string
 	concurrency int
-	ok, busy    int
-	other       int
-	elapsed     time.Duration
-	lat         []time.Duration
+	// CPU time per successful request, of the daemon and of this load
+	// generator, for the end-to-end phases.
+	daemonCPU, clientCPU time.Duration
+	ok, busy             int
+	other                int
+	elapsed              time.Duration
+	lat                  []time.Duration
 }
 
 func (r result) perSecond() float64 { return float64(r.ok) / r.elapsed.Seconds() }
@@ -194,7 +197,12 @@ func run() error {
 			}
 			streams[i] = devs[i%len(devs)].Stream(req)
 		}
+		d0, c0 := cpuTime(d.cmd.Process.Pid), cpuTime(os.Getpid())
 		r := replay(cl, c, streams)
+		if r.ok > 0 {
+			r.daemonCPU = (cpuTime(d.cmd.Process.Pid) - d0) / time.Duration(r.ok)
+			r.clientCPU = (cpuTime(os.Getpid()) - c0) / time.Duration(r.ok)
+		}
 		r.name = "end to end POST /v1/serial"
 		results = append(results, r)
 		if c == 8 {
@@ -208,10 +216,19 @@ func run() error {
 		return err
 	}
 
-	fmt.Printf("\n%-44s %5s %9s %8s %8s %7s %6s\n", "phase", "conc", "ok/s", "p50 ms", "p99 ms", "503s", "other")
+	fmt.Printf("\n%-44s %5s %9s %8s %8s %7s %6s %10s %10s\n", "phase", "conc", "ok/s", "p50 ms", "p99 ms", "503s", "other", "daemon ms", "client ms")
 	for _, r := range results {
-		fmt.Printf("%-44s %5d %9.1f %8s %8s %7d %6d\n", r.name, r.concurrency, r.perSecond(), ms(r.quantile(.5)), ms(r.quantile(.99)), r.busy, r.other)
+		cpu := func(d time.Duration) string {
+			if d == 0 {
+				return "-"
+			}
+			return ms(d)
+		}
+		fmt.Printf("%-44s %5d %9.1f %8s %8s %7d %6d %10s %10s\n", r.name, r.concurrency, r.perSecond(), ms(r.quantile(.5)), ms(r.quantile(.99)),
+			r.busy, r.other, cpu(r.daemonCPU), cpu(r.clientCPU))
 	}
+	fmt.Printf("(daemon ms, client ms: CPU time per issued serial; a raw token signature costs %s ms of CPU at 2 sessions)\n",
+		ms(time.Duration(float64(runtime.NumCPU())*float64(time.Second)/rawFull.perSecond())))
 	fmt.Printf("\nsingle token signature at concurrency 1: p50 %s ms; p99 at concurrency 8 is %.1fx that\n",
 		ms(rawC1.quantile(.5)), float64(e2e8.quantile(.99))/float64(rawC1.quantile(.5)))
 	fmt.Printf("daemon resident memory: %.1f MiB\n\n", rss)
@@ -334,6 +351,22 @@ func (d *daemonProc) stop() error {
 	}
 	d.cmd.Process.Signal(syscall.SIGTERM)
 	return d.cmd.Wait()
+}
+
+// cpuTime is the user+system CPU time of a process so far.
+func cpuTime(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name (which may hold spaces) start after ")".
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ is 100 on Linux
 }
 
 func rssMiB(pid int) (float64, error) {
