@@ -68,22 +68,9 @@ func (m *Module) ImportWrapped(ctx context.Context, importKey *Key, blob []byte,
 	if len(blob) < head+24 || (len(blob)-head)%8 != 0 || len(blob) > 64<<10 {
 		return nil, fmt.Errorf("hsm: %w (blob of %d bytes cannot hold an RSA-%d wrapped key)", ErrBadWrappedKey, len(blob), importKey.info.Bits)
 	}
-	if len(spec.ID) == 0 {
-		id, err := randomID()
-		if err != nil {
-			return nil, err
-		}
-		spec.ID = id
-	}
-	m.createMu.Lock()
-	defer m.createMu.Unlock()
-
 	var k *Key
 	retire := false
-	err := m.doRetire(ctx, "import key", &retire, func(sh pkcs11.SessionHandle, gen uint64) error {
-		if err := m.refuseExisting(sh, spec.Label, spec.ID); err != nil {
-			return err
-		}
+	err := m.create(ctx, "import key", spec.Label, &spec.ID, &retire, func(sh pkcs11.SessionHandle, gen uint64) error {
 		ih, err := importKey.handleFor(sh, gen)
 		if err != nil {
 			return err

@@ -325,21 +325,8 @@ func (m *Module) GenerateRSA(ctx context.Context, spec KeySpec) (*Key, error) {
 	if spec.Usage != UsageSign && spec.Usage != UsageUnwrap {
 		return nil, fmt.Errorf("%w: key usage %v", ErrInvalidArgument, spec.Usage)
 	}
-	if len(spec.ID) == 0 {
-		id, err := randomID()
-		if err != nil {
-			return nil, err
-		}
-		spec.ID = id
-	}
-	m.createMu.Lock()
-	defer m.createMu.Unlock()
-
 	var k *Key
-	err := m.do(ctx, "generate key", func(sh pkcs11.SessionHandle, gen uint64) error {
-		if err := m.refuseExisting(sh, spec.Label, spec.ID); err != nil {
-			return err
-		}
+	err := m.create(ctx, "generate key", spec.Label, &spec.ID, nil, func(sh pkcs11.SessionHandle, gen uint64) error {
 		pubT := publicKeyTemplate(spec.Usage, spec.Label, spec.ID,
 			pkcs11.NewAttribute(pkcs11.CKA_MODULUS_BITS, spec.Bits),
 			pkcs11.NewAttribute(pkcs11.CKA_PUBLIC_EXPONENT, []byte{1, 0, 1}))
@@ -371,6 +358,28 @@ func randomID() ([]byte, error) {
 		return nil, fmt.Errorf("hsm: making a key id: %w", err)
 	}
 	return id, nil
+}
+
+// create runs fn, which makes a new key labelled label with CKA_ID *id, on
+// a worker session and under the creation lock, after refusing a label or
+// id that is already taken: keyrack never replaces a key. An empty *id is
+// set to 16 random bytes first. retire is passed to doRetire.
+func (m *Module) create(ctx context.Context, op, label string, id *[]byte, retire *bool, fn func(sh pkcs11.SessionHandle, gen uint64) error) error {
+	if len(*id) == 0 {
+		fresh, err := randomID()
+		if err != nil {
+			return err
+		}
+		*id = fresh
+	}
+	m.createMu.Lock()
+	defer m.createMu.Unlock()
+	return m.doRetire(ctx, op, retire, func(sh pkcs11.SessionHandle, gen uint64) error {
+		if err := m.refuseExisting(sh, label, *id); err != nil {
+			return err
+		}
+		return fn(sh, gen)
+	})
 }
 
 // refuseExisting fails with ErrKeyExists if any object has label or id.
