@@ -52,8 +52,14 @@ type Config struct {
 // without bound: a factory line gets a quick answer either way.
 type LimitsConfig struct {
 	// QueuePerSession is how many signing requests may wait per token
-	// session, on top of one signing in each (default 1).
-	QueuePerSession int `json:"queue_per_session"`
+	// session, on top of one signing in each (default 1; 0 keeps latency
+	// lowest at some cost in throughput).
+	QueuePerSession *int `json:"queue_per_session"`
+}
+
+// SigningSlots is how many signing requests may be in progress at once.
+func (l LimitsConfig) SigningSlots(sessions int) int {
+	return sessions * (1 + *l.QueuePerSession)
 }
 
 // TLSConfig configures HTTPS (TLS 1.2 and later).
@@ -221,11 +227,12 @@ func (c *Config) Normalize() error {
 	if c.TLS.OfficerClientCert && c.TLS.ClientCAFile == "" {
 		return fmt.Errorf("%w: tls.officer_client_cert needs tls.client_ca_file", ErrConfig)
 	}
-	if c.Limits.QueuePerSession == 0 {
-		c.Limits.QueuePerSession = 1
+	if c.Limits.QueuePerSession == nil {
+		one := 1
+		c.Limits.QueuePerSession = &one
 	}
-	if c.Limits.QueuePerSession < 0 || c.Limits.QueuePerSession > 1000 {
-		return fmt.Errorf("%w: limits.queue_per_session %d out of range 0..1000", ErrConfig, c.Limits.QueuePerSession)
+	if q := *c.Limits.QueuePerSession; q < 0 || q > 1000 {
+		return fmt.Errorf("%w: limits.queue_per_session %d out of range 0..1000", ErrConfig, q)
 	}
 	if c.Devices.NonceTTL == 0 {
 		c.Devices.NonceTTL = Duration(10 * time.Minute)

@@ -45,7 +45,7 @@ type Server struct {
 func New(ctx context.Context, cfg Config, mod *hsm.Module, db *store.DB, log *slog.Logger) (*Server, error) {
 	s := &Server{cfg: cfg, mod: mod, db: db, log: log, metrics: newMetrics(mod, db, Version),
 		cache: keyCache{roles: map[string]roles{}, keys: map[string]*hsm.Key{}},
-		admit: make(chan struct{}, mod.Sessions()*(1+cfg.Limits.QueuePerSession))}
+		admit: make(chan struct{}, cfg.Limits.SigningSlots(mod.Sessions()))}
 	ik, err := ensureImportKey(ctx, mod, db)
 	if err != nil {
 		return nil, err

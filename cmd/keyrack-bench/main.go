@@ -20,6 +20,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha512"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"net"
@@ -83,6 +84,7 @@ func run() error {
 	perWorker := flag.Int("requests-per-worker", 40, "end-to-end requests per concurrent client (at least 200 a level)")
 	levels := flag.String("concurrency", "1,4,8,32", "end-to-end concurrency levels")
 	profile := flag.String("cpuprofile", "", "have keyrackd write a CPU profile of the end-to-end phase here")
+	queue := flag.Int("queue-per-session", -1, "set limits.queue_per_session in the dev configuration (-1: leave the default)")
 	retryPause = flag.Duration("retry-pause", 50*time.Millisecond, "pause before sending a request again after a 503")
 	flag.Parse()
 
@@ -105,6 +107,12 @@ func run() error {
 	}
 	if err := d.stop(); err != nil {
 		return err
+	}
+
+	if *queue >= 0 {
+		if err := setQueue(filepath.Join(devDir, "keyrackd.json"), *queue); err != nil {
+			return err
+		}
 	}
 
 	// 1. Raw token signatures, on the dev token and its demo key.
@@ -351,6 +359,20 @@ func (d *daemonProc) stop() error {
 	}
 	d.cmd.Process.Signal(syscall.SIGTERM)
 	return d.cmd.Wait()
+}
+
+// setQueue edits the dev configuration's limits.queue_per_session.
+func setQueue(path string, q int) error {
+	cfg, err := appliance.LoadConfig(path)
+	if err != nil {
+		return err
+	}
+	cfg.Limits.QueuePerSession = &q
+	b, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o600)
 }
 
 // cpuTime is the user+system CPU time of a process so far.
