@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -87,6 +88,9 @@ func (s *Server) requireOfficer(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		token, ok := strings.CutPrefix(c.Request().Header.Get(echo.HeaderAuthorization), "Bearer ")
 		if !ok || token == "" {
+			if d := s.limiter.blocked(time.Now(), "addr:"+c.RealIP()); d > 0 {
+				return rateLimited(d)
+			}
 			return errUnauthenticated
 		}
 		if strings.HasPrefix(token, clientPrefix) {
@@ -110,7 +114,14 @@ func (s *Server) requireOfficer(next echo.HandlerFunc) echo.HandlerFunc {
 // fail, after the same work, so that answers and timing do not tell which.
 func (s *Server) authenticate(c echo.Context, prefix, token string, fail error, lookup func(tx *store.Tx, name string) (hash []byte, revoked bool, err error)) (string, error) {
 	name, ok := credentialName(prefix, token)
+	keys := []string{"addr:" + c.RealIP(), "name:" + prefix + name}
+	now := time.Now()
+	if d := s.limiter.blocked(now, keys...); d > 0 {
+		s.metrics.refusals.WithLabelValues("auth-rate").Inc()
+		return "", rateLimited(d)
+	}
 	if !ok {
+		s.limiter.fail(now, keys[0])
 		return "", fail
 	}
 	var hash []byte
@@ -128,6 +139,7 @@ func (s *Server) authenticate(c echo.Context, prefix, token string, fail error, 
 		return "", err
 	}
 	if !credentialMatches(token, hash) || revoked {
+		s.limiter.fail(now, keys...)
 		return "", fail
 	}
 	return name, nil

@@ -55,6 +55,11 @@ type LimitsConfig struct {
 	// session, on top of one signing in each (default 1; 0 keeps latency
 	// lowest at some cost in throughput).
 	QueuePerSession *int `json:"queue_per_session"`
+	// AuthFailures failed authentications from one address, or for one
+	// credential name, within AuthWindow block further attempts for
+	// AuthWindow (defaults 10 and 1m).
+	AuthFailures int      `json:"auth_failures"`
+	AuthWindow   Duration `json:"auth_window"`
 }
 
 // SigningSlots is how many signing requests may be in progress at once.
@@ -230,6 +235,15 @@ func (c *Config) Normalize() error {
 	if c.Limits.QueuePerSession == nil {
 		one := 1
 		c.Limits.QueuePerSession = &one
+	}
+	if c.Limits.AuthFailures == 0 {
+		c.Limits.AuthFailures = 10
+	}
+	if c.Limits.AuthWindow == 0 {
+		c.Limits.AuthWindow = Duration(time.Minute)
+	}
+	if c.Limits.AuthFailures < 1 {
+		return fmt.Errorf("%w: limits.auth_failures must be at least 1", ErrConfig)
 	}
 	if q := *c.Limits.QueuePerSession; q < 0 || q > 1000 {
 		return fmt.Errorf("%w: limits.queue_per_session %d out of range 0..1000", ErrConfig, q)

@@ -106,7 +106,7 @@ func newMetrics(mod *hsm.Module, db *store.DB, version string) *metrics {
 	for _, r := range []string{"ok", "error"} {
 		m.signTime.WithLabelValues(r)
 	}
-	for _, r := range []string{"key-type", "key-model", "client-brand", "client-model", "client-type"} {
+	for _, r := range []string{"key-type", "key-model", "client-brand", "client-model", "client-type", "auth-rate"} {
 		m.refusals.WithLabelValues(r)
 	}
 	m.overloaded = prometheus.NewCounter(prometheus.CounterOpts{

@@ -38,14 +38,17 @@ type Server struct {
 	// admit holds one token per signing request in progress; its capacity
 	// is the bound of the signing queue.
 	admit chan struct{}
+	// limiter throttles failed authentications.
+	limiter *authLimiter
 }
 
 // New wires the API onto an open token module and store: it finds or makes
 // the import key and repairs what an interrupted ceremony left.
 func New(ctx context.Context, cfg Config, mod *hsm.Module, db *store.DB, log *slog.Logger) (*Server, error) {
 	s := &Server{cfg: cfg, mod: mod, db: db, log: log, metrics: newMetrics(mod, db, Version),
-		cache: keyCache{roles: map[string]roles{}, keys: map[string]*hsm.Key{}},
-		admit: make(chan struct{}, cfg.Limits.SigningSlots(mod.Sessions()))}
+		cache:   keyCache{roles: map[string]roles{}, keys: map[string]*hsm.Key{}},
+		admit:   make(chan struct{}, cfg.Limits.SigningSlots(mod.Sessions())),
+		limiter: newAuthLimiter(cfg.Limits.AuthFailures, time.Duration(cfg.Limits.AuthWindow))}
 	ik, err := ensureImportKey(ctx, mod, db)
 	if err != nil {
 		return nil, err
@@ -57,6 +60,9 @@ func New(ctx context.Context, cfg Config, mod *hsm.Module, db *store.DB, log *sl
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.errorHandler
+	// The peer address, never X-Forwarded-For: a client must not choose
+	// the address its failed logins are counted against.
+	e.IPExtractor = echo.ExtractIPDirect()
 	e.Use(s.observe)
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{
 		LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
