@@ -2,6 +2,7 @@ package hsm
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/miekg/pkcs11"
@@ -43,4 +44,58 @@ func (m *Module) SetAcquireTimeoutForTest(d time.Duration) (restore func()) {
 	old := m.cfg.AcquireTimeout
 	m.cfg.AcquireTimeout = d
 	return func() { m.cfg.AcquireTimeout = old }
+}
+
+// Faulty wraps the real PKCS#11 API and injects faults a software token
+// cannot produce. Fields are read under mu by the wrapped calls.
+type Faulty struct {
+	api
+	mu        sync.Mutex
+	SignErr   uint          // CKR returned by Sign when not 0
+	SignTimes int           // how many Sign calls fail (-1: all)
+	SlotErr   uint          // CKR returned by GetSlotList when not 0 (token gone)
+	SignDelay time.Duration // added to every Sign
+}
+
+func (f *Faulty) Set(fn func(*Faulty)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fn(f)
+}
+
+func (f *Faulty) Sign(sh pkcs11.SessionHandle, msg []byte) ([]byte, error) {
+	f.mu.Lock()
+	delay, code := f.SignDelay, uint(0)
+	if f.SignErr != 0 && f.SignTimes != 0 {
+		code = f.SignErr
+		if f.SignTimes > 0 {
+			f.SignTimes--
+		}
+	}
+	f.mu.Unlock()
+	time.Sleep(delay)
+	if code != 0 {
+		return nil, pkcs11.Error(code)
+	}
+	return f.api.Sign(sh, msg)
+}
+
+func (f *Faulty) GetSlotList(present bool) ([]uint, error) {
+	f.mu.Lock()
+	code := f.SlotErr
+	f.mu.Unlock()
+	if code != 0 {
+		return nil, pkcs11.Error(code)
+	}
+	return f.api.GetSlotList(present)
+}
+
+// OpenFaulty opens a Module over a fault-injecting wrapper of the library.
+func OpenFaulty(cfg Config) (*Module, *Faulty, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, nil, err
+	}
+	f := &Faulty{api: pkcs11.New(cfg.Path)}
+	m, err := openWith(cfg, f)
+	return m, f, err
 }
