@@ -95,10 +95,14 @@ type OfficersConfig struct {
 
 // StoreConfig selects the store.
 type StoreConfig struct {
-	// Driver is "sqlite" (embedded, the default).
+	// Driver is "sqlite" (embedded, the default) or "postgres" (for
+	// several appliances sharing one signing log).
 	Driver string `json:"driver"`
 	// Path is the SQLite file (default state_dir/keyrack.db).
 	Path string `json:"path"`
+	// DSN is the PostgreSQL connection string (pgx form), for "postgres".
+	// Keep passwords out of it: use a .pgpass file or PGPASSFILE.
+	DSN string `json:"dsn"`
 }
 
 // TokenConfig is the PKCS#11 part of Config.
@@ -254,11 +258,20 @@ func (c *Config) Normalize() error {
 	if c.Store.Driver == "" {
 		c.Store.Driver = "sqlite"
 	}
-	if c.Store.Driver != "sqlite" {
-		return fmt.Errorf("%w: store.driver %q (supported: sqlite)", ErrConfig, c.Store.Driver)
-	}
-	if c.Store.Path == "" {
-		c.Store.Path = filepath.Join(c.StateDir, "keyrack.db")
+	switch c.Store.Driver {
+	case "sqlite":
+		if c.Store.DSN != "" {
+			return fmt.Errorf("%w: store.dsn is for the postgres driver", ErrConfig)
+		}
+		if c.Store.Path == "" {
+			c.Store.Path = filepath.Join(c.StateDir, "keyrack.db")
+		}
+	case "postgres":
+		if c.Store.DSN == "" || c.Store.Path != "" {
+			return fmt.Errorf("%w: the postgres driver takes store.dsn (and no store.path)", ErrConfig)
+		}
+	default:
+		return fmt.Errorf("%w: store.driver %q (supported: sqlite, postgres)", ErrConfig, c.Store.Driver)
 	}
 	if c.MaxBodyBytes < 4096 {
 		return fmt.Errorf("%w: max_body_bytes %d is too small for an assertion stream", ErrConfig, c.MaxBodyBytes)

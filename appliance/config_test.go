@@ -38,6 +38,9 @@ func TestParseConfigRefuses(t *testing.T) {
 		"trailing data":     {minimalConfig + `{}`, "trailing"},
 		"tiny body limit":   {`{"max_body_bytes": 10, "token": {"module": "m", "label": "t", "pin_file": "p"}}`, "max_body_bytes"},
 		"not json":          {`listen = 1`, "invalid"},
+		"postgres no dsn":   {`{"store": {"driver": "postgres"}, "token": {"module": "m", "label": "t", "pin_file": "p"}}`, "store.dsn"},
+		"sqlite with dsn":   {`{"store": {"dsn": "host=x"}, "token": {"module": "m", "label": "t", "pin_file": "p"}}`, "store.dsn"},
+		"unknown driver":    {`{"store": {"driver": "mysql"}, "token": {"module": "m", "label": "t", "pin_file": "p"}}`, "store.driver"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := ParseConfig(strings.NewReader(tc.in))

@@ -191,13 +191,10 @@ func (t *Tx) GetSerial(brand, model, serial string) (SerialRecord, error) {
 // ReserveSerial inserts a serial in state "signing"; ErrExists when the
 // serial is taken.
 func (t *Tx) ReserveSerial(r SerialRecord) error {
-	_, err := t.tx.Exec(`INSERT INTO serials (brand, model, serial, device_key_id, revision, state, client, nonce, updated_us)
-		VALUES ($1, $2, $3, $4, $5, 'signing', $6, $7, $8)`,
+	res, err := t.tx.Exec(`INSERT INTO serials (brand, model, serial, device_key_id, revision, state, client, nonce, updated_us)
+		VALUES ($1, $2, $3, $4, $5, 'signing', $6, $7, $8) ON CONFLICT DO NOTHING`,
 		r.Brand, r.Model, r.Serial, r.DeviceKeyID, r.Revision, r.Client, r.Nonce, micros(t.now))
-	if isUnique(err) {
-		return ErrExists
-	}
-	return err
+	return inserted(res, err, "serial "+r.Serial)
 }
 
 // RekeySerial moves an issued serial to a new device key and revision,

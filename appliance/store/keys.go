@@ -60,16 +60,10 @@ func nullString(s string) sql.NullString { return sql.NullString{String: s, Vali
 
 // InsertKey adds a key record. A used name or CKA_ID is ErrExists.
 func (t *Tx) InsertKey(k Key) error {
-	_, err := t.tx.Exec(`INSERT INTO keys (`+keyCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+	res, err := t.tx.Exec(`INSERT INTO keys (`+keyCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING`,
 		k.Name, k.CKAID, nullString(k.KeyID), k.PublicKey, k.Bits, k.Origin, k.Roles, k.State, k.AccountKey,
 		k.ProposalID, micros(t.now), micros(t.now))
-	if isUnique(err) {
-		return fmt.Errorf("store: key %q: %w", k.Name, ErrExists)
-	}
-	if err != nil {
-		return fmt.Errorf("store: inserting key: %w", err)
-	}
-	return nil
+	return inserted(res, err, fmt.Sprintf("key %q", k.Name))
 }
 
 // ActivateKey completes a pending record with what the token reported.

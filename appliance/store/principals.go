@@ -20,9 +20,9 @@ type Officer struct {
 // InsertOfficer adds an officer; a used name is ErrExists.
 func (t *Tx) InsertOfficer(name string, secretHash []byte) (int64, error) {
 	var id int64
-	err := t.tx.QueryRow(`INSERT INTO officers (name, secret_hash, created_us) VALUES ($1, $2, $3) RETURNING id`,
+	err := t.tx.QueryRow(`INSERT INTO officers (name, secret_hash, created_us) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING id`,
 		name, secretHash, micros(t.now)).Scan(&id)
-	if isUnique(err) {
+	if errors.Is(err, sql.ErrNoRows) {
 		return 0, fmt.Errorf("store: officer %q: %w", name, ErrExists)
 	}
 	if err != nil {
@@ -109,15 +109,9 @@ type Client struct {
 func (t *Tx) InsertClient(c Client) error {
 	models, _ := json.Marshal(c.Models)
 	types, _ := json.Marshal(c.Types)
-	_, err := t.tx.Exec(`INSERT INTO clients (id, name, brand, models, types, secret_hash, created_us) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+	res, err := t.tx.Exec(`INSERT INTO clients (id, name, brand, models, types, secret_hash, created_us) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING`,
 		c.ID, c.Name, c.Brand, string(models), string(types), c.SecretHash, micros(t.now))
-	if isUnique(err) {
-		return fmt.Errorf("store: client %q: %w", c.Name, ErrExists)
-	}
-	if err != nil {
-		return fmt.Errorf("store: inserting client: %w", err)
-	}
-	return nil
+	return inserted(res, err, fmt.Sprintf("client %q", c.Name))
 }
 
 const clientCols = `id, name, brand, models, types, secret_hash, created_us, revoked_us`
@@ -194,9 +188,6 @@ func (t *Tx) Setting(name string) (string, error) {
 
 // SetSetting writes a named setting once; an existing one is ErrExists.
 func (t *Tx) SetSetting(name, value string) error {
-	_, err := t.tx.Exec(`INSERT INTO settings (name, value) VALUES ($1, $2)`, name, value)
-	if isUnique(err) {
-		return fmt.Errorf("store: setting %q: %w", name, ErrExists)
-	}
-	return err
+	res, err := t.tx.Exec(`INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING`, name, value)
+	return inserted(res, err, fmt.Sprintf("setting %q", name))
 }

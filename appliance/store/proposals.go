@@ -36,13 +36,10 @@ type Proposal struct {
 
 // InsertProposal adds a pending proposal.
 func (t *Tx) InsertProposal(p Proposal) error {
-	_, err := t.tx.Exec(`INSERT INTO proposals (id, kind, payload, summary, proposer, state, created_us, expires_us)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+	res, err := t.tx.Exec(`INSERT INTO proposals (id, kind, payload, summary, proposer, state, created_us, expires_us)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING`,
 		p.ID, p.Kind, p.Payload, p.Summary, p.Proposer, ProposalPending, micros(t.now), micros(p.ExpiresAt))
-	if isUnique(err) {
-		return fmt.Errorf("store: proposal %s: %w", p.ID, ErrExists)
-	}
-	return err
+	return inserted(res, err, "proposal "+p.ID)
 }
 
 const proposalCols = `id, kind, payload, summary, proposer, state, result, created_us, expires_us, decided_us`
@@ -120,11 +117,8 @@ func (t *Tx) ListProposals(state ProposalState, limit int) ([]Proposal, error) {
 
 // AddApproval records officer's approval; approving twice is ErrExists.
 func (t *Tx) AddApproval(id, officer string) error {
-	_, err := t.tx.Exec(`INSERT INTO approvals (proposal_id, officer, created_us) VALUES ($1, $2, $3)`, id, officer, micros(t.now))
-	if isUnique(err) {
-		return fmt.Errorf("store: %s already approved proposal %s: %w", officer, id, ErrExists)
-	}
-	return err
+	res, err := t.tx.Exec(`INSERT INTO approvals (proposal_id, officer, created_us) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`, id, officer, micros(t.now))
+	return inserted(res, err, fmt.Sprintf("approval of %s by %s", id, officer))
 }
 
 // DecideProposal moves a pending proposal to a final state.

@@ -57,6 +57,9 @@ func (d *DB) AuditWrites() uint64 { return d.audits.Load() }
 type dialect struct {
 	name       string
 	migrations []string
+	// writeLock, when set, runs first in every write batch: it serializes
+	// writers of several processes sharing one database.
+	writeLock string
 }
 
 // OpenSQLite opens (creating if needed) the SQLite store at path and
@@ -232,6 +235,13 @@ func (d *DB) commitBatch(batch []*writeOp) {
 		fail(fmt.Errorf("store: begin: %w", err))
 		return
 	}
+	if d.dialect.writeLock != "" {
+		if _, err := tx.Exec(d.dialect.writeLock); err != nil {
+			tx.Rollback()
+			fail(fmt.Errorf("store: write lock: %w", err))
+			return
+		}
+	}
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	results := make([]error, len(batch))
 	audits := 0
@@ -299,6 +309,24 @@ func timePtr(n sql.NullInt64) *time.Time {
 	}
 	t := fromMicros(n.Int64)
 	return &t
+}
+
+// inserted turns the result of an INSERT ... ON CONFLICT DO NOTHING into
+// ErrExists when nothing was inserted. Conflicts are not left to fail the
+// statement: in PostgreSQL a failed statement aborts the whole transaction,
+// and callers go on to look at the existing row.
+func inserted(res sql.Result, err error, what string) error {
+	if err != nil {
+		return fmt.Errorf("store: %s: %w", what, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("store: %s: %w", what, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("store: %s: %w", what, ErrExists)
+	}
+	return nil
 }
 
 // isUnique reports a unique-constraint violation (SQLite and PostgreSQL).

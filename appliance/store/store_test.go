@@ -4,11 +4,50 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/keyrack/keyrack/appliance/store/pgtest"
 )
+
+// pg is a throwaway PostgreSQL server for this test binary: the store's
+// tests run against SQLite and PostgreSQL alike.
+var pg *pgtest.Cluster
+
+func TestMain(m *testing.M) {
+	var err error
+	if pg, err = pgtest.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	pg.Stop()
+	os.Exit(code)
+}
+
+// backends runs fn against a fresh SQLite store and a fresh PostgreSQL
+// database.
+func backends(t *testing.T, fn func(t *testing.T, db *DB)) {
+	t.Run("sqlite", func(t *testing.T) {
+		db, _ := openTest(t)
+		fn(t, db)
+	})
+	t.Run("postgres", func(t *testing.T) {
+		dsn, err := pg.NewDatabase()
+		if err != nil {
+			t.Fatal(err)
+		}
+		db, err := OpenPostgres(context.Background(), dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		fn(t, db)
+	})
+}
 
 func openTest(t *testing.T) (*DB, string) {
 	t.Helper()
@@ -44,9 +83,10 @@ func TestMigrations(t *testing.T) {
 	}
 }
 
-func TestKeysLifecycle(t *testing.T) {
+func TestKeysLifecycle(t *testing.T) { backends(t, testKeysLifecycle) }
+
+func testKeysLifecycle(t *testing.T, db *DB) {
 	ctx := context.Background()
-	db, _ := openTest(t)
 	k := Key{Name: "brand-serial", CKAID: []byte{1, 2}, Origin: "generated", Roles: `[]`, State: KeyPending, ProposalID: "p1"}
 	err := db.Update(ctx, func(tx *Tx) error { return tx.InsertKey(k) })
 	if err != nil {
@@ -81,9 +121,10 @@ func TestKeysLifecycle(t *testing.T) {
 	}
 }
 
-func TestUpdateRollsBack(t *testing.T) {
+func TestUpdateRollsBack(t *testing.T) { backends(t, testUpdateRollsBack) }
+
+func testUpdateRollsBack(t *testing.T, db *DB) {
 	ctx := context.Background()
-	db, _ := openTest(t)
 	boom := errors.New("boom")
 	err := db.Update(ctx, func(tx *Tx) error {
 		if _, err := tx.InsertOfficer("alice", []byte("h")); err != nil {
@@ -108,9 +149,10 @@ func TestUpdateRollsBack(t *testing.T) {
 	})
 }
 
-func TestProposalsApprovals(t *testing.T) {
+func TestProposalsApprovals(t *testing.T) { backends(t, testProposalsApprovals) }
+
+func testProposalsApprovals(t *testing.T, db *DB) {
 	ctx := context.Background()
-	db, _ := openTest(t)
 	p := Proposal{ID: "p1", Kind: "key.generate", Payload: `{}`, Summary: "generate", Proposer: "alice", ExpiresAt: time.Now().Add(time.Hour)}
 	err := db.Update(ctx, func(tx *Tx) error {
 		if err := tx.InsertProposal(p); err != nil {
@@ -143,9 +185,10 @@ func TestProposalsApprovals(t *testing.T) {
 	}
 }
 
-func TestAuditChain(t *testing.T) {
+func TestAuditChain(t *testing.T) { backends(t, testAuditChain) }
+
+func testAuditChain(t *testing.T, db *DB) {
 	ctx := context.Background()
-	db, _ := openTest(t)
 	for i := 0; i < 5; i++ {
 		err := db.Update(ctx, func(tx *Tx) error {
 			_, err := tx.Audit("officer:alice", "key.generate", "k", "ok", map[string]any{"i": i})
@@ -195,9 +238,24 @@ func TestAuditChain(t *testing.T) {
 // TestGroupCommit runs many concurrent Updates, some failing: each failed
 // one leaves nothing, every other one is kept, and the audit chain they
 // wrote in shared transactions verifies.
-func TestGroupCommit(t *testing.T) {
+func TestGroupCommit(t *testing.T) { backends(t, testGroupCommit) }
+
+func TestReadOnlyRefusesWrites(t *testing.T) {
 	ctx := context.Background()
 	db, path := openTest(t)
+	db.Close()
+	ro, err := OpenSQLiteReadOnly(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	if err := ro.Update(ctx, func(*Tx) error { return nil }); err == nil {
+		t.Fatal("read-only store accepted an update")
+	}
+}
+
+func testGroupCommit(t *testing.T, db *DB) {
+	ctx := context.Background()
 	const n = 200
 	errs := make(chan error, n)
 	var wg sync.WaitGroup
@@ -248,13 +306,65 @@ func TestGroupCommit(t *testing.T) {
 	if db.AuditWrites() != uint64(n-n/5) {
 		t.Fatalf("audit writes counted %d", db.AuditWrites())
 	}
-	// A read-only handle refuses writes instead of blocking.
-	ro, err := OpenSQLiteReadOnly(ctx, path)
+}
+
+// TestTwoAppliancesOnePostgres writes concurrently through two store
+// handles on one database, as two appliances would: every write lands,
+// serial reservations decide exactly one winner, and the audit chain they
+// build together verifies.
+func TestTwoAppliancesOnePostgres(t *testing.T) {
+	ctx := context.Background()
+	dsn, err := pg.NewDatabase()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ro.Close()
-	if err := ro.Update(ctx, func(*Tx) error { return nil }); err == nil {
-		t.Fatal("read-only store accepted an update")
+	var dbs [2]*DB
+	for i := range dbs {
+		if dbs[i], err = OpenPostgres(ctx, dsn); err != nil {
+			t.Fatal(err)
+		}
+		defer dbs[i].Close()
+	}
+	const n = 100
+	var wg sync.WaitGroup
+	var won sync.Map
+	for i := 0; i < 2*n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			err := dbs[i%2].Update(ctx, func(tx *Tx) error {
+				if _, err := tx.InsertOfficer(fmt.Sprintf("o%d", i), []byte("h")); err != nil {
+					return err
+				}
+				// Everyone wants serial S-<i/10>: one reservation each wins.
+				r := SerialRecord{Brand: "b", Model: "m", Serial: fmt.Sprintf("S-%d", i/10), DeviceKeyID: fmt.Sprint(i), Client: "c", Nonce: fmt.Sprint(i)}
+				if err := tx.ReserveSerial(r); err == nil {
+					won.Store(r.Serial, true)
+				} else if !errors.Is(err, ErrExists) {
+					return err
+				}
+				_, err := tx.Audit("system", "test", fmt.Sprint(i), "ok", nil)
+				return err
+			})
+			if err != nil {
+				t.Error(err)
+			}
+		}(i)
+	}
+	wg.Wait()
+	var officers []Officer
+	dbs[0].View(ctx, func(tx *Tx) error { officers, _ = tx.ListOfficers(); return nil })
+	if len(officers) != 2*n {
+		t.Fatalf("%d officers, want %d", len(officers), 2*n)
+	}
+	reserved := 0
+	won.Range(func(_, _ any) bool { reserved++; return true })
+	var rows int
+	dbs[1].db.QueryRow(`SELECT count(*) FROM serials`).Scan(&rows)
+	if reserved != 2*n/10 || rows != reserved {
+		t.Fatalf("%d serials won, %d rows, want %d", reserved, rows, 2*n/10)
+	}
+	if c, err := dbs[1].VerifyAudit(ctx); err != nil || c != 2*n {
+		t.Fatalf("audit chain from two writers: %d events, %v", c, err)
 	}
 }

@@ -130,6 +130,9 @@ func watchdog(ctx context.Context, mod *hsm.Module, log *slog.Logger) {
 }
 
 func openStore(ctx context.Context, cfg appliance.Config) (*store.DB, error) {
+	if cfg.Store.Driver == "postgres" {
+		return store.OpenPostgres(ctx, cfg.Store.DSN)
+	}
 	if err := os.MkdirAll(filepath.Dir(cfg.Store.Path), 0o700); err != nil {
 		return nil, err
 	}
