@@ -1,0 +1,193 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keyrack/keyrack/appliance"
+	"github.com/keyrack/keyrack/appliance/device"
+	"github.com/keyrack/keyrack/appliance/store"
+	"github.com/keyrack/keyrack/appliance/store/pgtest"
+	"github.com/keyrack/keyrack/hsm"
+	"github.com/keyrack/keyrack/softhsm"
+)
+
+// TestTwoAppliancesOnePostgres runs two keyrackd processes on one
+// PostgreSQL database and one token (two appliances on a network HSM): a
+// request-id issued by one is consumed through the other, and concurrent
+// requests for one serial through both give exactly one serial.
+func TestTwoAppliancesOnePostgres(t *testing.T) {
+	pg, err := pgtest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Stop()
+	dsn, err := pg.NewDatabase()
+	if err != nil {
+		t.Fatal(err)
+	}
+	work := t.TempDir()
+	bin := filepath.Join(work, "keyrackd")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	tok, err := softhsm.Create(filepath.Join(work, "token"), "shared-hsm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Demo data in the shared database, through the appliance itself.
+	writeConfig := func(name, addr string) string {
+		cfg := map[string]any{"listen": addr, "dev": true, "state_dir": work,
+			"officers": map[string]any{"quorum": 1},
+			"store":    map[string]any{"driver": "postgres", "dsn": dsn},
+			"token":    map[string]any{"module": tok.Module, "label": tok.Label, "pin_file": tok.PINFile}}
+		b, _ := json.Marshal(cfg)
+		p := filepath.Join(work, name+".json")
+		os.WriteFile(p, b, 0o600)
+		return p
+	}
+	addrA, addrB := freeAddr(t), freeAddr(t)
+	cfgA, cfgB := writeConfig("a", addrA), writeConfig("b", addrB)
+	func() {
+		ctx := context.Background()
+		cfg, err := appliance.LoadConfig(cfgA)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mod, err := hsm.Open(cfg.Token.HSM())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer mod.Close()
+		db, err := store.OpenPostgres(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		srv, err := appliance.New(ctx, cfg, mod, db, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.EnsureDemo(ctx, work); err != nil {
+			t.Fatal(err)
+		}
+	}()
+	start := func(cfgPath string) *exec.Cmd {
+		cmd := exec.Command(bin, "-config", cfgPath)
+		cmd.Env = append(os.Environ(), tok.Env()...)
+		logf, _ := os.Create(cfgPath + ".log")
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		return cmd
+	}
+	start(cfgA)
+	start(cfgB)
+	waitHealthy(t, addrA)
+	waitHealthy(t, addrB)
+
+	apiKey, _ := os.ReadFile(filepath.Join(work, "api-key"))
+	officer, _ := os.ReadFile(filepath.Join(work, "officer-token"))
+	a := &device.Client{URL: "http://" + addrA + "/v1/", APIKey: strings.TrimSpace(string(apiKey))}
+	b := &device.Client{URL: "http://" + addrB + "/v1/", APIKey: a.APIKey}
+	model, err := a.SignModel(context.Background(), appliance.DemoModel)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A request-id from A, used at B.
+	dev, err := device.New(appliance.DemoBrand, appliance.DemoModel, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev.ModelAssertion = model
+	rid, err := a.RequestID(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := dev.SerialRequest(rid, "", nil)
+	if _, err := b.PostSerial(context.Background(), dev.Stream(req)); err != nil {
+		t.Fatalf("request-id from A used at B: %v", err)
+	}
+	// ... and used once only, at either.
+	for _, c := range []*device.Client{a, b} {
+		if st, _ := c.PostSerialStatus(context.Background(), dev.Stream(req)); st != http.StatusConflict {
+			t.Fatalf("replayed request-id: %d", st)
+		}
+	}
+
+	// The model now takes serials from requests (a ceremony through A).
+	body, _ := json.Marshal(map[string]any{"brand": appliance.DemoBrand, "model": appliance.DemoModel,
+		"keys": map[string]string{"serial": appliance.DemoKey, "model": appliance.DemoKey}, "serial-source": "request"})
+	hr, _ := http.NewRequest("POST", "http://"+addrA+"/v1/models", bytes.NewReader(body))
+	hr.Header.Set("Content-Type", "application/json")
+	hr.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(officer)))
+	resp, err := http.DefaultClient.Do(hr)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("model binding: %v %v", err, resp.Status)
+	}
+	resp.Body.Close()
+
+	// Ten devices ask for serial TWIN-1 at once, half through each.
+	const n = 10
+	codes := make([]int, n)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		d, err := device.New(appliance.DemoBrand, appliance.DemoModel, 2048)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.ModelAssertion = model
+		c := []*device.Client{a, b}[i%2]
+		rid, err := c.RequestID(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		req, _ := d.SerialRequest(rid, "TWIN-1", nil)
+		wg.Add(1)
+		go func(i int, s []byte) {
+			defer wg.Done()
+			for {
+				codes[i], _ = c.PostSerialStatus(context.Background(), s)
+				if codes[i] != http.StatusServiceUnavailable {
+					return
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}(i, d.Stream(req))
+	}
+	wg.Wait()
+	ok, conflict := 0, 0
+	for _, c := range codes {
+		switch c {
+		case 200:
+			ok++
+		case 409:
+			conflict++
+		}
+	}
+	if ok != 1 || conflict != n-1 {
+		t.Fatalf("one serial through two appliances: %d issued, %d conflicts (%v)", ok, conflict, codes)
+	}
+	db, err := store.OpenPostgres(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if c, err := db.VerifyAudit(context.Background()); err != nil {
+		t.Fatalf("audit chain written by two appliances: %d then %v", c, err)
+	}
+}
