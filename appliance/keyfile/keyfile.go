@@ -57,7 +57,9 @@ func Parse(data []byte, minBits int) (*rsa.PrivateKey, Info, error) {
 	case bytes.HasPrefix(trimmed, []byte("-----BEGIN")):
 		key, info, err = parsePEM(trimmed)
 	default:
-		key, info, err = parseDER(trimmed)
+		// Binary DER is parsed as given: trimming could eat a last byte
+		// that happens to be a whitespace character.
+		key, info, err = parseDER(data)
 	}
 	if err != nil {
 		return nil, Info{}, err

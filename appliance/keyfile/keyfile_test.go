@@ -79,6 +79,26 @@ func TestPEMAndDER(t *testing.T) {
 	}
 }
 
+// TestDERNotTrimmed: a DER key whose encoding ends in a byte that is also
+// ASCII whitespace must parse (found as a 2% flake with random keys).
+func TestDERNotTrimmed(t *testing.T) {
+	for i := 0; i < 2000; i++ {
+		k, err := rsa.GenerateKey(rand.Reader, 1024)
+		if err != nil {
+			t.Fatal(err)
+		}
+		der, _ := x509.MarshalPKCS8PrivateKey(k)
+		switch der[len(der)-1] {
+		case ' ', '\t', '\n', '\v', '\f', '\r':
+			if _, _, err := Parse(der, 1024); err != nil {
+				t.Fatalf("DER ending in %#x: %v", der[len(der)-1], err)
+			}
+			return
+		}
+	}
+	t.Fatal("no key ending in a whitespace byte among 2000 (expected about 47)")
+}
+
 func TestRefusals(t *testing.T) {
 	plain, _ := gpgKeys(t)
 	small, _ := rsa.GenerateKey(rand.Reader, 2048)
