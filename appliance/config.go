@@ -45,6 +45,17 @@ type Config struct {
 	TLS TLSConfig `json:"tls"`
 	// Limits bounds the work the appliance accepts at once.
 	Limits LimitsConfig `json:"limits"`
+	// HTTP sets the server's timeouts: a slow or stalled client is cut
+	// off instead of holding a connection and its memory.
+	HTTP HTTPConfig `json:"http"`
+}
+
+// HTTPConfig holds the HTTP server's timeouts.
+type HTTPConfig struct {
+	ReadHeaderTimeout Duration `json:"read_header_timeout"` // default 10s
+	ReadTimeout       Duration `json:"read_timeout"`        // default 30s
+	WriteTimeout      Duration `json:"write_timeout"`       // default 60s
+	IdleTimeout       Duration `json:"idle_timeout"`        // default 120s
 }
 
 // LimitsConfig bounds the signing queue. Requests beyond it are answered
@@ -239,6 +250,15 @@ func (c *Config) Normalize() error {
 	if c.Limits.QueuePerSession == nil {
 		one := 1
 		c.Limits.QueuePerSession = &one
+	}
+	for _, d := range []struct {
+		v   *Duration
+		def time.Duration
+	}{{&c.HTTP.ReadHeaderTimeout, 10 * time.Second}, {&c.HTTP.ReadTimeout, 30 * time.Second},
+		{&c.HTTP.WriteTimeout, 60 * time.Second}, {&c.HTTP.IdleTimeout, 120 * time.Second}} {
+		if *d.v == 0 {
+			*d.v = Duration(d.def)
+		}
 	}
 	if c.Limits.AuthFailures == 0 {
 		c.Limits.AuthFailures = 10

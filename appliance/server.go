@@ -186,10 +186,10 @@ func (s *Server) purgeNonces(ctx context.Context) {
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hs := &http.Server{
 		Handler:           s.echo,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      60 * time.Second,
-		IdleTimeout:       120 * time.Second,
+		ReadHeaderTimeout: time.Duration(s.cfg.HTTP.ReadHeaderTimeout),
+		ReadTimeout:       time.Duration(s.cfg.HTTP.ReadTimeout),
+		WriteTimeout:      time.Duration(s.cfg.HTTP.WriteTimeout),
+		IdleTimeout:       time.Duration(s.cfg.HTTP.IdleTimeout),
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
