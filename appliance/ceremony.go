@@ -283,6 +283,8 @@ func (s *Server) precheck(tx *store.Tx, kind string, raw []byte) error {
 			return err
 		}
 		return s.checkModelPayload(tx, &p)
+	case KindKeyReplicate:
+		return s.precheckReplicate(tx, raw)
 	default:
 		return badRequest("unknown-kind", "unknown proposal kind "+kind)
 	}
@@ -363,6 +365,8 @@ func (s *Server) execute(ctx context.Context, id, officer string) (Outcome, erro
 		execErr = s.executeKeyState(ctx, p, actor)
 	case KindKeyDestroy:
 		execErr = s.executeKeyDestroy(ctx, p, actor)
+	case KindKeyReplicate:
+		execErr = s.executeReplicate(ctx, p, actor)
 	case KindOfficerAdd, KindOfficerRemove, KindClientCreate, KindClientRevoke, KindModelSet:
 		credential, execErr = s.executePrincipal(ctx, p, actor)
 	default:

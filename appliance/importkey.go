@@ -27,15 +27,22 @@ const (
 	ImportMethod = "RSA_OAEP_3072_SHA1_AES_256"
 )
 
-// ensureImportKey finds the import key recorded in the store, or makes it on
-// the first start. A recorded import key missing from the token is an
-// error, not a reason to make a new one silently: blobs wrapped for the old
-// key would then fail for a reason nobody could see.
+// ensureImportKey finds this token's import key recorded in the store, or
+// makes it on the first start. Each token has its own (appliances sharing
+// a store may have separate tokens), recorded under the token's serial. A
+// recorded import key missing from the token is an error, not a reason to
+// make a new one silently: blobs wrapped for the old key would then fail
+// for a reason nobody could see.
 func ensureImportKey(ctx context.Context, mod *hsm.Module, db *store.DB) (*hsm.Key, error) {
+	serial, err := mod.TokenSerial()
+	if err != nil {
+		return nil, err
+	}
+	setting := importKeySetting + "/" + serial
 	var idHex string
-	err := db.View(ctx, func(tx *store.Tx) error {
+	err = db.View(ctx, func(tx *store.Tx) error {
 		var err error
-		idHex, err = tx.Setting(importKeySetting)
+		idHex, err = tx.Setting(setting)
 		return err
 	})
 	if err == nil {
@@ -61,11 +68,11 @@ func ensureImportKey(ctx context.Context, mod *hsm.Module, db *store.DB) (*hsm.K
 		return nil, fmt.Errorf("generating the import key: %w", err)
 	}
 	err = db.Update(ctx, func(tx *store.Tx) error {
-		if err := tx.SetSetting(importKeySetting, hex.EncodeToString(k.ID())); err != nil {
+		if err := tx.SetSetting(setting, hex.EncodeToString(k.ID())); err != nil {
 			return err
 		}
 		_, err := tx.Audit("system", "import-key.generate", importKeyLabel, "ok",
-			map[string]any{"fingerprint": importKeyFingerprint(k.Info().Public), "bits": importKeyBits})
+			map[string]any{"fingerprint": importKeyFingerprint(k.Info().Public), "bits": importKeyBits, "token_serial": serial})
 		return err
 	})
 	if err != nil {

@@ -36,6 +36,7 @@ func (s *Server) officerRoutes(e *echo.Echo) {
 	officer(http.MethodPost, "/keys/:name/disable", s.proposeKeyChange(KindKeyDisable))
 	officer(http.MethodPost, "/keys/:name/enable", s.proposeKeyChange(KindKeyEnable))
 	officer(http.MethodPost, "/keys/:name/destroy", s.proposeKeyChange(KindKeyDestroy))
+	officer(http.MethodPost, "/keys/:name/replicate", s.proposeReplicate)
 	officer(http.MethodGet, "/proposals", s.listProposals)
 	officer(http.MethodGet, "/proposals/:id", s.getProposal)
 	officer(http.MethodPost, "/proposals/:id/approve", s.approveProposal)

@@ -508,6 +508,18 @@ func (m *Module) probe() error {
 	return nil
 }
 
+// TokenSerial returns the serial number of the token in use (it tells
+// apart appliances that share a store but not a token).
+func (m *Module) TokenSerial() (string, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	ti, err := m.p.GetTokenInfo(m.slot)
+	if err != nil {
+		return "", wrapCKR("token info", err)
+	}
+	return trimField(ti.SerialNumber), nil
+}
+
 // Sessions returns the configured number of worker sessions.
 func (m *Module) Sessions() int { return m.cfg.Sessions }
 

@@ -143,6 +143,15 @@ func (c *cli) keys(ctx context.Context, args []string) error {
 			return usageErr("keys " + sub + " NAME")
 		}
 		return c.ceremony(ctx, "POST", "/v1/keys/"+url.PathEscape(args[0])+"/"+sub, nil, false)
+	case "replicate":
+		if len(args) != 3 || args[1] != "-blob" {
+			return usageErr("keys replicate NAME -blob FILE (the key wrapped to this appliance's import key)")
+		}
+		b, err := os.ReadFile(args[2])
+		if err != nil {
+			return err
+		}
+		return c.ceremony(ctx, "POST", "/v1/keys/"+url.PathEscape(args[0])+"/replicate", map[string]any{"blob": b}, true)
 	}
 	return usageErr("unknown keys command " + sub)
 }

@@ -55,6 +55,7 @@ appliance:
   keys import NAME -blob FILE -role ...
   keys upload NAME -key FILE -role ...     (armored OpenPGP or PEM; prefer wrap+import)
   keys disable|enable|destroy NAME
+  keys replicate NAME -blob FILE           put an imported key into this appliance's token too
   proposals [-state S]   ceremony proposals; proposals show ID
   approve ID             approve a proposal
   cancel ID              withdraw a pending proposal
