@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
+	"encoding/hex"
 	"math/big"
 	"os"
 	"os/exec"
@@ -18,6 +19,8 @@ import (
 	"github.com/keyrack/keyrack/appliance"
 	"github.com/keyrack/keyrack/appliance/device"
 	"github.com/keyrack/keyrack/appliance/store"
+	"github.com/keyrack/keyrack/hsm"
+	"github.com/keyrack/keyrack/softhsm"
 )
 
 // TestCrashRecovery runs keyrackd under load from concurrent devices and
@@ -167,6 +170,51 @@ func TestCrashRecovery(t *testing.T) {
 	raw.QueryRow(`SELECT count(*) FROM keys WHERE state = 'pending'`).Scan(&pending)
 	if pending != 0 {
 		t.Fatalf("%d key records left pending", pending)
+	}
+	// No key object without its record, no record without its object.
+	tok, err := softhsm.Load(filepath.Join(devDir, "softhsm"), "keyrack-dev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mod, err := hsm.Open(tok.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mod.Close()
+	objs, err := mod.ListKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	records := map[string]bool{}
+	rows, err := raw.Query(`SELECT hex(cka_id), state FROM keys`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var id, state string
+		rows.Scan(&id, &state)
+		if state == "active" || state == "disabled" {
+			records[strings.ToLower(id)] = true
+		}
+	}
+	rows.Close()
+	var importKeys int
+	raw.QueryRow(`SELECT count(*) FROM settings WHERE name LIKE 'import_key_cka_id/%'`).Scan(&importKeys)
+	inToken := map[string]bool{}
+	for _, o := range objs {
+		id := hex.EncodeToString(o.ID)
+		inToken[id] = true
+		if !records[id] && !o.Unwrap {
+			t.Errorf("token key %q (%s) has no record", o.Label, id)
+		}
+	}
+	for id := range records {
+		if !inToken[id] {
+			t.Errorf("key record %s has no token object", id)
+		}
+	}
+	if importKeys != 1 {
+		t.Errorf("%d import keys recorded for the one token", importKeys)
 	}
 	t.Logf("%d serials received across 4 kills; all recorded, logged and audited", len(received))
 }
