@@ -511,7 +511,15 @@ func TestReconcileInterruptedCeremony(t *testing.T) {
 	if _, err := testMod.GenerateRSA(ctx, hsm.KeySpec{Label: "int-key", ID: ckaID, Bits: 2048}); err != nil {
 		t.Fatal(err)
 	}
-	// "Restart": a new server on the same store and token.
+	// The periodic repair leaves young pending work alone: it may be a
+	// ceremony in progress (here or on another appliance).
+	if err := e.srv.reconcile(ctx, staleAfter); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := testMod.FindKey(ctx, ckaID); err != nil {
+		t.Fatal("young pending work was undone")
+	}
+	// "Restart" on the embedded store: everything pending is undone.
 	if _, err := New(ctx, e.srv.cfg, testMod, e.db, e.srv.log); err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/keyrack/keyrack/appliance/store"
 	"github.com/keyrack/keyrack/hsm"
@@ -15,7 +16,12 @@ import (
 // are marked failed (officers propose again; nothing is half-imported).
 // Proposals that reached their quorum but were never carried out are
 // marked failed likewise. Keys whose token object vanished are reported.
-func (s *Server) reconcile(ctx context.Context) error {
+//
+// Only what has been pending for longer than staleAfter is touched: with
+// several appliances on one store (and maybe one token), a younger pending
+// record may be another appliance's ceremony or signature in progress.
+func (s *Server) reconcile(ctx context.Context, staleAfter time.Duration) error {
+	cutoff := time.Now().Add(-staleAfter)
 	var keys []store.Key
 	var props []store.Proposal
 	err := s.db.View(ctx, func(tx *store.Tx) error {
@@ -32,6 +38,9 @@ func (s *Server) reconcile(ctx context.Context) error {
 	for _, k := range keys {
 		switch k.State {
 		case store.KeyPending:
+			if k.UpdatedAt.After(cutoff) {
+				continue
+			}
 			if err := s.mod.DestroyKey(ctx, k.CKAID); err != nil && !errors.Is(err, hsm.ErrKeyNotFound) {
 				return fmt.Errorf("reconcile: removing the half-made token object of key %q: %w", k.Name, err)
 			}
@@ -60,7 +69,7 @@ func (s *Server) reconcile(ctx context.Context) error {
 	// Serials reserved but never issued: the signature, if one was made,
 	// was never recorded, so it was never sent. Undo the reservation.
 	err = s.db.Update(ctx, func(tx *store.Tx) error {
-		stale, err := tx.StaleReservations()
+		stale, err := tx.StaleReservations(cutoff)
 		if err != nil {
 			return err
 		}
@@ -78,7 +87,7 @@ func (s *Server) reconcile(ctx context.Context) error {
 		return err
 	}
 	for _, p := range props {
-		if len(p.Approvals) < s.cfg.Officers.Quorum {
+		if len(p.Approvals) < s.cfg.Officers.Quorum || p.CreatedAt.After(cutoff) {
 			continue
 		}
 		err := s.db.Update(ctx, func(tx *store.Tx) error {

@@ -54,7 +54,14 @@ func New(ctx context.Context, cfg Config, mod *hsm.Module, db *store.DB, log *sl
 		return nil, err
 	}
 	s.importKey = ik
-	if err := s.reconcile(ctx); err != nil {
+	// At start-up an embedded (SQLite) store belongs to this appliance
+	// alone and nothing of it is in flight: repair everything at once. A
+	// shared store may hold other appliances' live work: only stale items.
+	startup := staleAfter
+	if cfg.Store.Driver == "sqlite" {
+		startup = 0
+	}
+	if err := s.reconcile(ctx, startup); err != nil {
 		return nil, err
 	}
 	e := echo.New()
@@ -152,8 +159,14 @@ func tlsConfig(c TLSConfig) (*tls.Config, error) {
 	return tc, nil
 }
 
-// janitor deletes request-ids that expired unused, once a minute, so the
-// table holds only live ones.
+// staleAfter is how long a ceremony step or a serial reservation may stay
+// pending before it is taken for interrupted: far longer than any live one
+// (key generation takes seconds, a signature milliseconds).
+const staleAfter = 10 * time.Minute
+
+// janitor runs once a minute: it deletes request-ids that expired unused,
+// and repairs work interrupted by a crash (of this or another appliance
+// sharing the store) once it is stale.
 func (s *Server) janitor(ctx context.Context) {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
@@ -163,6 +176,9 @@ func (s *Server) janitor(ctx context.Context) {
 			return
 		case <-t.C:
 			s.purgeNonces(ctx)
+			if err := s.reconcile(ctx, staleAfter); err != nil {
+				s.log.Warn("reconciling interrupted work", "err", err)
+			}
 		}
 	}
 }

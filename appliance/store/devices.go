@@ -229,10 +229,11 @@ func (t *Tx) DropSerialReservation(brand, model, serial, nonce string) error {
 	return err
 }
 
-// StaleReservations returns serials left in state "signing" (a crash
-// between reservation and issue).
-func (t *Tx) StaleReservations() ([]SerialRecord, error) {
-	rows, err := t.tx.Query(`SELECT brand, model, serial, nonce, revision FROM serials WHERE state = 'signing'`)
+// StaleReservations returns serials left in state "signing" since before
+// cutoff (a crash between reservation and issue; younger ones may be in
+// progress on another appliance sharing the store).
+func (t *Tx) StaleReservations(cutoff time.Time) ([]SerialRecord, error) {
+	rows, err := t.tx.Query(`SELECT brand, model, serial, nonce, revision FROM serials WHERE state = 'signing' AND updated_us < $1`, micros(cutoff))
 	if err != nil {
 		return nil, err
 	}
