@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // PostgreSQL, for sites with several appliances
 )
@@ -48,128 +49,24 @@ func OpenPostgres(ctx context.Context, dsn string) (*DB, error) {
 // writeLockID names the advisory lock every write batch takes.
 const writeLockID = 0x6b6579726163 // "keyrac"
 
-// postgresDialect's migrations: the same tables as SQLite's.
+// postgresDialect's migrations are SQLite's, translated: one schema, two
+// spellings of its types. The translation is fixed, so an applied
+// migration reads the same forever.
 var postgresDialect = dialect{
-	name:      "postgres",
-	writeLock: fmt.Sprintf(`SELECT pg_advisory_xact_lock(%d)`, writeLockID),
-	migrations: []string{
-		`
-CREATE TABLE keys (
-	name        TEXT PRIMARY KEY,
-	cka_id      BYTEA NOT NULL UNIQUE,
-	key_id      TEXT UNIQUE,
-	public_key  BYTEA,
-	bits        INTEGER NOT NULL DEFAULT 0,
-	origin      TEXT NOT NULL,
-	roles       TEXT NOT NULL,
-	state       TEXT NOT NULL,
-	account_key BYTEA,
-	proposal_id TEXT NOT NULL,
-	created_us  BIGINT NOT NULL,
-	updated_us  BIGINT NOT NULL
-);
-CREATE TABLE officers (
-	id          BIGSERIAL PRIMARY KEY,
-	name        TEXT NOT NULL UNIQUE,
-	secret_hash BYTEA NOT NULL,
-	created_us  BIGINT NOT NULL,
-	revoked_us  BIGINT
-);
-CREATE TABLE proposals (
-	id          TEXT PRIMARY KEY,
-	kind        TEXT NOT NULL,
-	payload     TEXT NOT NULL,
-	summary     TEXT NOT NULL,
-	proposer    TEXT NOT NULL,
-	state       TEXT NOT NULL,
-	result      TEXT NOT NULL DEFAULT '',
-	created_us  BIGINT NOT NULL,
-	expires_us  BIGINT NOT NULL,
-	decided_us  BIGINT
-);
-CREATE TABLE approvals (
-	proposal_id TEXT NOT NULL REFERENCES proposals(id),
-	officer     TEXT NOT NULL,
-	created_us  BIGINT NOT NULL,
-	PRIMARY KEY (proposal_id, officer)
-);
-CREATE TABLE clients (
-	id          TEXT PRIMARY KEY,
-	name        TEXT NOT NULL UNIQUE,
-	brand       TEXT NOT NULL,
-	models      TEXT NOT NULL,
-	types       TEXT NOT NULL,
-	secret_hash BYTEA NOT NULL,
-	created_us  BIGINT NOT NULL,
-	revoked_us  BIGINT
-);
-CREATE TABLE audit (
-	seq         BIGINT PRIMARY KEY,
-	time_us     BIGINT NOT NULL,
-	actor       TEXT NOT NULL,
-	action      TEXT NOT NULL,
-	subject     TEXT NOT NULL,
-	result      TEXT NOT NULL,
-	details     TEXT NOT NULL,
-	prev_hash   BYTEA NOT NULL,
-	hash        BYTEA NOT NULL
-);
-CREATE TABLE settings (
-	name        TEXT PRIMARY KEY,
-	value       TEXT NOT NULL
-);
-`,
-		`
-CREATE TABLE models (
-	brand          TEXT NOT NULL,
-	model          TEXT NOT NULL,
-	keys           TEXT NOT NULL,
-	serial_source  TEXT NOT NULL,
-	serial_prefix  TEXT NOT NULL DEFAULT '',
-	next_serial    BIGINT NOT NULL DEFAULT 1,
-	allow_rekey    INTEGER NOT NULL DEFAULT 0,
-	proposal_id    TEXT NOT NULL,
-	created_us     BIGINT NOT NULL,
-	updated_us     BIGINT NOT NULL,
-	PRIMARY KEY (brand, model)
-);
-CREATE TABLE nonces (
-	id          TEXT PRIMARY KEY,
-	client      TEXT NOT NULL,
-	state       TEXT NOT NULL,
-	created_us  BIGINT NOT NULL,
-	expires_us  BIGINT NOT NULL,
-	used_us     BIGINT
-);
-CREATE INDEX nonces_expiry ON nonces (expires_us);
-CREATE TABLE serials (
-	brand          TEXT NOT NULL,
-	model          TEXT NOT NULL,
-	serial         TEXT NOT NULL,
-	device_key_id  TEXT NOT NULL,
-	pending_key_id TEXT,
-	revision       INTEGER NOT NULL,
-	state          TEXT NOT NULL,
-	assertion      BYTEA,
-	client         TEXT NOT NULL,
-	nonce          TEXT NOT NULL,
-	updated_us     BIGINT NOT NULL,
-	PRIMARY KEY (brand, model, serial)
-);
-CREATE TABLE signing_log (
-	id            BIGSERIAL PRIMARY KEY,
-	time_us       BIGINT NOT NULL,
-	type          TEXT NOT NULL,
-	key_id        TEXT NOT NULL,
-	brand         TEXT NOT NULL,
-	model         TEXT NOT NULL,
-	serial        TEXT NOT NULL DEFAULT '',
-	device_key_id TEXT NOT NULL DEFAULT '',
-	client        TEXT NOT NULL,
-	revision      INTEGER NOT NULL DEFAULT 0,
-	digest        TEXT NOT NULL
-);
-CREATE INDEX signing_log_lookup ON signing_log (brand, model, serial);
-`,
-	},
+	name:       "postgres",
+	writeLock:  fmt.Sprintf(`SELECT pg_advisory_xact_lock(%d)`, writeLockID),
+	migrations: toPostgres(sqliteDialect.migrations),
+}
+
+func toPostgres(migrations []string) []string {
+	r := strings.NewReplacer(
+		"INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY",
+		"INTEGER PRIMARY KEY", "BIGINT PRIMARY KEY", // SQLite's is 64-bit
+		"BLOB", "BYTEA",
+	)
+	out := make([]string, len(migrations))
+	for i, m := range migrations {
+		out[i] = r.Replace(m)
+	}
+	return out
 }
