@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"math/big"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -30,10 +29,7 @@ import (
 // the audit chain verifies; no serial stays half-reserved.
 func TestCrashRecovery(t *testing.T) {
 	work := t.TempDir()
-	bin := filepath.Join(work, "keyrackd")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := keyrackdBinary(t)
 	devDir := filepath.Join(work, "dev")
 	addr := freeAddr(t)
 

@@ -21,10 +21,7 @@ import (
 // and checks that the dev token and its demo key were reused.
 func TestDaemonDevLifecycle(t *testing.T) {
 	work := t.TempDir()
-	bin := filepath.Join(work, "keyrackd")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := keyrackdBinary(t)
 	devDir := filepath.Join(work, "dev")
 	addr := freeAddr(t)
 
@@ -58,10 +55,7 @@ func TestDaemonDevLifecycle(t *testing.T) {
 // while the token answers, stops while the token is gone, and resumes.
 func TestWatchdogFollowsToken(t *testing.T) {
 	work := t.TempDir()
-	bin := filepath.Join(work, "keyrackd")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := keyrackdBinary(t)
 	devDir := filepath.Join(work, "dev")
 	d := startDaemon(t, bin, devDir, freeAddr(t), "WATCHDOG_USEC=600000")
 	pings := func(window time.Duration) int {
@@ -107,7 +101,7 @@ func TestDaemonRefusesBadConfig(t *testing.T) {
 	work := t.TempDir()
 	cfg := filepath.Join(work, "bad.json")
 	os.WriteFile(cfg, []byte(`{"token": {"module": "/nonexistent.so", "label": "x", "pin_file": "/p"}, "typo": 1}`), 0o600)
-	out, err := exec.Command("go", "run", ".", "-config", cfg).CombinedOutput()
+	out, err := exec.Command(keyrackdBinary(t), "-config", cfg).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), `unknown field \"typo\"`) {
 		t.Fatalf("bad config: err=%v\n%s", err, out)
 	}

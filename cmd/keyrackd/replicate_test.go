@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -41,10 +40,6 @@ func TestReplicateToSecondToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	work := t.TempDir()
-	bin := filepath.Join(work, "keyrackd")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
 	brand, err := rsa.GenerateKey(rand.Reader, 4096)
 	if err != nil {
 		t.Fatal(err)
@@ -96,15 +91,7 @@ func TestReplicateToSecondToken(t *testing.T) {
 		}
 	}()
 	for _, a := range []appl{A, B} {
-		cmd := exec.Command(bin, "-config", a.cfg)
-		cmd.Env = append(os.Environ(), a.tok.Env()...)
-		logf, _ := os.Create(a.cfg + ".log")
-		cmd.Stdout, cmd.Stderr = logf, logf
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		waitHealthy(t, a.addr)
+		startWithConfig(t, a.cfg, a.addr, a.tok.Env())
 	}
 	officer, _ := os.ReadFile(filepath.Join(work, "officer-token"))
 	call := func(a appl, method, path string, body any) (int, map[string]any) {

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -38,10 +37,6 @@ func TestTwoAppliancesOnePostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	work := t.TempDir()
-	bin := filepath.Join(work, "keyrackd")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
 	tok, err := softhsm.Create(filepath.Join(work, "token"), "shared-hsm")
 	if err != nil {
 		t.Fatal(err)
@@ -83,21 +78,8 @@ func TestTwoAppliancesOnePostgres(t *testing.T) {
 			t.Fatal(err)
 		}
 	}()
-	start := func(cfgPath string) *exec.Cmd {
-		cmd := exec.Command(bin, "-config", cfgPath)
-		cmd.Env = append(os.Environ(), tok.Env()...)
-		logf, _ := os.Create(cfgPath + ".log")
-		cmd.Stdout, cmd.Stderr = logf, logf
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		return cmd
-	}
-	start(cfgA)
-	start(cfgB)
-	waitHealthy(t, addrA)
-	waitHealthy(t, addrB)
+	startWithConfig(t, cfgA, addrA, tok.Env())
+	startWithConfig(t, cfgB, addrB, tok.Env())
 
 	apiKey, _ := os.ReadFile(filepath.Join(work, "api-key"))
 	officer, _ := os.ReadFile(filepath.Join(work, "officer-token"))
