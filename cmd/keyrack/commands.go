@@ -318,17 +318,7 @@ func (c *cli) audit(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return usageErr("audit [-after N] [-limit N]")
 	}
-	var ans struct {
-		Events []struct {
-			Seq     int64           `json:"seq"`
-			Time    time.Time       `json:"time"`
-			Actor   string          `json:"actor"`
-			Action  string          `json:"action"`
-			Subject string          `json:"subject"`
-			Result  string          `json:"result"`
-			Details json.RawMessage `json:"details"`
-		} `json:"events"`
-	}
+	var ans auditPage
 	if _, err := c.call(ctx, "GET", fmt.Sprintf("/v1/audit?after=%d&limit=%d", *after, *limit), nil, &ans, true); err != nil {
 		return err
 	}
