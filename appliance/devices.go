@@ -60,7 +60,9 @@ func (s *Server) requestID(c echo.Context) error {
 	}
 	id := hex.EncodeToString(b)
 	cl := clientOf(c)
-	err := s.db.Update(c.Request().Context(), func(tx *store.Tx) error {
+	// Unsynced: a request-id lost in a crash is answered "unknown
+	// request-id" and snapd asks for a new one.
+	err := s.db.UpdateUnsynced(c.Request().Context(), func(tx *store.Tx) error {
 		return tx.InsertNonce(id, cl.name, time.Duration(s.cfg.Devices.NonceTTL))
 	})
 	if err != nil {
@@ -90,6 +92,10 @@ var validSerial = func(s string) error {
 	}
 	return nil
 }
+
+// errOnRecord rolls back the fast (unsynced) first transaction of a
+// serial request that found its serial on record.
+var errOnRecord = errors.New("serial on record")
 
 // serialDecision is what the first transaction of a serial request decided.
 type serialDecision struct {
@@ -148,9 +154,15 @@ func (s *Server) serial(c echo.Context) error {
 	nonce := req.RequestID()
 
 	// 1. Claim the request-id and decide about the serial, atomically.
+	// A new serial is reserved unsynced: if the appliance crashes before
+	// step 3 is durable, losing the claim and the reservation loses
+	// nothing, since no signature has left, and step 3's durable commit
+	// makes this one durable first. A serial already on record is decided
+	// in a durable transaction instead (the fast one is rolled back whole),
+	// since its answer (the stored serial, a refusal) leaves at once.
 	var d serialDecision
 	var refusal error
-	err = s.db.Update(ctx, func(tx *store.Tx) error {
+	decide := func(tx *store.Tx, fast bool) error {
 		if err := tx.ClaimNonce(nonce, cl.name); err != nil {
 			return nonceError(err)
 		}
@@ -166,6 +178,9 @@ func (s *Server) serial(c echo.Context) error {
 		err := tx.ReserveSerial(rec)
 		if !errors.Is(err, store.ErrExists) {
 			return err
+		}
+		if fast {
+			return errOnRecord
 		}
 		old, err := tx.GetSerial(brand, model, d.serial)
 		if err != nil {
@@ -205,7 +220,11 @@ func (s *Server) serial(c echo.Context) error {
 		}
 		_, err = tx.Audit("client:"+cl.name, "serial.duplicate", subject, "refused: "+toAPIError(refusal).Message, map[string]any{"device_key_id": devKey.ID()})
 		return err
-	})
+	}
+	err = s.db.UpdateUnsynced(ctx, func(tx *store.Tx) error { return decide(tx, true) })
+	if errors.Is(err, errOnRecord) {
+		err = s.db.Update(ctx, func(tx *store.Tx) error { return decide(tx, false) })
+	}
 	if err != nil {
 		return err
 	}

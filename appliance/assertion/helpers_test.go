@@ -97,6 +97,9 @@ type tokenKey struct {
 	signWith *rsa.PrivateKey
 	// fail, when set, is returned by Sign: a token gone away.
 	fail error
+	// flipAfter > 0 flips a bit of every signature after the first
+	// flipAfter ones: a token that develops a fault.
+	flipAfter int64
 }
 
 func (k *tokenKey) Public() crypto.PublicKey { return &k.priv.PublicKey }
@@ -113,7 +116,11 @@ func (k *tokenKey) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]b
 	if k.signWith != nil {
 		priv = k.signWith
 	}
-	return rsa.SignPKCS1v15(r, priv, crypto.SHA512, digest)
+	sig, err := rsa.SignPKCS1v15(r, priv, crypto.SHA512, digest)
+	if err == nil && k.flipAfter > 0 && k.signs.Load() > k.flipAfter {
+		sig[len(sig)/2] ^= 0x10
+	}
+	return sig, err
 }
 
 func brandToken() *tokenKey { return &tokenKey{priv: brandPriv} }

@@ -8,10 +8,12 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -84,6 +86,9 @@ type Signer struct {
 	apub  asserts.PublicKey
 	keyID string
 	now   func() time.Time
+	// checkedFull: a signature of this Signer passed snapd's own check
+	// (see selfCheck).
+	checkedFull atomic.Bool
 }
 
 // NewSigner wraps key. key.Sign is the only private-key operation ever
@@ -180,7 +185,7 @@ func (s *Signer) Sign(t *asserts.AssertionType, headers map[string]any, body []b
 	if err := precheck(t, content); err != nil {
 		return Signed{}, err
 	}
-	sig, err := s.signature(content)
+	sig, raw, err := s.signature(content)
 	if err != nil {
 		return Signed{}, err
 	}
@@ -190,7 +195,7 @@ func (s *Signer) Sign(t *asserts.AssertionType, headers map[string]any, body []b
 	out = append(out, sig...)
 	// snapd ends every encoded assertion with a newline ("cat friendly").
 	out = append(out, '\n')
-	a, err := s.selfCheck(t, content, out)
+	a, err := s.selfCheck(t, content, sig, out, raw)
 	if err != nil {
 		return Signed{}, err
 	}
@@ -387,12 +392,13 @@ func precheck(t *asserts.AssertionType, content []byte) error {
 // signature makes the OpenPGP v4 binary-document signature over content
 // (SHA-512; the creation time is the only hashed subpacket, no issuer) and
 // encodes it as snapd does: base64 of 0x01 || packet, in 76-column lines.
-func (s *Signer) signature(content []byte) ([]byte, error) {
+func (s *Signer) signature(content []byte) ([]byte, rawSignature, error) {
 	now := s.now()
 	if u := now.Unix(); u < 0 || u > math.MaxUint32 {
-		return nil, fmt.Errorf("%w: clock reads %v, which an OpenPGP signature cannot carry", ErrSigning, now)
+		return nil, rawSignature{}, fmt.Errorf("%w: clock reads %v, which an OpenPGP signature cannot carry", ErrSigning, now)
 	}
-	priv := packet.NewSignerPrivateKey(keyPacketTime, s.key)
+	rec := &recordingSigner{Signer: s.key}
+	priv := packet.NewSignerPrivateKey(keyPacketTime, rec)
 	sig := &packet.Signature{
 		SigType:      packet.SigTypeBinary,
 		PubKeyAlgo:   packet.PubKeyAlgoRSA,
@@ -402,12 +408,12 @@ func (s *Signer) signature(content []byte) ([]byte, error) {
 	h := sha512.New()
 	h.Write(content)
 	if err := sig.Sign(h, priv, nil); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrSigning, err)
+		return nil, rawSignature{}, fmt.Errorf("%w: %w", ErrSigning, err)
 	}
 	var pkt bytes.Buffer
 	pkt.WriteByte(0x01)
 	if err := sig.Serialize(&pkt); err != nil {
-		return nil, fmt.Errorf("%w: serializing the signature packet: %w", ErrSigning, err)
+		return nil, rawSignature{}, fmt.Errorf("%w: serializing the signature packet: %w", ErrSigning, err)
 	}
 	flat := base64.StdEncoding.EncodeToString(pkt.Bytes())
 	const width = 76
@@ -417,12 +423,40 @@ func (s *Signer) signature(content []byte) ([]byte, error) {
 		out = append(out, '\n')
 		flat = flat[width:]
 	}
-	return append(out, flat...), nil
+	return append(out, flat...), rec.rawSignature, nil
 }
 
-// selfCheck decodes what is about to be returned and verifies it with the
-// signer's public key.
-func (s *Signer) selfCheck(t *asserts.AssertionType, content, encoded []byte) (asserts.Assertion, error) {
+// rawSignature is what went to and came back from the key: the digest of
+// the content and OpenPGP trailer, and the RSA signature.
+type rawSignature struct {
+	digest, sig []byte
+}
+
+// recordingSigner keeps the digest and signature of the one Sign call the
+// OpenPGP packet makes, for the self-check.
+type recordingSigner struct {
+	crypto.Signer
+	rawSignature
+}
+
+func (r *recordingSigner) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	sig, err := r.Signer.Sign(rand, digest, opts)
+	if err == nil {
+		r.digest, r.sig = append([]byte(nil), digest...), sig
+	}
+	return sig, err
+}
+
+// selfCheck decodes what is about to be returned and checks that it
+// carries exactly the content and signature text made, and that the
+// key's RSA signature verifies for the digest it was given. That catches
+// a faulty token on every signature. The first signature of each Signer
+// is also checked the way snapd checks it (asserts.SignatureCheck: OpenPGP
+// packet parsed, digest recomputed from content and trailer, RSA verified),
+// which proves the packet encoding; it depends only on code, not on the
+// token, so once per signer is enough, and it costs about as much again
+// as the rest of the self-check.
+func (s *Signer) selfCheck(t *asserts.AssertionType, content, sigText, encoded []byte, raw rawSignature) (asserts.Assertion, error) {
 	a, err := asserts.Decode(encoded)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrSelfCheck, err)
@@ -430,11 +464,23 @@ func (s *Signer) selfCheck(t *asserts.AssertionType, content, encoded []byte) (a
 	if a.Type() != t {
 		return nil, fmt.Errorf("%w: decoded as %s, not %s", ErrSelfCheck, a.Type().Name, t.Name)
 	}
-	if got, _ := a.Signature(); !bytes.Equal(got, content) {
+	gotContent, gotSig := a.Signature()
+	if !bytes.Equal(gotContent, content) {
 		return nil, fmt.Errorf("%w: decoded content differs from the signed content", ErrSelfCheck)
 	}
-	if err := asserts.SignatureCheck(a, s.apub); err != nil {
+	// The encoding ends with a newline, which the decoder keeps on the
+	// signature.
+	if !bytes.Equal(bytes.TrimSuffix(gotSig, []byte("\n")), sigText) {
+		return nil, fmt.Errorf("%w: decoded signature differs from the one made", ErrSelfCheck)
+	}
+	if err := verifySHA512(s.pub, raw.digest, raw.sig); err != nil {
 		return nil, fmt.Errorf("%w: signature does not verify with key %s: %v", ErrSelfCheck, s.keyID, err)
+	}
+	if !s.checkedFull.Load() {
+		if err := asserts.SignatureCheck(a, s.apub); err != nil {
+			return nil, fmt.Errorf("%w: signature does not verify with key %s: %v", ErrSelfCheck, s.keyID, err)
+		}
+		s.checkedFull.Store(true)
 	}
 	return a, nil
 }

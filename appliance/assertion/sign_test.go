@@ -620,6 +620,22 @@ func TestFaultyToken(t *testing.T) {
 		t.Errorf("token signing with another key: %v, want ErrSelfCheck", err)
 	}
 
+	// A fault after the first signatures (which also passed snapd's full
+	// check) is caught on every later signature.
+	faulty, err := assertion.NewSigner(&tokenKey{priv: brandPriv, flipAfter: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 6; i++ {
+		_, err := faulty.Serial(in)
+		if i <= 3 && err != nil {
+			t.Fatalf("signature %d of a good token: %v", i, err)
+		}
+		if i > 3 && !errors.Is(err, assertion.ErrSelfCheck) {
+			t.Errorf("signature %d with a flipped bit: %v, want ErrSelfCheck", i, err)
+		}
+	}
+
 	gone := errors.New("token removed")
 	failing, err := assertion.NewSigner(&tokenKey{priv: brandPriv, fail: gone})
 	if err != nil {

@@ -62,7 +62,7 @@ func (t *Tx) Audit(actor, action, subject, result string, details any) (AuditEve
 	}
 	var last sql.NullInt64
 	var prev []byte
-	err := t.tx.QueryRow(`SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1`).Scan(&last, &prev)
+	err := t.queryRow(`SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1`).Scan(&last, &prev)
 	if errors.Is(err, sql.ErrNoRows) {
 		prev, err = genesis, nil
 	}
@@ -72,7 +72,7 @@ func (t *Tx) Audit(actor, action, subject, result string, details any) (AuditEve
 	e := AuditEvent{Seq: last.Int64 + 1, Time: t.now, Actor: actor, Action: action, Subject: subject,
 		Result: result, Details: d, PrevHash: prev}
 	e.Hash = chainHash(prev, e)
-	_, err = t.tx.Exec(`INSERT INTO audit (seq, time_us, actor, action, subject, result, details, prev_hash, hash)
+	_, err = t.exec(`INSERT INTO audit (seq, time_us, actor, action, subject, result, details, prev_hash, hash)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
 		e.Seq, micros(e.Time), e.Actor, e.Action, e.Subject, e.Result, e.Details, e.PrevHash, e.Hash)
 	if err != nil {
@@ -87,7 +87,7 @@ func (t *Tx) AuditEvents(after int64, limit int) ([]AuditEvent, error) {
 	if limit <= 0 || limit > 10000 {
 		limit = 10000
 	}
-	rows, err := t.tx.Query(`SELECT seq, time_us, actor, action, subject, result, details, prev_hash, hash
+	rows, err := t.query(`SELECT seq, time_us, actor, action, subject, result, details, prev_hash, hash
 		FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2`, after, limit)
 	if err != nil {
 		return nil, err

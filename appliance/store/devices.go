@@ -33,7 +33,7 @@ func (t *Tx) PutModel(m ModelConfig) error {
 	if m.NextSerial < 1 {
 		m.NextSerial = 1
 	}
-	_, err = t.tx.Exec(`INSERT INTO models (brand, model, keys, serial_source, serial_prefix, next_serial, allow_rekey, proposal_id, created_us, updated_us)
+	_, err = t.exec(`INSERT INTO models (brand, model, keys, serial_source, serial_prefix, next_serial, allow_rekey, proposal_id, created_us, updated_us)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
 		ON CONFLICT (brand, model) DO UPDATE SET keys = excluded.keys, serial_source = excluded.serial_source,
 			serial_prefix = excluded.serial_prefix, allow_rekey = excluded.allow_rekey, proposal_id = excluded.proposal_id,
@@ -72,7 +72,7 @@ func scanModel(row interface{ Scan(...any) error }) (ModelConfig, error) {
 
 // GetModel returns a model's configuration.
 func (t *Tx) GetModel(brand, model string) (ModelConfig, error) {
-	m, err := scanModel(t.tx.QueryRow(`SELECT `+modelCols+` FROM models WHERE brand = $1 AND model = $2`, brand, model))
+	m, err := scanModel(t.queryRow(`SELECT `+modelCols+` FROM models WHERE brand = $1 AND model = $2`, brand, model))
 	if errors.Is(err, sql.ErrNoRows) {
 		return ModelConfig{}, fmt.Errorf("store: model %s/%s: %w", brand, model, ErrNotFound)
 	}
@@ -81,7 +81,7 @@ func (t *Tx) GetModel(brand, model string) (ModelConfig, error) {
 
 // ListModels returns every model configuration.
 func (t *Tx) ListModels() ([]ModelConfig, error) {
-	rows, err := t.tx.Query(`SELECT ` + modelCols + ` FROM models ORDER BY brand, model`)
+	rows, err := t.query(`SELECT ` + modelCols + ` FROM models ORDER BY brand, model`)
 	if err != nil {
 		return nil, err
 	}
@@ -100,7 +100,7 @@ func (t *Tx) ListModels() ([]ModelConfig, error) {
 // NextSerial takes the next number of a model's serial sequence.
 func (t *Tx) NextSerial(brand, model string) (int64, error) {
 	var n int64
-	err := t.tx.QueryRow(`UPDATE models SET next_serial = next_serial + 1 WHERE brand = $1 AND model = $2 RETURNING next_serial - 1`, brand, model).Scan(&n)
+	err := t.queryRow(`UPDATE models SET next_serial = next_serial + 1 WHERE brand = $1 AND model = $2 RETURNING next_serial - 1`, brand, model).Scan(&n)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, fmt.Errorf("store: model %s/%s: %w", brand, model, ErrNotFound)
 	}
@@ -117,7 +117,7 @@ var (
 
 // InsertNonce records a request-id issued to client.
 func (t *Tx) InsertNonce(id, client string, ttl time.Duration) error {
-	_, err := t.tx.Exec(`INSERT INTO nonces (id, client, state, created_us, expires_us) VALUES ($1, $2, 'issued', $3, $4)`,
+	_, err := t.exec(`INSERT INTO nonces (id, client, state, created_us, expires_us) VALUES ($1, $2, 'issued', $3, $4)`,
 		id, client, micros(t.now), micros(t.now.Add(ttl)))
 	return err
 }
@@ -127,7 +127,7 @@ func (t *Tx) InsertNonce(id, client string, ttl time.Duration) error {
 func (t *Tx) ClaimNonce(id, client string) error {
 	var owner, state string
 	var expires int64
-	err := t.tx.QueryRow(`SELECT client, state, expires_us FROM nonces WHERE id = $1`, id).Scan(&owner, &state, &expires)
+	err := t.queryRow(`SELECT client, state, expires_us FROM nonces WHERE id = $1`, id).Scan(&owner, &state, &expires)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return ErrNonceUnknown
@@ -140,7 +140,7 @@ func (t *Tx) ClaimNonce(id, client string) error {
 	case micros(t.now) > expires:
 		return ErrNonceExpired
 	}
-	res, err := t.tx.Exec(`UPDATE nonces SET state = 'claimed', used_us = $1 WHERE id = $2 AND state = 'issued'`, micros(t.now), id)
+	res, err := t.exec(`UPDATE nonces SET state = 'claimed', used_us = $1 WHERE id = $2 AND state = 'issued'`, micros(t.now), id)
 	if err := expectOne(res, err, "claiming request-id"); err != nil {
 		return ErrNonceUsed
 	}
@@ -149,14 +149,14 @@ func (t *Tx) ClaimNonce(id, client string) error {
 
 // ConsumeNonce finishes a claimed request-id.
 func (t *Tx) ConsumeNonce(id string) error {
-	res, err := t.tx.Exec(`UPDATE nonces SET state = 'consumed', used_us = $1 WHERE id = $2 AND state = 'claimed'`, micros(t.now), id)
+	res, err := t.exec(`UPDATE nonces SET state = 'consumed', used_us = $1 WHERE id = $2 AND state = 'claimed'`, micros(t.now), id)
 	return expectOne(res, err, "consuming request-id")
 }
 
 // PurgeNonces deletes request-ids that expired before cutoff and were
 // never used, and returns how many.
 func (t *Tx) PurgeNonces(cutoff time.Time) (int64, error) {
-	res, err := t.tx.Exec(`DELETE FROM nonces WHERE expires_us < $1 AND state = 'issued'`, micros(cutoff))
+	res, err := t.exec(`DELETE FROM nonces WHERE expires_us < $1 AND state = 'issued'`, micros(cutoff))
 	if err != nil {
 		return 0, err
 	}
@@ -179,7 +179,7 @@ type SerialRecord struct {
 func (t *Tx) GetSerial(brand, model, serial string) (SerialRecord, error) {
 	var r SerialRecord
 	var upd int64
-	err := t.tx.QueryRow(`SELECT brand, model, serial, device_key_id, revision, state, assertion, client, nonce, updated_us
+	err := t.queryRow(`SELECT brand, model, serial, device_key_id, revision, state, assertion, client, nonce, updated_us
 		FROM serials WHERE brand = $1 AND model = $2 AND serial = $3`, brand, model, serial).
 		Scan(&r.Brand, &r.Model, &r.Serial, &r.DeviceKeyID, &r.Revision, &r.State, &r.Assertion, &r.Client, &r.Nonce, &upd)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -191,7 +191,7 @@ func (t *Tx) GetSerial(brand, model, serial string) (SerialRecord, error) {
 // ReserveSerial inserts a serial in state "signing"; ErrExists when the
 // serial is taken.
 func (t *Tx) ReserveSerial(r SerialRecord) error {
-	res, err := t.tx.Exec(`INSERT INTO serials (brand, model, serial, device_key_id, revision, state, client, nonce, updated_us)
+	res, err := t.exec(`INSERT INTO serials (brand, model, serial, device_key_id, revision, state, client, nonce, updated_us)
 		VALUES ($1, $2, $3, $4, $5, 'signing', $6, $7, $8) ON CONFLICT DO NOTHING`,
 		r.Brand, r.Model, r.Serial, r.DeviceKeyID, r.Revision, r.Client, r.Nonce, micros(t.now))
 	return inserted(res, err, "serial "+r.Serial)
@@ -200,7 +200,7 @@ func (t *Tx) ReserveSerial(r SerialRecord) error {
 // RekeySerial moves an issued serial to a new device key and revision,
 // in state "signing".
 func (t *Tx) RekeySerial(r SerialRecord, fromRevision int) error {
-	res, err := t.tx.Exec(`UPDATE serials SET pending_key_id = $1, revision = $2, state = 'signing', client = $3, nonce = $4, updated_us = $5
+	res, err := t.exec(`UPDATE serials SET pending_key_id = $1, revision = $2, state = 'signing', client = $3, nonce = $4, updated_us = $5
 		WHERE brand = $6 AND model = $7 AND serial = $8 AND state = 'issued' AND revision = $9`,
 		r.DeviceKeyID, r.Revision, r.Client, r.Nonce, micros(t.now), r.Brand, r.Model, r.Serial, fromRevision)
 	return expectOne(res, err, "re-keying serial "+r.Serial)
@@ -208,7 +208,7 @@ func (t *Tx) RekeySerial(r SerialRecord, fromRevision int) error {
 
 // IssueSerial completes a reservation with the signed assertion.
 func (t *Tx) IssueSerial(brand, model, serial, nonce string, assertion []byte) error {
-	res, err := t.tx.Exec(`UPDATE serials SET state = 'issued', assertion = $1, updated_us = $2,
+	res, err := t.exec(`UPDATE serials SET state = 'issued', assertion = $1, updated_us = $2,
 			device_key_id = COALESCE(pending_key_id, device_key_id), pending_key_id = NULL
 		WHERE brand = $3 AND model = $4 AND serial = $5 AND state = 'signing' AND nonce = $6`,
 		assertion, micros(t.now), brand, model, serial, nonce)
@@ -218,12 +218,12 @@ func (t *Tx) IssueSerial(brand, model, serial, nonce string, assertion []byte) e
 // DropSerialReservation undoes a reservation whose signing failed: a new
 // serial is removed, a re-key returns to the serial as it was issued.
 func (t *Tx) DropSerialReservation(brand, model, serial, nonce string) error {
-	_, err := t.tx.Exec(`DELETE FROM serials WHERE brand = $1 AND model = $2 AND serial = $3 AND state = 'signing' AND nonce = $4 AND pending_key_id IS NULL`,
+	_, err := t.exec(`DELETE FROM serials WHERE brand = $1 AND model = $2 AND serial = $3 AND state = 'signing' AND nonce = $4 AND pending_key_id IS NULL`,
 		brand, model, serial, nonce)
 	if err != nil {
 		return err
 	}
-	_, err = t.tx.Exec(`UPDATE serials SET state = 'issued', revision = revision - 1, pending_key_id = NULL
+	_, err = t.exec(`UPDATE serials SET state = 'issued', revision = revision - 1, pending_key_id = NULL
 		WHERE brand = $1 AND model = $2 AND serial = $3 AND state = 'signing' AND nonce = $4 AND pending_key_id IS NOT NULL`,
 		brand, model, serial, nonce)
 	return err
@@ -233,7 +233,7 @@ func (t *Tx) DropSerialReservation(brand, model, serial, nonce string) error {
 // cutoff (a crash between reservation and issue; younger ones may be in
 // progress on another appliance sharing the store).
 func (t *Tx) StaleReservations(cutoff time.Time) ([]SerialRecord, error) {
-	rows, err := t.tx.Query(`SELECT brand, model, serial, nonce, revision FROM serials WHERE state = 'signing' AND updated_us < $1`, micros(cutoff))
+	rows, err := t.query(`SELECT brand, model, serial, nonce, revision FROM serials WHERE state = 'signing' AND updated_us < $1`, micros(cutoff))
 	if err != nil {
 		return nil, err
 	}
@@ -268,7 +268,7 @@ type LogEntry struct {
 // LogSignature appends to the signing log.
 func (t *Tx) LogSignature(e LogEntry) (int64, error) {
 	var id int64
-	err := t.tx.QueryRow(`INSERT INTO signing_log (time_us, type, key_id, brand, model, serial, device_key_id, client, revision, digest)
+	err := t.queryRow(`INSERT INTO signing_log (time_us, type, key_id, brand, model, serial, device_key_id, client, revision, digest)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id`,
 		micros(t.now), e.Type, e.KeyID, e.Brand, e.Model, e.Serial, e.DeviceKeyID, e.Client, e.Revision, e.Digest).Scan(&id)
 	return id, err
@@ -291,7 +291,7 @@ func (t *Tx) SigningLog(f LogFilter) ([]LogEntry, error) {
 	if until.IsZero() {
 		until = time.Unix(1<<40, 0)
 	}
-	rows, err := t.tx.Query(`SELECT id, time_us, type, key_id, brand, model, serial, device_key_id, client, revision, digest FROM signing_log
+	rows, err := t.query(`SELECT id, time_us, type, key_id, brand, model, serial, device_key_id, client, revision, digest FROM signing_log
 		WHERE id > $1 AND ($2 = '' OR type = $2) AND ($3 = '' OR brand = $3) AND ($4 = '' OR model = $4)
 		AND ($5 = '' OR serial = $5) AND ($6 = '' OR client = $6) AND time_us >= $7 AND time_us < $8
 		ORDER BY id LIMIT $9`,

@@ -60,7 +60,7 @@ func nullString(s string) sql.NullString { return sql.NullString{String: s, Vali
 
 // InsertKey adds a key record. A used name or CKA_ID is ErrExists.
 func (t *Tx) InsertKey(k Key) error {
-	res, err := t.tx.Exec(`INSERT INTO keys (`+keyCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING`,
+	res, err := t.exec(`INSERT INTO keys (`+keyCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING`,
 		k.Name, k.CKAID, nullString(k.KeyID), k.PublicKey, k.Bits, k.Origin, k.Roles, k.State, k.AccountKey,
 		k.ProposalID, micros(t.now), micros(t.now))
 	return inserted(res, err, fmt.Sprintf("key %q", k.Name))
@@ -68,7 +68,7 @@ func (t *Tx) InsertKey(k Key) error {
 
 // ActivateKey completes a pending record with what the token reported.
 func (t *Tx) ActivateKey(name, keyID string, publicKey []byte, bits int) error {
-	res, err := t.tx.Exec(`UPDATE keys SET key_id = $1, public_key = $2, bits = $3, state = $4, updated_us = $5
+	res, err := t.exec(`UPDATE keys SET key_id = $1, public_key = $2, bits = $3, state = $4, updated_us = $5
 		WHERE name = $6 AND state = $7`, keyID, publicKey, bits, KeyActive, micros(t.now), name, KeyPending)
 	if isUnique(err) {
 		return fmt.Errorf("store: key id %s is already recorded for another key: %w", keyID, ErrExists)
@@ -79,20 +79,20 @@ func (t *Tx) ActivateKey(name, keyID string, publicKey []byte, bits int) error {
 // SetKeyState moves a key from one state to another; ErrConflict when the
 // key is not in state from.
 func (t *Tx) SetKeyState(name string, from, to KeyState) error {
-	res, err := t.tx.Exec(`UPDATE keys SET state = $1, updated_us = $2 WHERE name = $3 AND state = $4`,
+	res, err := t.exec(`UPDATE keys SET state = $1, updated_us = $2 WHERE name = $3 AND state = $4`,
 		to, micros(t.now), name, from)
 	return expectOne(res, err, fmt.Sprintf("key %s %s -> %s", name, from, to))
 }
 
 // SetAccountKey stores the Brand Store's account-key assertion of a key.
 func (t *Tx) SetAccountKey(name string, assertion []byte) error {
-	res, err := t.tx.Exec(`UPDATE keys SET account_key = $1, updated_us = $2 WHERE name = $3`, assertion, micros(t.now), name)
+	res, err := t.exec(`UPDATE keys SET account_key = $1, updated_us = $2 WHERE name = $3`, assertion, micros(t.now), name)
 	return expectOne(res, err, "storing account-key of "+name)
 }
 
 // GetKey returns the record of key name.
 func (t *Tx) GetKey(name string) (Key, error) {
-	k, err := scanKey(t.tx.QueryRow(`SELECT `+keyCols+` FROM keys WHERE name = $1`, name))
+	k, err := scanKey(t.queryRow(`SELECT `+keyCols+` FROM keys WHERE name = $1`, name))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Key{}, fmt.Errorf("store: key %q: %w", name, ErrNotFound)
 	}
@@ -101,7 +101,7 @@ func (t *Tx) GetKey(name string) (Key, error) {
 
 // GetKeyByKeyID returns the record whose sign-key-sha3-384 is keyID.
 func (t *Tx) GetKeyByKeyID(keyID string) (Key, error) {
-	k, err := scanKey(t.tx.QueryRow(`SELECT `+keyCols+` FROM keys WHERE key_id = $1`, keyID))
+	k, err := scanKey(t.queryRow(`SELECT `+keyCols+` FROM keys WHERE key_id = $1`, keyID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Key{}, fmt.Errorf("store: key id %s: %w", keyID, ErrNotFound)
 	}
@@ -110,7 +110,7 @@ func (t *Tx) GetKeyByKeyID(keyID string) (Key, error) {
 
 // ListKeys returns every key record, oldest first.
 func (t *Tx) ListKeys() ([]Key, error) {
-	rows, err := t.tx.Query(`SELECT ` + keyCols + ` FROM keys ORDER BY created_us, name`)
+	rows, err := t.query(`SELECT ` + keyCols + ` FROM keys ORDER BY created_us, name`)
 	if err != nil {
 		return nil, err
 	}

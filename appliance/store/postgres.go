@@ -53,8 +53,11 @@ const writeLockID = 0x6b6579726163 // "keyrac"
 // spellings of its types. The translation is fixed, so an applied
 // migration reads the same forever.
 var postgresDialect = dialect{
-	name:       "postgres",
-	writeLock:  fmt.Sprintf(`SELECT pg_advisory_xact_lock(%d)`, writeLockID),
+	name:      "postgres",
+	writeLock: fmt.Sprintf(`SELECT pg_advisory_xact_lock(%d)`, writeLockID),
+	// Asynchronous commit for this transaction only: visible at once,
+	// flushed with the next synchronous commit at the latest.
+	unsynced:   `SET LOCAL synchronous_commit = off`,
 	migrations: toPostgres(sqliteDialect.migrations),
 }
 

@@ -20,7 +20,7 @@ type Officer struct {
 // InsertOfficer adds an officer; a used name is ErrExists.
 func (t *Tx) InsertOfficer(name string, secretHash []byte) (int64, error) {
 	var id int64
-	err := t.tx.QueryRow(`INSERT INTO officers (name, secret_hash, created_us) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING id`,
+	err := t.queryRow(`INSERT INTO officers (name, secret_hash, created_us) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING id`,
 		name, secretHash, micros(t.now)).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, fmt.Errorf("store: officer %q: %w", name, ErrExists)
@@ -46,7 +46,7 @@ func scanOfficer(row interface{ Scan(...any) error }) (Officer, error) {
 
 // GetOfficer returns an officer by id.
 func (t *Tx) GetOfficer(id int64) (Officer, error) {
-	o, err := scanOfficer(t.tx.QueryRow(`SELECT `+officerCols+` FROM officers WHERE id = $1`, id))
+	o, err := scanOfficer(t.queryRow(`SELECT `+officerCols+` FROM officers WHERE id = $1`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Officer{}, fmt.Errorf("store: officer %d: %w", id, ErrNotFound)
 	}
@@ -55,7 +55,7 @@ func (t *Tx) GetOfficer(id int64) (Officer, error) {
 
 // GetOfficerByName returns an officer by name.
 func (t *Tx) GetOfficerByName(name string) (Officer, error) {
-	o, err := scanOfficer(t.tx.QueryRow(`SELECT `+officerCols+` FROM officers WHERE name = $1`, name))
+	o, err := scanOfficer(t.queryRow(`SELECT `+officerCols+` FROM officers WHERE name = $1`, name))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Officer{}, fmt.Errorf("store: officer %q: %w", name, ErrNotFound)
 	}
@@ -64,7 +64,7 @@ func (t *Tx) GetOfficerByName(name string) (Officer, error) {
 
 // ListOfficers returns all officers, revoked ones included.
 func (t *Tx) ListOfficers() ([]Officer, error) {
-	rows, err := t.tx.Query(`SELECT ` + officerCols + ` FROM officers ORDER BY id`)
+	rows, err := t.query(`SELECT ` + officerCols + ` FROM officers ORDER BY id`)
 	if err != nil {
 		return nil, err
 	}
@@ -82,14 +82,14 @@ func (t *Tx) ListOfficers() ([]Officer, error) {
 
 // RevokeOfficer marks an active officer revoked.
 func (t *Tx) RevokeOfficer(name string) error {
-	res, err := t.tx.Exec(`UPDATE officers SET revoked_us = $1 WHERE name = $2 AND revoked_us IS NULL`, micros(t.now), name)
+	res, err := t.exec(`UPDATE officers SET revoked_us = $1 WHERE name = $2 AND revoked_us IS NULL`, micros(t.now), name)
 	return expectOne(res, err, "revoking officer "+name)
 }
 
 // CountActiveOfficers returns how many officers are not revoked.
 func (t *Tx) CountActiveOfficers() (int, error) {
 	var n int
-	err := t.tx.QueryRow(`SELECT count(*) FROM officers WHERE revoked_us IS NULL`).Scan(&n)
+	err := t.queryRow(`SELECT count(*) FROM officers WHERE revoked_us IS NULL`).Scan(&n)
 	return n, err
 }
 
@@ -109,7 +109,7 @@ type Client struct {
 func (t *Tx) InsertClient(c Client) error {
 	models, _ := json.Marshal(c.Models)
 	types, _ := json.Marshal(c.Types)
-	res, err := t.tx.Exec(`INSERT INTO clients (id, name, brand, models, types, secret_hash, created_us) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING`,
+	res, err := t.exec(`INSERT INTO clients (id, name, brand, models, types, secret_hash, created_us) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING`,
 		c.ID, c.Name, c.Brand, string(models), string(types), c.SecretHash, micros(t.now))
 	return inserted(res, err, fmt.Sprintf("client %q", c.Name))
 }
@@ -136,7 +136,7 @@ func scanClient(row interface{ Scan(...any) error }) (Client, error) {
 
 // GetClient returns a client by id.
 func (t *Tx) GetClient(id string) (Client, error) {
-	c, err := scanClient(t.tx.QueryRow(`SELECT `+clientCols+` FROM clients WHERE id = $1`, id))
+	c, err := scanClient(t.queryRow(`SELECT `+clientCols+` FROM clients WHERE id = $1`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Client{}, fmt.Errorf("store: client %q: %w", id, ErrNotFound)
 	}
@@ -145,7 +145,7 @@ func (t *Tx) GetClient(id string) (Client, error) {
 
 // GetClientByName returns a client by name.
 func (t *Tx) GetClientByName(name string) (Client, error) {
-	c, err := scanClient(t.tx.QueryRow(`SELECT `+clientCols+` FROM clients WHERE name = $1`, name))
+	c, err := scanClient(t.queryRow(`SELECT `+clientCols+` FROM clients WHERE name = $1`, name))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Client{}, fmt.Errorf("store: client %q: %w", name, ErrNotFound)
 	}
@@ -154,7 +154,7 @@ func (t *Tx) GetClientByName(name string) (Client, error) {
 
 // ListClients returns all clients.
 func (t *Tx) ListClients() ([]Client, error) {
-	rows, err := t.tx.Query(`SELECT ` + clientCols + ` FROM clients ORDER BY created_us, name`)
+	rows, err := t.query(`SELECT ` + clientCols + ` FROM clients ORDER BY created_us, name`)
 	if err != nil {
 		return nil, err
 	}
@@ -172,14 +172,14 @@ func (t *Tx) ListClients() ([]Client, error) {
 
 // RevokeClient marks an active client revoked.
 func (t *Tx) RevokeClient(name string) error {
-	res, err := t.tx.Exec(`UPDATE clients SET revoked_us = $1 WHERE name = $2 AND revoked_us IS NULL`, micros(t.now), name)
+	res, err := t.exec(`UPDATE clients SET revoked_us = $1 WHERE name = $2 AND revoked_us IS NULL`, micros(t.now), name)
 	return expectOne(res, err, "revoking client "+name)
 }
 
 // Setting returns a named setting ("" and ErrNotFound when unset).
 func (t *Tx) Setting(name string) (string, error) {
 	var v string
-	err := t.tx.QueryRow(`SELECT value FROM settings WHERE name = $1`, name).Scan(&v)
+	err := t.queryRow(`SELECT value FROM settings WHERE name = $1`, name).Scan(&v)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", fmt.Errorf("store: setting %q: %w", name, ErrNotFound)
 	}
@@ -188,6 +188,6 @@ func (t *Tx) Setting(name string) (string, error) {
 
 // SetSetting writes a named setting once; an existing one is ErrExists.
 func (t *Tx) SetSetting(name, value string) error {
-	res, err := t.tx.Exec(`INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING`, name, value)
+	res, err := t.exec(`INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING`, name, value)
 	return inserted(res, err, fmt.Sprintf("setting %q", name))
 }

@@ -36,7 +36,7 @@ type Proposal struct {
 
 // InsertProposal adds a pending proposal.
 func (t *Tx) InsertProposal(p Proposal) error {
-	res, err := t.tx.Exec(`INSERT INTO proposals (id, kind, payload, summary, proposer, state, created_us, expires_us)
+	res, err := t.exec(`INSERT INTO proposals (id, kind, payload, summary, proposer, state, created_us, expires_us)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING`,
 		p.ID, p.Kind, p.Payload, p.Summary, p.Proposer, ProposalPending, micros(t.now), micros(p.ExpiresAt))
 	return inserted(res, err, "proposal "+p.ID)
@@ -56,7 +56,7 @@ func (t *Tx) scanProposal(row interface{ Scan(...any) error }) (Proposal, error)
 }
 
 func (t *Tx) approvals(id string) ([]string, error) {
-	rows, err := t.tx.Query(`SELECT officer FROM approvals WHERE proposal_id = $1 ORDER BY created_us, officer`, id)
+	rows, err := t.query(`SELECT officer FROM approvals WHERE proposal_id = $1 ORDER BY created_us, officer`, id)
 	if err != nil {
 		return nil, err
 	}
@@ -74,7 +74,7 @@ func (t *Tx) approvals(id string) ([]string, error) {
 
 // GetProposal returns a proposal with its approvals.
 func (t *Tx) GetProposal(id string) (Proposal, error) {
-	p, err := t.scanProposal(t.tx.QueryRow(`SELECT `+proposalCols+` FROM proposals WHERE id = $1`, id))
+	p, err := t.scanProposal(t.queryRow(`SELECT `+proposalCols+` FROM proposals WHERE id = $1`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Proposal{}, fmt.Errorf("store: proposal %s: %w", id, ErrNotFound)
 	}
@@ -90,7 +90,7 @@ func (t *Tx) ListProposals(state ProposalState, limit int) ([]Proposal, error) {
 	if limit <= 0 || limit > 1000 {
 		limit = 1000
 	}
-	rows, err := t.tx.Query(`SELECT `+proposalCols+` FROM proposals WHERE ($1 = '' OR state = $1) ORDER BY created_us DESC, id LIMIT $2`, string(state), limit)
+	rows, err := t.query(`SELECT `+proposalCols+` FROM proposals WHERE ($1 = '' OR state = $1) ORDER BY created_us DESC, id LIMIT $2`, string(state), limit)
 	if err != nil {
 		return nil, err
 	}
@@ -117,13 +117,13 @@ func (t *Tx) ListProposals(state ProposalState, limit int) ([]Proposal, error) {
 
 // AddApproval records officer's approval; approving twice is ErrExists.
 func (t *Tx) AddApproval(id, officer string) error {
-	res, err := t.tx.Exec(`INSERT INTO approvals (proposal_id, officer, created_us) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`, id, officer, micros(t.now))
+	res, err := t.exec(`INSERT INTO approvals (proposal_id, officer, created_us) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`, id, officer, micros(t.now))
 	return inserted(res, err, fmt.Sprintf("approval of %s by %s", id, officer))
 }
 
 // DecideProposal moves a pending proposal to a final state.
 func (t *Tx) DecideProposal(id string, to ProposalState, result string) error {
-	res, err := t.tx.Exec(`UPDATE proposals SET state = $1, result = $2, decided_us = $3 WHERE id = $4 AND state = $5`,
+	res, err := t.exec(`UPDATE proposals SET state = $1, result = $2, decided_us = $3 WHERE id = $4 AND state = $5`,
 		to, result, micros(t.now), id, ProposalPending)
 	return expectOne(res, err, "deciding proposal "+id)
 }

@@ -34,6 +34,17 @@ type DB struct {
 	db      *sql.DB
 	dialect dialect
 	audits  atomic.Uint64 // audit events committed
+	commits atomic.Uint64 // write transactions committed
+
+	// stmts holds prepared statements by query text (see Tx.exec); nil
+	// for drivers that cache prepared statements themselves (pgx).
+	stmts *stmtCache
+
+	// wconn is the writer's own connection where the durability setting
+	// is per connection and may not change inside a transaction
+	// (SQLite); wmode is the setting it has.
+	wconn *sql.Conn
+	wmode string
 
 	// writes feeds the group-commit writer (see Update).
 	writes    chan *writeOp
@@ -45,11 +56,16 @@ type DB struct {
 type writeOp struct {
 	ctx  context.Context
 	fn   func(*Tx) error
+	sync bool // durable before Update returns (see UpdateUnsynced)
 	done chan error
 }
 
 // maxBatch bounds how many Updates share one commit.
 const maxBatch = 128
+
+// Commits returns how many write transactions (group commits) this
+// process committed.
+func (d *DB) Commits() uint64 { return d.commits.Load() }
 
 // AuditWrites returns how many audit events this process committed.
 func (d *DB) AuditWrites() uint64 { return d.audits.Load() }
@@ -60,6 +76,11 @@ type dialect struct {
 	// writeLock, when set, runs first in every write batch: it serializes
 	// writers of several processes sharing one database.
 	writeLock string
+	// synced and unsynced set up a write batch that must be durable at
+	// commit, or need not be (see UpdateUnsynced): inside the transaction,
+	// or with perConn before it on the writer's own connection.
+	synced, unsynced string
+	perConn          bool
 }
 
 // OpenSQLite opens (creating if needed) the SQLite store at path and
@@ -75,10 +96,14 @@ func OpenSQLite(ctx context.Context, path string) (*DB, error) {
 	// Readers run in parallel under WAL; all writes go through the one
 	// writer goroutine, so more connections serve readers only.
 	sdb.SetMaxOpenConns(16)
-	d := &DB{db: sdb, dialect: sqliteDialect}
+	d := &DB{db: sdb, dialect: sqliteDialect, stmts: newStmtCache(sdb)}
 	if err := d.migrate(ctx); err != nil {
 		sdb.Close()
 		return nil, err
+	}
+	if d.wconn, err = sdb.Conn(ctx); err != nil {
+		sdb.Close()
+		return nil, fmt.Errorf("store: %w", err)
 	}
 	d.startWriter()
 	return d, nil
@@ -95,7 +120,7 @@ func OpenSQLiteReadOnly(ctx context.Context, path string) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
-	d := &DB{db: sdb, dialect: sqliteDialect}
+	d := &DB{db: sdb, dialect: sqliteDialect, stmts: newStmtCache(sdb)}
 	v, err := d.SchemaVersion(ctx)
 	if err != nil {
 		sdb.Close()
@@ -116,6 +141,10 @@ func (d *DB) Close() error {
 			close(d.writes)
 			<-d.writerOut
 		}
+		if d.wconn != nil {
+			d.wconn.Close()
+		}
+		d.stmts.close()
 	})
 	return d.db.Close()
 }
@@ -166,6 +195,7 @@ func (d *DB) SchemaVersion(ctx context.Context) (int, error) {
 // Tx is one store transaction. Its methods are the store's operations.
 type Tx struct {
 	tx     *sql.Tx
+	stmts  *stmtCache
 	now    time.Time
 	audits int
 }
@@ -185,13 +215,32 @@ func (t *Tx) Now() time.Time { return t.now }
 // for one each; alone, an Update costs what a plain transaction does. fn
 // runs on the writer goroutine: it must only use tx, never call Update.
 func (d *DB) Update(ctx context.Context, fn func(*Tx) error) error {
+	return d.update(ctx, fn, true)
+}
+
+// UpdateUnsynced is Update without waiting for the disk: what fn wrote is
+// committed (visible to every reader and writer, here and on other
+// appliances sharing the store) when it returns, and becomes durable with
+// the next durable commit, which makes everything before it durable too
+// (SQLite's WAL and PostgreSQL's WAL are both written in commit order). A
+// crash before that loses it, and nothing after it can have been kept.
+//
+// It is for records whose loss in a crash harms nothing because nothing
+// has left the appliance on their strength yet: a request-id (the device
+// asks for a new one), the reservation of a serial before signing (the
+// signature is released only after a durable Update that follows it).
+func (d *DB) UpdateUnsynced(ctx context.Context, fn func(*Tx) error) error {
+	return d.update(ctx, fn, false)
+}
+
+func (d *DB) update(ctx context.Context, fn func(*Tx) error, sync bool) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	if d.writes == nil {
 		return errors.New("store: opened read-only")
 	}
-	op := &writeOp{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	op := &writeOp{ctx: ctx, fn: fn, sync: sync, done: make(chan error, 1)}
 	d.writes <- op
 	// Once queued, the outcome is awaited even if ctx ends: the caller
 	// must know whether its write is durable.
@@ -223,17 +272,47 @@ func (d *DB) startWriter() {
 	}()
 }
 
-// commitBatch runs a batch of Updates in one transaction.
+// commitBatch runs a batch of Updates in one transaction. Each Update of
+// a batch of several runs in its own savepoint, so that its error undoes
+// only its own writes; an Update alone needs none (its error rolls back
+// the transaction), which saves two statements in the common case.
 func (d *DB) commitBatch(batch []*writeOp) {
 	fail := func(err error) {
 		for _, op := range batch {
 			op.done <- err
 		}
 	}
-	tx, err := d.db.BeginTx(context.Background(), nil)
+	mode := d.dialect.unsynced
+	for _, op := range batch {
+		if op.sync {
+			mode = d.dialect.synced
+			break
+		}
+	}
+	if d.dialect.perConn && mode != d.wmode {
+		if _, err := d.wconn.ExecContext(context.Background(), mode); err != nil {
+			fail(fmt.Errorf("store: setting commit durability: %w", err))
+			return
+		}
+		d.wmode = mode
+	}
+	var tx *sql.Tx
+	var err error
+	if d.wconn != nil {
+		tx, err = d.wconn.BeginTx(context.Background(), nil)
+	} else {
+		tx, err = d.db.BeginTx(context.Background(), nil)
+	}
 	if err != nil {
 		fail(fmt.Errorf("store: begin: %w", err))
 		return
+	}
+	if !d.dialect.perConn && mode != "" {
+		if _, err := tx.Exec(mode); err != nil {
+			tx.Rollback()
+			fail(fmt.Errorf("store: setting commit durability: %w", err))
+			return
+		}
 	}
 	if d.dialect.writeLock != "" {
 		if _, err := tx.Exec(d.dialect.writeLock); err != nil {
@@ -243,6 +322,27 @@ func (d *DB) commitBatch(batch []*writeOp) {
 		}
 	}
 	now := time.Now().UTC().Truncate(time.Microsecond)
+	if len(batch) == 1 {
+		op := batch[0]
+		t := &Tx{tx: tx, stmts: d.stmts, now: now}
+		err := op.ctx.Err()
+		if err == nil {
+			err = op.fn(t)
+		}
+		if err != nil {
+			tx.Rollback()
+			op.done <- err
+			return
+		}
+		if err := tx.Commit(); err != nil {
+			op.done <- fmt.Errorf("store: commit: %w", err)
+			return
+		}
+		d.commits.Add(1)
+		d.audits.Add(uint64(t.audits))
+		op.done <- nil
+		return
+	}
 	results := make([]error, len(batch))
 	audits := 0
 	for i, op := range batch {
@@ -255,7 +355,7 @@ func (d *DB) commitBatch(batch []*writeOp) {
 			fail(fmt.Errorf("store: savepoint: %w", err))
 			return
 		}
-		t := &Tx{tx: tx, now: now}
+		t := &Tx{tx: tx, stmts: d.stmts, now: now}
 		results[i] = op.fn(t)
 		if results[i] != nil {
 			if _, err := tx.Exec(`ROLLBACK TO op`); err != nil {
@@ -276,6 +376,7 @@ func (d *DB) commitBatch(batch []*writeOp) {
 		fail(fmt.Errorf("store: commit: %w", err))
 		return
 	}
+	d.commits.Add(1)
 	d.audits.Add(uint64(audits))
 	for i, op := range batch {
 		op.done <- results[i]
@@ -289,7 +390,7 @@ func (d *DB) View(ctx context.Context, fn func(*Tx) error) error {
 		return fmt.Errorf("store: begin: %w", err)
 	}
 	defer tx.Rollback()
-	return fn(&Tx{tx: tx, now: time.Now().UTC().Truncate(time.Microsecond)})
+	return fn(&Tx{tx: tx, stmts: d.stmts, now: time.Now().UTC().Truncate(time.Microsecond)})
 }
 
 func micros(t time.Time) int64 { return t.UnixMicro() }

@@ -49,7 +49,7 @@ func backends(t *testing.T, fn func(t *testing.T, db *DB)) {
 	})
 }
 
-func openTest(t *testing.T) (*DB, string) {
+func openTest(t testing.TB) (*DB, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "keyrack.db")
 	db, err := OpenSQLite(context.Background(), path)
@@ -367,4 +367,116 @@ func TestTwoAppliancesOnePostgres(t *testing.T) {
 	if c, err := dbs[1].VerifyAudit(ctx); err != nil || c != 2*n {
 		t.Fatalf("audit chain from two writers: %d events, %v", c, err)
 	}
+}
+
+func TestUnsynced(t *testing.T) { backends(t, testUnsynced) }
+
+// testUnsynced: an unsynced update is committed when it returns (seen by
+// readers and by later updates), rolls back whole on error, and mixes in
+// one group commit with durable ones.
+func testUnsynced(t *testing.T, db *DB) {
+	ctx := context.Background()
+	if err := db.UpdateUnsynced(ctx, func(tx *Tx) error { return tx.SetSetting("a", "1") }); err != nil {
+		t.Fatal(err)
+	}
+	db.View(ctx, func(tx *Tx) error {
+		if v, err := tx.Setting("a"); err != nil || v != "1" {
+			t.Errorf("unsynced write not visible to a reader: %q, %v", v, err)
+		}
+		return nil
+	})
+	boom := errors.New("boom")
+	err := db.UpdateUnsynced(ctx, func(tx *Tx) error {
+		if err := tx.SetSetting("b", "1"); err != nil {
+			return err
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 40)
+	for i := 0; i < 40; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			name := fmt.Sprintf("k%d", i)
+			fn := func(tx *Tx) error { return tx.SetSetting(name, "v") }
+			if i%2 == 0 {
+				errs <- db.Update(ctx, fn)
+			} else {
+				errs <- db.UpdateUnsynced(ctx, fn)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	db.View(ctx, func(tx *Tx) error {
+		if _, err := tx.Setting("b"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("a failed unsynced update left its write: %v", err)
+		}
+		for i := 0; i < 40; i++ {
+			if _, err := tx.Setting(fmt.Sprintf("k%d", i)); err != nil {
+				t.Errorf("k%d: %v", i, err)
+			}
+		}
+		return nil
+	})
+}
+
+// TestSQLiteDurabilitySetting: the writer's connection commits with
+// synchronous=FULL exactly when the batch holds a durable update, and the
+// store reopened after Close has what unsynced updates wrote.
+func TestSQLiteDurabilitySetting(t *testing.T) {
+	ctx := context.Background()
+	db, path := openTest(t)
+	level := func() int {
+		// Through the writer, so the question goes to its connection
+		// between batches.
+		var n int
+		db.UpdateUnsynced(ctx, func(*Tx) error { return nil })
+		if err := db.wconn.QueryRowContext(ctx, `PRAGMA synchronous`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if err := db.Update(ctx, func(tx *Tx) error { return tx.SetSetting("durable", "1") }); err != nil {
+		t.Fatal(err)
+	}
+	if db.wmode != sqliteDialect.synced {
+		t.Errorf("after a durable update the writer's mode is %q", db.wmode)
+	}
+	if err := db.UpdateUnsynced(ctx, func(tx *Tx) error { return tx.SetSetting("lazy", "1") }); err != nil {
+		t.Fatal(err)
+	}
+	if n := level(); n != 1 {
+		t.Errorf("after unsynced updates PRAGMA synchronous = %d, want 1 (NORMAL)", n)
+	}
+	if err := db.Update(ctx, func(tx *Tx) error { return tx.SetSetting("durable2", "1") }); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := db.wconn.QueryRowContext(ctx, `PRAGMA synchronous`).Scan(&n); err != nil || n != 2 {
+		t.Errorf("after a durable update PRAGMA synchronous = %d (%v), want 2 (FULL)", n, err)
+	}
+	db.Close()
+	re, err := OpenSQLite(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer re.Close()
+	re.View(ctx, func(tx *Tx) error {
+		for _, k := range []string{"durable", "lazy", "durable2"} {
+			if _, err := tx.Setting(k); err != nil {
+				t.Errorf("%s after reopening: %v", k, err)
+			}
+		}
+		return nil
+	})
 }
