@@ -1,6 +1,7 @@
 package appliance
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -97,8 +98,13 @@ func (s *Server) requireOfficer(next echo.HandlerFunc) echo.HandlerFunc {
 			return &APIError{Status: http.StatusForbidden, Code: "forbidden",
 				Message: "factory API keys cannot be used on officer endpoints"}
 		}
-		name, err := s.authenticate(c, officerPrefix, token, errUnauthenticated, func(tx *store.Tx, name string) ([]byte, bool, error) {
-			o, err := tx.GetOfficerByName(name)
+		name, err := s.authenticate(c, officerPrefix, token, errUnauthenticated, func(ctx context.Context, name string) ([]byte, bool, error) {
+			var o store.Officer
+			err := s.db.View(ctx, func(tx *store.Tx) error {
+				var err error
+				o, err = tx.GetOfficerByName(name)
+				return err
+			})
 			return o.SecretHash, o.RevokedAt != nil, err
 		})
 		if err != nil {
@@ -112,7 +118,7 @@ func (s *Server) requireOfficer(next echo.HandlerFunc) echo.HandlerFunc {
 // authenticate checks a credential of the kind prefix and returns its
 // name. An unknown name, a revoked credential and a wrong secret all give
 // fail, after the same work, so that answers and timing do not tell which.
-func (s *Server) authenticate(c echo.Context, prefix, token string, fail error, lookup func(tx *store.Tx, name string) (hash []byte, revoked bool, err error)) (string, error) {
+func (s *Server) authenticate(c echo.Context, prefix, token string, fail error, lookup func(ctx context.Context, name string) (hash []byte, revoked bool, err error)) (string, error) {
 	name, ok := credentialName(prefix, token)
 	keys := []string{"addr:" + c.RealIP(), "name:" + prefix + name}
 	now := time.Now()
@@ -124,13 +130,7 @@ func (s *Server) authenticate(c echo.Context, prefix, token string, fail error, 
 		s.limiter.fail(now, keys[0])
 		return "", fail
 	}
-	var hash []byte
-	var revoked bool
-	err := s.db.View(c.Request().Context(), func(tx *store.Tx) error {
-		var err error
-		hash, revoked, err = lookup(tx, name)
-		return err
-	})
+	hash, revoked, err := lookup(c.Request().Context(), name)
 	if errors.Is(err, store.ErrNotFound) {
 		hash, err = make([]byte, sha256.Size), nil
 		revoked = true

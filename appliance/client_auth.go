@@ -1,8 +1,10 @@
 package appliance
 
 import (
+	"context"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -33,22 +35,50 @@ func (s *Server) requireClient(next echo.HandlerFunc) echo.HandlerFunc {
 		if strings.HasPrefix(token, officerPrefix) {
 			return &APIError{Status: http.StatusForbidden, Code: "forbidden", Message: "officer credentials cannot be used on device endpoints"}
 		}
-		var cl store.Client
-		_, err := s.authenticate(c, clientPrefix, token, errNoAPIKey, func(tx *store.Tx, name string) ([]byte, bool, error) {
+		var cc cachedClient
+		_, err := s.authenticate(c, clientPrefix, token, errNoAPIKey, func(ctx context.Context, name string) ([]byte, bool, error) {
 			var err error
-			cl, err = tx.GetClientByName(name)
-			return cl.SecretHash, cl.RevokedAt != nil, err
+			cc, err = s.client(ctx, name)
+			return cc.client.SecretHash, cc.client.RevokedAt != nil, err
 		})
 		if err != nil {
 			return err
 		}
-		scope, err := policy.NewClientScope(cl.Brand, cl.Models, cl.Types)
-		if err != nil {
-			return err
-		}
-		c.Set(clientKey, &authedClient{name: cl.Name, scope: scope})
+		c.Set(clientKey, &authedClient{name: cc.client.Name, scope: cc.scope})
 		return next(c)
 	}
+}
+
+// client returns API client name with its compiled scope, cached (see
+// keyCache): the record is read again after configTTL or after this
+// process changed any client.
+func (s *Server) client(ctx context.Context, name string) (cachedClient, error) {
+	now := time.Now()
+	s.cache.mu.Lock()
+	cc, ok := s.cache.clients[name]
+	s.cache.mu.Unlock()
+	if ok && s.fresh(cc.gen, cc.at, now) {
+		return cc, nil
+	}
+	cc = cachedClient{gen: s.db.ConfigGeneration(), at: now}
+	err := s.db.View(ctx, func(tx *store.Tx) error {
+		var err error
+		cc.client, err = tx.GetClientByName(name)
+		return err
+	})
+	if err != nil {
+		return cc, err
+	}
+	if cc.scope, err = policy.NewClientScope(cc.client.Brand, cc.client.Models, cc.client.Types); err != nil {
+		return cc, err
+	}
+	s.cache.mu.Lock()
+	if len(s.cache.clients) >= maxCachedConfig {
+		clear(s.cache.clients)
+	}
+	s.cache.clients[name] = cc
+	s.cache.mu.Unlock()
+	return cc, nil
 }
 
 func clientOf(c echo.Context) *authedClient {

@@ -610,3 +610,81 @@ func TestOverloadAnswers503(t *testing.T) {
 		t.Fatalf("request-id under overload: %d", code)
 	}
 }
+
+// TestChangesElsewhereStopSignatures: a key disabled or a client revoked
+// by another appliance sharing the store (here a second handle on the
+// same database, whose changes this server's caches do not hear of) stops
+// signatures at once: the transaction that would record the signature
+// finds the change, discards the signature and frees the reservation.
+func TestChangesElsewhereStopSignatures(t *testing.T) {
+	e := newDeviceEnv(t, false)
+	ctx := context.Background()
+	model := e.modelAssertion("line-1")
+	serial := func(sn string) (int, []byte) {
+		code, _, raw := e.call("line-a", "POST", "/v1/serial", asserts.MediaType, stream(newDevice(t).serialRequest(t, e.requestID("line-a"), "line-1", sn, nil), model), nil)
+		return code, raw
+	}
+	if code, raw := serial("E-1"); code != 200 {
+		t.Fatalf("first serial: %d %s", code, raw)
+	}
+	other, err := store.OpenSQLite(ctx, e.srv.cfg.Store.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	var key string
+	logged := func() int {
+		var n int
+		other.View(ctx, func(tx *store.Tx) error {
+			mc, _ := tx.GetModel("brand-x", "line-1")
+			key = mc.Keys["serial"]
+			rows, err := tx.SigningLog(store.LogFilter{Type: "serial"})
+			n = len(rows)
+			return err
+		})
+		return n
+	}
+	before := logged()
+	onRecord := func(sn string) bool {
+		var err error
+		other.View(ctx, func(tx *store.Tx) error {
+			_, err = tx.GetSerial("brand-x", "line-1", sn)
+			return nil
+		})
+		return err == nil
+	}
+
+	if err := other.Update(ctx, func(tx *store.Tx) error { return tx.SetKeyState(key, store.KeyActive, store.KeyDisabled) }); err != nil {
+		t.Fatal(err)
+	}
+	code, raw := serial("E-2")
+	if code != 403 || errCodeOf(raw) != "key-not-active" || !strings.Contains(string(raw), "discarded") {
+		t.Fatalf("key disabled elsewhere: %d %s", code, raw)
+	}
+	if logged() != before || onRecord("E-2") {
+		t.Fatalf("a discarded signature left a record (log %d -> %d)", before, logged())
+	}
+
+	if err := other.Update(ctx, func(tx *store.Tx) error {
+		if err := tx.SetKeyState(key, store.KeyDisabled, store.KeyActive); err != nil {
+			return err
+		}
+		return tx.RevokeClient("line-a")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	rid := e.requestID("line-a") // the cached client record still admits it
+	code, _, raw = e.call("line-a", "POST", "/v1/serial", asserts.MediaType, stream(newDevice(t).serialRequest(t, rid, "line-1", "E-3", nil), model), nil)
+	if code != 401 {
+		t.Fatalf("client revoked elsewhere: %d %s", code, raw)
+	}
+	if logged() != before || onRecord("E-3") {
+		t.Fatalf("a signature for a revoked client left a record")
+	}
+	// Once the cached record expires, the revoked client is refused at
+	// the door.
+	time.Sleep(configTTL + 100*time.Millisecond)
+	if code, _, raw := e.call("line-a", "POST", "/v1/request-id", "", nil, nil); code != 401 {
+		t.Fatalf("revoked client after %v: %d %s", configTTL, code, raw)
+	}
+}

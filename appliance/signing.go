@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/snapcore/snapd/asserts"
@@ -23,9 +24,14 @@ import (
 )
 
 // keyCache holds what never changes about a key once it is active: its
-// compiled roles and its token handle (which recovers by itself). The
-// key's state is read from the store on every signature, so disabling a
-// key takes effect at once.
+// compiled roles and its token handle (which recovers by itself); and,
+// for a short time, what a request needs to find its key: the model's
+// configuration, the key's record and a Signer for it. Those are read
+// again after configTTL, or at once when this process changes any key,
+// model or client (the store's configuration generation). Whatever the
+// cache holds, a signature leaves only if the transaction recording it
+// finds the key active and the client not revoked (logAndAudit), so
+// disabling a key or a client takes effect at once on every appliance.
 type keyCache struct {
 	mu    sync.Mutex
 	roles map[string]roles    // by key name
@@ -33,6 +39,47 @@ type keyCache struct {
 	// models holds digests of model assertions whose signature verified
 	// against a key of this appliance (bounded; cleared when full).
 	models map[string]bool
+	// bindings: by brand, model and assertion type (bounded; cleared
+	// when full).
+	bindings map[bindingKey]binding
+	// clients: API clients by name (bounded; cleared when full).
+	clients map[string]cachedClient
+}
+
+// configTTL bounds how long a cached model, key or client record is used.
+// It matters only for changes made by another appliance sharing the store
+// (this process's own changes clear the cache), and then only for
+// refusals the record would cause before signing: the checks that decide
+// whether a signature leaves are made in the recording transaction.
+const configTTL = 2 * time.Second
+
+// maxCachedConfig bounds the bindings and clients caches.
+const maxCachedConfig = 4096
+
+type bindingKey struct {
+	brand, model string
+	t            policy.AssertionType
+}
+
+type binding struct {
+	mc     store.ModelConfig
+	rec    store.Key
+	signer *assertion.Signer // nil until the key is first used
+	gen    uint64
+	at     time.Time
+}
+
+type cachedClient struct {
+	client store.Client
+	scope  *policy.ClientScope
+	gen    uint64
+	at     time.Time
+}
+
+// fresh reports whether something cached at generation gen at time at
+// may still be used.
+func (s *Server) fresh(gen uint64, at, now time.Time) bool {
+	return gen == s.db.ConfigGeneration() && now.Sub(at) < configTTL
 }
 
 const maxVerifiedModels = 1024
@@ -64,29 +111,11 @@ var errNoSuchModel = &APIError{Status: http.StatusNotFound, Code: "model-not-set
 // keyFor returns the key bound to sign type t for brand/model, after
 // checking the key is active and its roles allow headers.
 func (s *Server) keyFor(ctx context.Context, brand, model string, t policy.AssertionType, headers map[string]any) (*signingKey, store.ModelConfig, error) {
-	var mc store.ModelConfig
-	var rec store.Key
-	err := s.db.View(ctx, func(tx *store.Tx) error {
-		var err error
-		if mc, err = tx.GetModel(brand, model); err != nil {
-			return err
-		}
-		name, ok := mc.Keys[string(t)]
-		if !ok {
-			return &APIError{Status: http.StatusForbidden, Code: "no-key-for-type",
-				Message: fmt.Sprintf("model %s/%s has no key bound for %s assertions", brand, model, t)}
-		}
-		rec, err = tx.GetKey(name)
-		return err
-	})
-	if errors.Is(err, store.ErrNotFound) && mc.Brand == "" {
-		e := *errNoSuchModel
-		e.Message = fmt.Sprintf("model %s/%s is not set up on this appliance", brand, model)
-		return nil, mc, &e
-	}
+	b, err := s.binding(ctx, brand, model, t)
 	if err != nil {
-		return nil, mc, err
+		return nil, b.mc, err
 	}
+	mc, rec := b.mc, b.rec
 	if rec.State != store.KeyActive {
 		return nil, mc, &APIError{Status: http.StatusForbidden, Code: "key-not-active",
 			Message: fmt.Sprintf("the %s key of model %s/%s is %s", t, brand, model, rec.State)}
@@ -103,11 +132,69 @@ func (s *Server) keyFor(ctx context.Context, brand, model string, t policy.Asser
 	if err != nil {
 		return nil, mc, err
 	}
-	signer, err := assertion.NewSigner(hk.WithContext(ctx))
+	// The Signer derives the key id and keeps the once-per-key part of the
+	// self-check; a request rebinds it to the token key under its context.
+	proto := b.signer
+	if proto == nil {
+		if proto, err = assertion.NewSigner(hk); err != nil {
+			return nil, mc, err
+		}
+		s.cache.mu.Lock()
+		if c, ok := s.cache.bindings[bindingKey{brand, model, t}]; ok && c.rec.Name == rec.Name && c.signer == nil {
+			c.signer = proto
+			s.cache.bindings[bindingKey{brand, model, t}] = c
+		}
+		s.cache.mu.Unlock()
+	}
+	signer, err := proto.Rebind(hk.WithContext(ctx))
 	if err != nil {
 		return nil, mc, err
 	}
 	return &signingKey{rec: rec, roles: r, signer: signer}, mc, nil
+}
+
+// binding returns the model configuration of brand/model and the record
+// of its key for type t, cached (see keyCache).
+func (s *Server) binding(ctx context.Context, brand, model string, t policy.AssertionType) (binding, error) {
+	bk := bindingKey{brand, model, t}
+	now := time.Now()
+	s.cache.mu.Lock()
+	b, ok := s.cache.bindings[bk]
+	s.cache.mu.Unlock()
+	if ok && s.fresh(b.gen, b.at, now) {
+		return b, nil
+	}
+	// The generation is read before the records: a change committed in
+	// between leaves the entry stale rather than wrong.
+	b = binding{gen: s.db.ConfigGeneration(), at: now}
+	err := s.db.View(ctx, func(tx *store.Tx) error {
+		var err error
+		if b.mc, err = tx.GetModel(brand, model); err != nil {
+			return err
+		}
+		name, ok := b.mc.Keys[string(t)]
+		if !ok {
+			return &APIError{Status: http.StatusForbidden, Code: "no-key-for-type",
+				Message: fmt.Sprintf("model %s/%s has no key bound for %s assertions", brand, model, t)}
+		}
+		b.rec, err = tx.GetKey(name)
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) && b.mc.Brand == "" {
+		e := *errNoSuchModel
+		e.Message = fmt.Sprintf("model %s/%s is not set up on this appliance", brand, model)
+		return b, &e
+	}
+	if err != nil {
+		return b, err
+	}
+	s.cache.mu.Lock()
+	if len(s.cache.bindings) >= maxCachedConfig {
+		clear(s.cache.bindings)
+	}
+	s.cache.bindings[bk] = b
+	s.cache.mu.Unlock()
+	return b, nil
 }
 
 func refusalRule(err error) string {
@@ -160,6 +247,25 @@ func digest(b []byte) string {
 // logAndAudit records a released signature in the signing log and the
 // audit chain, in one transaction, before the answer is sent.
 func (s *Server) logAndAudit(tx *store.Tx, client string, t policy.AssertionType, k *signingKey, e store.LogEntry, a []byte, extra map[string]any) error {
+	// What was read before signing may be cached or out of date: the key
+	// and the client are checked again here, where the record is written,
+	// so nothing signed with a key disabled meanwhile, or for a client
+	// revoked meanwhile, leaves.
+	st, err := tx.KeyStateOf(k.rec.Name)
+	if err != nil {
+		return err
+	}
+	if st != store.KeyActive {
+		return &APIError{Status: http.StatusForbidden, Code: "key-not-active",
+			Message: fmt.Sprintf("key %s became %s while signing; the signature was discarded", k.rec.Name, st)}
+	}
+	revoked, err := tx.ClientRevoked(client)
+	if err != nil {
+		return err
+	}
+	if revoked {
+		return errNoAPIKey
+	}
 	e.Type, e.KeyID, e.Client, e.Digest = string(t), k.rec.KeyID, client, digest(a)
 	id, err := tx.LogSignature(e)
 	if err != nil {

@@ -86,9 +86,9 @@ type Signer struct {
 	apub  asserts.PublicKey
 	keyID string
 	now   func() time.Time
-	// checkedFull: a signature of this Signer passed snapd's own check
-	// (see selfCheck).
-	checkedFull atomic.Bool
+	// checkedFull: a signature of this Signer (or of one it was rebound
+	// from, see Rebind) passed snapd's own check (see selfCheck).
+	checkedFull *atomic.Bool
 }
 
 // NewSigner wraps key. key.Sign is the only private-key operation ever
@@ -124,7 +124,28 @@ func NewSigner(key crypto.Signer, opts ...Option) (*Signer, error) {
 		return nil, fmt.Errorf("%w: RSA-%d, at least %d bits needed", ErrUnsupportedKey, bits, o.minBits)
 	}
 	apub := asserts.RSAPublicKey(pub)
-	return &Signer{key: key, pub: pub, apub: apub, keyID: apub.ID(), now: o.now}, nil
+	return &Signer{key: key, pub: pub, apub: apub, keyID: apub.ID(), now: o.now, checkedFull: new(atomic.Bool)}, nil
+}
+
+// Rebind returns a Signer like s that signs through key, which must be a
+// handle on the same key pair (a token key bound to a request's context,
+// say). It skips what NewSigner derives from the public key (the key id
+// is a SHA3-384 over its OpenPGP encoding) and shares s's once-per-signer
+// self-check state.
+func (s *Signer) Rebind(key crypto.Signer) (*Signer, error) {
+	if key == nil {
+		return nil, fmt.Errorf("%w: no key", ErrUnsupportedKey)
+	}
+	pk, err := publicOf(key)
+	if err != nil {
+		return nil, err
+	}
+	if pub, ok := pk.(*rsa.PublicKey); !ok || !s.pub.Equal(pub) {
+		return nil, fmt.Errorf("%w: the key to rebind to is not key %s", ErrUnsupportedKey, s.keyID)
+	}
+	c := *s
+	c.key = key
+	return &c, nil
 }
 
 // publicOf calls key.Public, which for a typed nil (say a nil

@@ -653,3 +653,34 @@ func TestFaultyToken(t *testing.T) {
 		t.Errorf("zero clock: %v, want ErrSigning", err)
 	}
 }
+
+// TestRebind: a Signer rebound to another handle on the same key signs
+// through that handle; a handle on another key is refused.
+func TestRebind(t *testing.T) {
+	s := brandSigner(t)
+	other := &tokenKey{priv: brandPriv}
+	r, err := s.Rebind(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := assertion.Serial{BrandID: brandID, Model: "foo-1", Serial: "S", DeviceKey: devicePub(), Timestamp: fixed}
+	sg, err := r.Serial(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if other.signs.Load() != 1 {
+		t.Errorf("the rebound handle signed %d times, want 1", other.signs.Load())
+	}
+	if err := asserts.SignatureCheck(sg.Assertion, asserts.RSAPublicKey(&brandPriv.PublicKey)); err != nil {
+		t.Error(err)
+	}
+	if r.KeyID() != s.KeyID() {
+		t.Errorf("key id %s, want %s", r.KeyID(), s.KeyID())
+	}
+	if _, err := s.Rebind(&tokenKey{priv: rootPriv}); !errors.Is(err, assertion.ErrUnsupportedKey) {
+		t.Errorf("rebinding to another key: %v, want ErrUnsupportedKey", err)
+	}
+	if _, err := s.Rebind(nil); !errors.Is(err, assertion.ErrUnsupportedKey) {
+		t.Errorf("rebinding to nil: %v", err)
+	}
+}

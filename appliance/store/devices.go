@@ -26,6 +26,7 @@ type ModelConfig struct {
 // PutModel creates or replaces a model's configuration, keeping its serial
 // sequence.
 func (t *Tx) PutModel(m ModelConfig) error {
+	t.config = true
 	keys, err := json.Marshal(m.Keys)
 	if err != nil {
 		return err

@@ -60,6 +60,7 @@ func nullString(s string) sql.NullString { return sql.NullString{String: s, Vali
 
 // InsertKey adds a key record. A used name or CKA_ID is ErrExists.
 func (t *Tx) InsertKey(k Key) error {
+	t.config = true
 	res, err := t.exec(`INSERT INTO keys (`+keyCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING`,
 		k.Name, k.CKAID, nullString(k.KeyID), k.PublicKey, k.Bits, k.Origin, k.Roles, k.State, k.AccountKey,
 		k.ProposalID, micros(t.now), micros(t.now))
@@ -68,6 +69,7 @@ func (t *Tx) InsertKey(k Key) error {
 
 // ActivateKey completes a pending record with what the token reported.
 func (t *Tx) ActivateKey(name, keyID string, publicKey []byte, bits int) error {
+	t.config = true
 	res, err := t.exec(`UPDATE keys SET key_id = $1, public_key = $2, bits = $3, state = $4, updated_us = $5
 		WHERE name = $6 AND state = $7`, keyID, publicKey, bits, KeyActive, micros(t.now), name, KeyPending)
 	if isUnique(err) {
@@ -79,6 +81,7 @@ func (t *Tx) ActivateKey(name, keyID string, publicKey []byte, bits int) error {
 // SetKeyState moves a key from one state to another; ErrConflict when the
 // key is not in state from.
 func (t *Tx) SetKeyState(name string, from, to KeyState) error {
+	t.config = true
 	res, err := t.exec(`UPDATE keys SET state = $1, updated_us = $2 WHERE name = $3 AND state = $4`,
 		to, micros(t.now), name, from)
 	return expectOne(res, err, fmt.Sprintf("key %s %s -> %s", name, from, to))
@@ -86,6 +89,7 @@ func (t *Tx) SetKeyState(name string, from, to KeyState) error {
 
 // SetAccountKey stores the Brand Store's account-key assertion of a key.
 func (t *Tx) SetAccountKey(name string, assertion []byte) error {
+	t.config = true
 	res, err := t.exec(`UPDATE keys SET account_key = $1, updated_us = $2 WHERE name = $3`, assertion, micros(t.now), name)
 	return expectOne(res, err, "storing account-key of "+name)
 }
@@ -97,6 +101,19 @@ func (t *Tx) GetKey(name string) (Key, error) {
 		return Key{}, fmt.Errorf("store: key %q: %w", name, ErrNotFound)
 	}
 	return k, err
+}
+
+// KeyStateOf returns the state of key name, read in this transaction:
+// signing paths check it in the transaction that records a signature, so
+// a key disabled anywhere (on any appliance sharing the store) stops
+// signatures from leaving at once, whatever callers cached.
+func (t *Tx) KeyStateOf(name string) (KeyState, error) {
+	var st KeyState
+	err := t.queryRow(`SELECT state FROM keys WHERE name = $1`, name).Scan(&st)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", fmt.Errorf("store: key %q: %w", name, ErrNotFound)
+	}
+	return st, err
 }
 
 // GetKeyByKeyID returns the record whose sign-key-sha3-384 is keyID.

@@ -107,6 +107,7 @@ type Client struct {
 
 // InsertClient adds an API client; a used id or name is ErrExists.
 func (t *Tx) InsertClient(c Client) error {
+	t.config = true
 	models, _ := json.Marshal(c.Models)
 	types, _ := json.Marshal(c.Types)
 	res, err := t.exec(`INSERT INTO clients (id, name, brand, models, types, secret_hash, created_us) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING`,
@@ -170,8 +171,20 @@ func (t *Tx) ListClients() ([]Client, error) {
 	return out, rows.Err()
 }
 
+// ClientRevoked reports whether API client name is revoked (or gone),
+// read in this transaction (see KeyStateOf).
+func (t *Tx) ClientRevoked(name string) (bool, error) {
+	var revoked sql.NullInt64
+	err := t.queryRow(`SELECT revoked_us FROM clients WHERE name = $1`, name).Scan(&revoked)
+	if errors.Is(err, sql.ErrNoRows) {
+		return true, nil
+	}
+	return revoked.Valid, err
+}
+
 // RevokeClient marks an active client revoked.
 func (t *Tx) RevokeClient(name string) error {
+	t.config = true
 	res, err := t.exec(`UPDATE clients SET revoked_us = $1 WHERE name = $2 AND revoked_us IS NULL`, micros(t.now), name)
 	return expectOne(res, err, "revoking client "+name)
 }

@@ -35,6 +35,9 @@ type DB struct {
 	dialect dialect
 	audits  atomic.Uint64 // audit events committed
 	commits atomic.Uint64 // write transactions committed
+	// config counts committed transactions that changed keys, models or
+	// API clients (see ConfigGeneration).
+	config atomic.Uint64
 
 	// stmts holds prepared statements by query text (see Tx.exec); nil
 	// for drivers that cache prepared statements themselves (pgx).
@@ -62,6 +65,17 @@ type writeOp struct {
 
 // maxBatch bounds how many Updates share one commit.
 const maxBatch = 128
+
+// ConfigGeneration changes whenever this process commits a change to a
+// key, a model or an API client, before the Update that made it returns.
+// Callers caching such records read it before reading the records and
+// drop what they cached under an older generation. Changes committed by
+// another process sharing the store (see Shared) do not move it.
+func (d *DB) ConfigGeneration() uint64 { return d.config.Load() }
+
+// Shared reports whether other appliances may write the store
+// (PostgreSQL) rather than this process alone (embedded SQLite).
+func (d *DB) Shared() bool { return d.dialect.name == "postgres" }
 
 // Commits returns how many write transactions (group commits) this
 // process committed.
@@ -198,6 +212,7 @@ type Tx struct {
 	stmts  *stmtCache
 	now    time.Time
 	audits int
+	config bool // changed keys, models or clients
 }
 
 // Now is the transaction's clock: every row and audit event written in it
@@ -340,11 +355,15 @@ func (d *DB) commitBatch(batch []*writeOp) {
 		}
 		d.commits.Add(1)
 		d.audits.Add(uint64(t.audits))
+		if t.config {
+			d.config.Add(1)
+		}
 		op.done <- nil
 		return
 	}
 	results := make([]error, len(batch))
 	audits := 0
+	config := false
 	for i, op := range batch {
 		if err := op.ctx.Err(); err != nil {
 			results[i] = err
@@ -365,6 +384,7 @@ func (d *DB) commitBatch(batch []*writeOp) {
 			}
 		} else {
 			audits += t.audits
+			config = config || t.config
 		}
 		if _, err := tx.Exec(`RELEASE op`); err != nil {
 			tx.Rollback()
@@ -378,6 +398,9 @@ func (d *DB) commitBatch(batch []*writeOp) {
 	}
 	d.commits.Add(1)
 	d.audits.Add(uint64(audits))
+	if config {
+		d.config.Add(1)
+	}
 	for i, op := range batch {
 		op.done <- results[i]
 	}
