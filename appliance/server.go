@@ -18,6 +18,7 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/keyrack/keyrack/appliance/assertion"
 	"github.com/keyrack/keyrack/appliance/store"
 	"github.com/keyrack/keyrack/hsm"
 )
@@ -46,7 +47,7 @@ type Server struct {
 // the import key and repairs what an interrupted ceremony left.
 func New(ctx context.Context, cfg Config, mod *hsm.Module, db *store.DB, log *slog.Logger) (*Server, error) {
 	s := &Server{cfg: cfg, mod: mod, db: db, log: log, metrics: newMetrics(mod, db, Version),
-		cache: keyCache{roles: map[string]roles{}, keys: map[string]*hsm.Key{},
+		cache: keyCache{roles: map[string]roles{}, keys: map[string]*hsm.Key{}, signers: map[string]*assertion.Signer{},
 			bindings: map[bindingKey]binding{}, clients: map[string]cachedClient{}},
 		admit:   make(chan struct{}, cfg.Limits.SigningSlots(mod.Sessions())),
 		limiter: newAuthLimiter(cfg.Limits.AuthFailures, time.Duration(cfg.Limits.AuthWindow))}

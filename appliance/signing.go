@@ -25,17 +25,22 @@ import (
 
 // keyCache holds what never changes about a key once it is active: its
 // compiled roles and its token handle (which recovers by itself); and,
-// for a short time, what a request needs to find its key: the model's
-// configuration, the key's record and a Signer for it. Those are read
-// again after configTTL, or at once when this process changes any key,
-// model or client (the store's configuration generation). Whatever the
-// cache holds, a signature leaves only if the transaction recording it
-// finds the key active and the client not revoked (logAndAudit), so
-// disabling a key or a client takes effect at once on every appliance.
+// for a short time, API client records and what a request needs to find
+// its key: the model's configuration, the key's record and a Signer for
+// it. Those are read again after configTTL, or at once when this process
+// changes any key, model or client (the store's configuration
+// generation). On a store shared with other appliances, whose changes
+// this process does not hear of, model/key bindings are not cached, so a
+// model's configuration changed on one appliance applies on all at once.
+// Whatever the cache holds, a signature leaves only if the transaction
+// recording it finds the key active and the client not revoked
+// (logAndAudit), so disabling a key or a client takes effect at once on
+// every appliance.
 type keyCache struct {
-	mu    sync.Mutex
-	roles map[string]roles    // by key name
-	keys  map[string]*hsm.Key // by CKA_ID
+	mu      sync.Mutex
+	roles   map[string]roles             // by key name
+	keys    map[string]*hsm.Key          // by CKA_ID
+	signers map[string]*assertion.Signer // by key id (sign-key-sha3-384)
 	// models holds digests of model assertions whose signature verified
 	// against a key of this appliance (bounded; cleared when full).
 	models map[string]bool
@@ -62,11 +67,10 @@ type bindingKey struct {
 }
 
 type binding struct {
-	mc     store.ModelConfig
-	rec    store.Key
-	signer *assertion.Signer // nil until the key is first used
-	gen    uint64
-	at     time.Time
+	mc  store.ModelConfig
+	rec store.Key
+	gen uint64
+	at  time.Time
 }
 
 type cachedClient struct {
@@ -134,16 +138,15 @@ func (s *Server) keyFor(ctx context.Context, brand, model string, t policy.Asser
 	}
 	// The Signer derives the key id and keeps the once-per-key part of the
 	// self-check; a request rebinds it to the token key under its context.
-	proto := b.signer
+	s.cache.mu.Lock()
+	proto := s.cache.signers[rec.KeyID]
+	s.cache.mu.Unlock()
 	if proto == nil {
 		if proto, err = assertion.NewSigner(hk); err != nil {
 			return nil, mc, err
 		}
 		s.cache.mu.Lock()
-		if c, ok := s.cache.bindings[bindingKey{brand, model, t}]; ok && c.rec.Name == rec.Name && c.signer == nil {
-			c.signer = proto
-			s.cache.bindings[bindingKey{brand, model, t}] = c
-		}
+		s.cache.signers[rec.KeyID] = proto
 		s.cache.mu.Unlock()
 	}
 	signer, err := proto.Rebind(hk.WithContext(ctx))
@@ -161,7 +164,8 @@ func (s *Server) binding(ctx context.Context, brand, model string, t policy.Asse
 	s.cache.mu.Lock()
 	b, ok := s.cache.bindings[bk]
 	s.cache.mu.Unlock()
-	if ok && s.fresh(b.gen, b.at, now) {
+	shared := s.db.Shared()
+	if ok && !shared && s.fresh(b.gen, b.at, now) {
 		return b, nil
 	}
 	// The generation is read before the records: a change committed in
@@ -187,6 +191,9 @@ func (s *Server) binding(ctx context.Context, brand, model string, t policy.Asse
 	}
 	if err != nil {
 		return b, err
+	}
+	if shared {
+		return b, nil
 	}
 	s.cache.mu.Lock()
 	if len(s.cache.bindings) >= maxCachedConfig {
