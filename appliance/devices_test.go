@@ -687,4 +687,9 @@ func TestChangesElsewhereStopSignatures(t *testing.T) {
 	if code, _, raw := e.call("line-a", "POST", "/v1/request-id", "", nil, nil); code != 401 {
 		t.Fatalf("revoked client after %v: %d %s", configTTL, code, raw)
 	}
+	// Every place in the signing queue was given back exactly once
+	// (signed, discarded, refused).
+	if n := len(e.srv.admit); n != 0 {
+		t.Errorf("%d places in the signing queue still taken", n)
+	}
 }

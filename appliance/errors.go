@@ -125,11 +125,15 @@ func writeJSON(c echo.Context, status int, v any) error {
 	if err != nil {
 		return err
 	}
+	b = append(b, '\n')
 	h := c.Response().Header()
 	h.Set(echo.HeaderContentType, "application/json")
 	h.Set("X-Content-Type-Options", "nosniff")
+	// The whole body is at hand: say its length rather than have net/http
+	// chunk what does not fit its buffer.
+	h.Set(echo.HeaderContentLength, strconv.Itoa(len(b)))
 	c.Response().WriteHeader(status)
-	_, err = c.Response().Write(append(b, '\n'))
+	_, err = c.Response().Write(b)
 	return err
 }
 

@@ -81,7 +81,11 @@ func newMetrics(mod *hsm.Module, db *store.DB, version string) *metrics {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "keyrack_audit_events_total",
 			Help: "Audit events written (committed).",
-		}, func() float64 { return float64(db.AuditWrites()) }))
+		}, func() float64 { return float64(db.AuditWrites()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "keyrack_store_commits_total",
+			Help: "Write transactions committed; each holds every update waiting when it began (group commit).",
+		}, func() float64 { return float64(db.Commits()) }))
 	m.signatures = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "keyrack_signatures_total",
 		Help: "Assertions signed, by assertion type, signing key id and result.",

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyrack/keyrack/appliance/assertion"
 	"github.com/keyrack/keyrack/appliance/store"
 	"github.com/keyrack/keyrack/hsm"
 	"github.com/keyrack/keyrack/softhsm"
@@ -200,6 +201,11 @@ func TestErrorMapping(t *testing.T) {
 		{fmt.Errorf("x: %w", hsm.ErrKeyNotFound), 404, false},
 		{fmt.Errorf("x: %w", hsm.ErrKeyExists), 409, false},
 		{fmt.Errorf("plain"), 500, false},
+		// What the signing endpoints answer when the assertion package
+		// fails: the caller's bad input is 400, a token gone is 503.
+		{signingError(fmt.Errorf("%w: %w", assertion.ErrSigning, hsm.ErrTokenUnavailable), "invalid-headers"), 503, true},
+		{signingError(fmt.Errorf("%w: x", assertion.ErrInvalidHeaders), "invalid-headers"), 400, false},
+		{signingError(fmt.Errorf("%w: x", assertion.ErrSelfCheck), "invalid-headers"), 500, false},
 	} {
 		ae := toAPIError(tc.err)
 		if ae.Status != tc.status || (ae.RetryAfter > 0) != tc.retry {

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -300,6 +301,7 @@ func writeAssertions(c echo.Context, as ...asserts.Assertion) error {
 		}
 	}
 	c.Response().Header().Set(echo.HeaderContentType, asserts.MediaType)
+	c.Response().Header().Set(echo.HeaderContentLength, strconv.Itoa(buf.Len()))
 	c.Response().WriteHeader(http.StatusOK)
 	_, err := c.Response().Write(buf.Bytes())
 	return err

@@ -4,6 +4,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/csv"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -56,8 +57,9 @@ func (s *Server) signModel(c echo.Context) error {
 	}
 	signed, err := k.signer.Model(brand, req.Headers, []byte(req.Body))
 	s.observeSignature(policy.Model, k.rec.KeyID, err)
+	signatureMade(c)
 	if err != nil {
-		return badRequest("invalid-headers", err.Error())
+		return signingError(err, "invalid-headers")
 	}
 	return s.recordAndAnswer(c, cl.name, policy.Model, k, store.LogEntry{Brand: brand, Model: model}, signed)
 }
@@ -115,8 +117,9 @@ func (s *Server) signSystemUser(c echo.Context) error {
 		Models: req.Models, Serials: req.Serials, Password: req.Password, SSHKeys: req.SSHKeys, Since: req.Since, Until: req.Until})
 	req.Password = ""
 	s.observeSignature(policy.SystemUser, k.rec.KeyID, err)
+	signatureMade(c)
 	if err != nil {
-		return badRequest("invalid-argument", err.Error())
+		return signingError(err, "invalid-argument")
 	}
 	return s.recordAndAnswer(c, cl.name, policy.SystemUser, k, store.LogEntry{Brand: brand, Model: joinModels(req.Models)}, signed)
 }
@@ -155,13 +158,24 @@ func (s *Server) signPreseed(c echo.Context) error {
 	}
 	signed, err := k.signer.Preseed(in)
 	s.observeSignature(policy.Preseed, k.rec.KeyID, err)
+	signatureMade(c)
 	if err != nil {
-		return badRequest("invalid-argument", err.Error())
+		return signingError(err, "invalid-argument")
 	}
 	return s.recordAndAnswer(c, cl.name, policy.Preseed, k, store.LogEntry{Brand: brand, Model: req.Model}, signed)
 }
 
 // recordAndAnswer logs a signature durably, then answers with it.
+// signingError answers a failed signing: input the assertion package
+// refused is the caller's error (400 with code); a token or self-check
+// failure is the appliance's, mapped like any other error.
+func signingError(err error, code string) error {
+	if errors.Is(err, assertion.ErrInvalidHeaders) {
+		return badRequest(code, err.Error())
+	}
+	return err
+}
+
 func (s *Server) recordAndAnswer(c echo.Context, client string, t policy.AssertionType, k *signingKey, e store.LogEntry, signed assertion.Signed) error {
 	err := s.db.Update(c.Request().Context(), func(tx *store.Tx) error {
 		return s.logAndAudit(tx, client, t, k, e, signed.Bytes, nil)

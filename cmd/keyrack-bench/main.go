@@ -15,6 +15,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/rand"
@@ -23,6 +24,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -35,6 +37,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/snapcore/snapd/asserts"
 
 	"github.com/keyrack/keyrack/appliance"
 	"github.com/keyrack/keyrack/appliance/device"
@@ -57,10 +61,19 @@ type result struct {
 	// CPU time per successful request, of the daemon and of this load
 	// generator, for the end-to-end phases.
 	daemonCPU, clientCPU time.Duration
-	ok, busy             int
-	other                int
-	elapsed              time.Duration
-	lat                  []time.Duration
+	// tokenBusy is the share of the phase the token's sessions spent
+	// signing (from the daemon's keyrack_token_sign_duration_seconds).
+	tokenBusy float64
+	// signTime is the mean time of one signature inside the token.
+	signTime time.Duration
+	// commits is the store's write transactions per issued serial.
+	commits float64
+	// gcPerSecond is the daemon's garbage collections per second.
+	gcPerSecond float64
+	ok, busy    int
+	other       int
+	elapsed     time.Duration
+	lat         []time.Duration
 }
 
 func (r result) perSecond() float64 { return float64(r.ok) / r.elapsed.Seconds() }
@@ -84,6 +97,7 @@ func run() error {
 	perWorker := flag.Int("requests-per-worker", 40, "end-to-end requests per concurrent client (at least 200 a level)")
 	levels := flag.String("concurrency", "1,4,8,32", "end-to-end concurrency levels")
 	profile := flag.String("cpuprofile", "", "have keyrackd write a CPU profile of the end-to-end phase here")
+	traceOut := flag.String("trace", "", "have keyrackd write a Go execution trace of the end-to-end phase here")
 	queue := flag.Int("queue-per-session", -1, "set limits.queue_per_session in the dev configuration (-1: leave the default)")
 	retryPause = flag.Duration("retry-pause", 50*time.Millisecond, "pause before sending a request again after a 503")
 	flag.Parse()
@@ -160,6 +174,13 @@ func run() error {
 		}
 		extra = []string{"-cpuprofile", abs}
 	}
+	if *traceOut != "" {
+		abs, err := filepath.Abs(*traceOut)
+		if err != nil {
+			return err
+		}
+		extra = append(extra, "-trace", abs)
+	}
 	d, err = startDaemon(*keyrackd, devDir, addr, extra...)
 	if err != nil {
 		return err
@@ -193,8 +214,8 @@ func run() error {
 			return fmt.Errorf("bad concurrency %q", f)
 		}
 		n := max(200, c**perWorker)
-		streams := make([][]byte, n)
-		for i := range streams {
+		reqs := make([][]byte, n)
+		for i := range reqs {
 			rid, err := cl.RequestID(context.Background())
 			if err != nil {
 				return err
@@ -203,13 +224,29 @@ func run() error {
 			if err != nil {
 				return err
 			}
-			streams[i] = devs[i%len(devs)].Stream(req)
+			reqs[i] = rawRequest(addr, "/v1/serial", cl.APIKey, asserts.MediaType, devs[i%len(devs)].Stream(req))
+		}
+		sum0, n0, k0, g0, err := daemonTotals(addr)
+		if err != nil {
+			return err
 		}
 		d0, c0 := cpuTime(d.cmd.Process.Pid), cpuTime(os.Getpid())
-		r := replay(cl, c, streams)
+		r := replay(addr, c, reqs)
 		if r.ok > 0 {
 			r.daemonCPU = (cpuTime(d.cmd.Process.Pid) - d0) / time.Duration(r.ok)
 			r.clientCPU = (cpuTime(os.Getpid()) - c0) / time.Duration(r.ok)
+		}
+		sum1, n1, k1, g1, err := daemonTotals(addr)
+		if err != nil {
+			return err
+		}
+		if r.ok > 0 {
+			r.commits = (k1 - k0) / float64(r.ok)
+		}
+		r.gcPerSecond = (g1 - g0) / r.elapsed.Seconds()
+		r.tokenBusy = (sum1 - sum0) / (r.elapsed.Seconds() * float64(sessions))
+		if n1 > n0 {
+			r.signTime = time.Duration((sum1 - sum0) / (n1 - n0) * float64(time.Second))
 		}
 		r.name = "end to end POST /v1/serial"
 		results = append(results, r)
@@ -224,7 +261,7 @@ func run() error {
 		return err
 	}
 
-	fmt.Printf("\n%-44s %5s %9s %8s %8s %7s %6s %10s %10s\n", "phase", "conc", "ok/s", "p50 ms", "p99 ms", "503s", "other", "daemon ms", "client ms")
+	fmt.Printf("\n%-44s %5s %9s %8s %8s %7s %6s %10s %10s %6s %8s %8s %5s\n", "phase", "conc", "ok/s", "p50 ms", "p99 ms", "503s", "other", "daemon ms", "client ms", "token", "sign ms", "commits", "GC/s")
 	for _, r := range results {
 		cpu := func(d time.Duration) string {
 			if d == 0 {
@@ -232,11 +269,25 @@ func run() error {
 			}
 			return ms(d)
 		}
-		fmt.Printf("%-44s %5d %9.1f %8s %8s %7d %6d %10s %10s\n", r.name, r.concurrency, r.perSecond(), ms(r.quantile(.5)), ms(r.quantile(.99)),
-			r.busy, r.other, cpu(r.daemonCPU), cpu(r.clientCPU))
+		busy := "-"
+		if r.tokenBusy > 0 {
+			busy = fmt.Sprintf("%.0f%%", 100*r.tokenBusy)
+		}
+		commits := "-"
+		if r.commits > 0 {
+			commits = fmt.Sprintf("%.2f", r.commits)
+		}
+		gcs := "-"
+		if r.gcPerSecond > 0 {
+			gcs = fmt.Sprintf("%.1f", r.gcPerSecond)
+		}
+		fmt.Printf("%-44s %5d %9.1f %8s %8s %7d %6d %10s %10s %6s %8s %8s %5s\n", r.name, r.concurrency, r.perSecond(), ms(r.quantile(.5)), ms(r.quantile(.99)),
+			r.busy, r.other, cpu(r.daemonCPU), cpu(r.clientCPU), busy, cpu(r.signTime), commits, gcs)
 	}
-	fmt.Printf("(daemon ms, client ms: CPU time per issued serial; a raw token signature costs %s ms of CPU at 2 sessions)\n",
-		ms(time.Duration(float64(runtime.NumCPU())*float64(time.Second)/rawFull.perSecond())))
+	fmt.Printf("(daemon ms, client ms: CPU time per issued serial; a raw token signature costs %s ms of CPU at %d sessions.\n"+
+		" token: share of the phase the %d sessions spent signing; sign ms: mean time of one signature inside the token;\n"+
+		" commits: store write transactions per serial; GC/s: the daemon's garbage collections per second)\n",
+		ms(time.Duration(float64(runtime.NumCPU())*float64(time.Second)/rawFull.perSecond())), sessions, sessions)
 	fmt.Printf("\nsingle token signature at concurrency 1: p50 %s ms; p99 at concurrency 8 is %.1fx that\n",
 		ms(rawC1.quantile(.5)), float64(e2e8.quantile(.99))/float64(rawC1.quantile(.5)))
 	fmt.Printf("daemon resident memory: %.1f MiB\n\n", rss)
@@ -278,15 +329,16 @@ func timed(name string, c int, d time.Duration, fn func() error) result {
 	return r
 }
 
-// replay posts prepared serial requests from c clients. A 503 (the
-// appliance's bounded queue is full) is counted and the same request is
-// sent again after a pause, as snapd retries; its request-id is unused,
-// since admission refuses before anything is claimed.
-func replay(cl *device.Client, c int, streams [][]byte) result {
+// replay posts prepared serial requests from c clients, each on its own
+// kept-alive connection. A 503 (the appliance's bounded queue is full) is
+// counted and the same request is sent again after a pause, as snapd
+// retries; its request-id is unused, since admission refuses before
+// anything is claimed.
+func replay(addr string, c int, reqs [][]byte) result {
 	r := result{concurrency: c}
-	next := make(chan []byte, len(streams))
-	for _, s := range streams {
-		next <- s
+	next := make(chan []byte, len(reqs))
+	for _, q := range reqs {
+		next <- q
 	}
 	close(next)
 	var mu sync.Mutex
@@ -296,11 +348,16 @@ func replay(cl *device.Client, c int, streams [][]byte) result {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for s := range next {
+			conn := &rawConn{addr: addr}
+			defer conn.close()
+			for q := range next {
 			retry:
 				t := time.Now()
-				status, err := cl.PostSerialStatus(context.Background(), s)
+				status, ctype, body, err := conn.do(q)
 				took := time.Since(t)
+				if err == nil && status == http.StatusOK && (ctype != asserts.MediaType || !bytes.HasPrefix(body, []byte("type: serial\n"))) {
+					err = fmt.Errorf("200 without a serial assertion")
+				}
 				mu.Lock()
 				switch {
 				case err == nil && status == http.StatusOK:
@@ -314,7 +371,7 @@ func replay(cl *device.Client, c int, streams [][]byte) result {
 				default:
 					r.other++
 					if r.other <= 3 {
-						fmt.Fprintln(os.Stderr, "request failed:", status, err)
+						fmt.Fprintf(os.Stderr, "request failed: %d %v %.200s\n", status, err, body)
 					}
 				}
 				mu.Unlock()
@@ -324,6 +381,49 @@ func replay(cl *device.Client, c int, streams [][]byte) result {
 	wg.Wait()
 	r.elapsed = time.Since(start)
 	return r
+}
+
+// daemonTotals reads the daemon's keyrack_token_sign_duration_seconds sum
+// and count (successful signatures) and keyrack_store_commits_total from
+// its metrics.
+func daemonTotals(addr string) (sum, count, commits, gcs float64, err error) {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return 0, 0, 0, 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, 0, 0, 0, err
+	}
+	found := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		name, val, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		switch name {
+		case `keyrack_token_sign_duration_seconds_sum{result="ok"}`:
+			sum, err = strconv.ParseFloat(val, 64)
+			found++
+		case `keyrack_token_sign_duration_seconds_count{result="ok"}`:
+			count, err = strconv.ParseFloat(val, 64)
+			found++
+		case `keyrack_store_commits_total`:
+			commits, err = strconv.ParseFloat(val, 64)
+			found++
+		case `go_gc_duration_seconds_count`:
+			gcs, err = strconv.ParseFloat(val, 64)
+			found++
+		}
+		if err != nil {
+			return 0, 0, 0, 0, fmt.Errorf("metrics: %s: %w", line, err)
+		}
+	}
+	if found != 4 {
+		return 0, 0, 0, 0, fmt.Errorf("metrics: keyrack_token_sign_duration_seconds{result=\"ok\"}, keyrack_store_commits_total or go_gc_duration_seconds missing")
+	}
+	return sum, count, commits, gcs, nil
 }
 
 type daemonProc struct{ cmd *exec.Cmd }

@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"runtime/trace"
 	"strings"
 	"syscall"
 	"time"
@@ -37,6 +38,7 @@ func run() int {
 	listen := flag.String("listen", "", "with -dev on first start: the API address (default 127.0.0.1:8080)")
 	version := flag.Bool("version", false, "print the version and exit")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile to this file until shutdown (performance work)")
+	traceFile := flag.String("trace", "", "write a Go execution trace to this file until shutdown (performance work: scheduling latency)")
 	bootstrap := flag.String("bootstrap-officers", "", "create the first officers (comma-separated names) on an appliance that has none, print their credentials once, and exit")
 	flag.Parse()
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -56,6 +58,18 @@ func run() int {
 			return 1
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if *traceFile != "" {
+		f, err := os.Create(*traceFile)
+		if err != nil {
+			log.Error("trace", "err", err)
+			return 1
+		}
+		if err := trace.Start(f); err != nil {
+			log.Error("trace", "err", err)
+			return 1
+		}
+		defer trace.Stop()
 	}
 	if (*configPath == "") == (*devDir == "") {
 		fmt.Fprintln(os.Stderr, "keyrackd: give exactly one of -config FILE or -dev DIR")
