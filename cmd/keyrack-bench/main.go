@@ -94,7 +94,7 @@ func ms(d time.Duration) string {
 func run() error {
 	keyrackd := flag.String("keyrackd", "bin/keyrackd", "the keyrackd binary to measure")
 	dur := flag.Duration("duration", 5*time.Second, "length of each raw and in-process phase")
-	perWorker := flag.Int("requests-per-worker", 40, "end-to-end requests per concurrent client (at least 200 a level)")
+	perWorker := flag.Int("requests-per-worker", 150, "end-to-end requests per concurrent client (at least 200 a level)")
 	levels := flag.String("concurrency", "1,4,8,32", "end-to-end concurrency levels")
 	profile := flag.String("cpuprofile", "", "have keyrackd write a CPU profile of the end-to-end phase here")
 	traceOut := flag.String("trace", "", "have keyrackd write a Go execution trace of the end-to-end phase here")
@@ -226,7 +226,7 @@ func run() error {
 			}
 			reqs[i] = rawRequest(addr, "/v1/serial", cl.APIKey, asserts.MediaType, devs[i%len(devs)].Stream(req))
 		}
-		sum0, n0, k0, g0, err := daemonTotals(addr)
+		m0, err := daemonMetrics(addr)
 		if err != nil {
 			return err
 		}
@@ -236,17 +236,26 @@ func run() error {
 			r.daemonCPU = (cpuTime(d.cmd.Process.Pid) - d0) / time.Duration(r.ok)
 			r.clientCPU = (cpuTime(os.Getpid()) - c0) / time.Duration(r.ok)
 		}
-		sum1, n1, k1, g1, err := daemonTotals(addr)
+		m1, err := daemonMetrics(addr)
 		if err != nil {
 			return err
 		}
-		if r.ok > 0 {
-			r.commits = (k1 - k0) / float64(r.ok)
+		delta := func(name string) (float64, bool) {
+			a, ok0 := m0[name]
+			b, ok1 := m1[name]
+			return b - a, ok0 && ok1
 		}
-		r.gcPerSecond = (g1 - g0) / r.elapsed.Seconds()
-		r.tokenBusy = (sum1 - sum0) / (r.elapsed.Seconds() * float64(sessions))
-		if n1 > n0 {
-			r.signTime = time.Duration((sum1 - sum0) / (n1 - n0) * float64(time.Second))
+		if k, ok := delta(mCommits); ok && r.ok > 0 {
+			r.commits = k / float64(r.ok)
+		}
+		if g, ok := delta(mGCs); ok {
+			r.gcPerSecond = g / r.elapsed.Seconds()
+		}
+		if sum, ok := delta(mSignSum); ok {
+			r.tokenBusy = sum / (r.elapsed.Seconds() * float64(sessions))
+			if n, ok := delta(mSignCount); ok && n > 0 {
+				r.signTime = time.Duration(sum / n * float64(time.Second))
+			}
 		}
 		r.name = "end to end POST /v1/serial"
 		results = append(results, r)
@@ -288,6 +297,8 @@ func run() error {
 		" token: share of the phase the %d sessions spent signing; sign ms: mean time of one signature inside the token;\n"+
 		" commits: store write transactions per serial; GC/s: the daemon's garbage collections per second)\n",
 		ms(time.Duration(float64(runtime.NumCPU())*float64(time.Second)/rawFull.perSecond())), sessions, sessions)
+	fmt.Printf("\nlatency at concurrency 8: p50 %s, p90 %s, p95 %s, p99 %s, max %s ms\n", ms(e2e8.quantile(.5)), ms(e2e8.quantile(.9)),
+		ms(e2e8.quantile(.95)), ms(e2e8.quantile(.99)), ms(e2e8.quantile(1)))
 	fmt.Printf("\nsingle token signature at concurrency 1: p50 %s ms; p99 at concurrency 8 is %.1fx that\n",
 		ms(rawC1.quantile(.5)), float64(e2e8.quantile(.99))/float64(rawC1.quantile(.5)))
 	fmt.Printf("daemon resident memory: %.1f MiB\n\n", rss)
@@ -383,47 +394,42 @@ func replay(addr string, c int, reqs [][]byte) result {
 	return r
 }
 
-// daemonTotals reads the daemon's keyrack_token_sign_duration_seconds sum
-// and count (successful signatures) and keyrack_store_commits_total from
-// its metrics.
-func daemonTotals(addr string) (sum, count, commits, gcs float64, err error) {
+// Daemon metrics the bench reads before and after each end-to-end phase.
+// A daemon without one of them (an older build) leaves its column empty.
+const (
+	mSignSum   = `keyrack_token_sign_duration_seconds_sum{result="ok"}`
+	mSignCount = `keyrack_token_sign_duration_seconds_count{result="ok"}`
+	mCommits   = `keyrack_store_commits_total`
+	mGCs       = `go_gc_duration_seconds_count`
+)
+
+// daemonMetrics reads the metrics above from the daemon.
+func daemonMetrics(addr string) (map[string]float64, error) {
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
-		return 0, 0, 0, 0, err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return 0, 0, 0, 0, err
+		return nil, err
 	}
-	found := 0
+	out := map[string]float64{}
 	for _, line := range strings.Split(string(b), "\n") {
 		name, val, ok := strings.Cut(line, " ")
 		if !ok {
 			continue
 		}
 		switch name {
-		case `keyrack_token_sign_duration_seconds_sum{result="ok"}`:
-			sum, err = strconv.ParseFloat(val, 64)
-			found++
-		case `keyrack_token_sign_duration_seconds_count{result="ok"}`:
-			count, err = strconv.ParseFloat(val, 64)
-			found++
-		case `keyrack_store_commits_total`:
-			commits, err = strconv.ParseFloat(val, 64)
-			found++
-		case `go_gc_duration_seconds_count`:
-			gcs, err = strconv.ParseFloat(val, 64)
-			found++
-		}
-		if err != nil {
-			return 0, 0, 0, 0, fmt.Errorf("metrics: %s: %w", line, err)
+		case mSignSum, mSignCount, mCommits, mGCs:
+			v, err := strconv.ParseFloat(val, 64)
+			if err != nil {
+				return nil, fmt.Errorf("metrics: %s: %w", line, err)
+			}
+			out[name] = v
 		}
 	}
-	if found != 4 {
-		return 0, 0, 0, 0, fmt.Errorf("metrics: keyrack_token_sign_duration_seconds{result=\"ok\"}, keyrack_store_commits_total or go_gc_duration_seconds missing")
-	}
-	return sum, count, commits, gcs, nil
+	return out, nil
 }
 
 type daemonProc struct{ cmd *exec.Cmd }
