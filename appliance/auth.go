@@ -117,7 +117,12 @@ func (s *Server) requireOfficer(next echo.HandlerFunc) echo.HandlerFunc {
 
 // authenticate checks a credential of the kind prefix and returns its
 // name. An unknown name, a revoked credential and a wrong secret all give
-// fail, after the same work, so that answers and timing do not tell which.
+// fail, after the same hash and comparison, so that answers do not tell
+// which. (An API client's record may come from the cache, so a known name
+// can be answered a few microseconds sooner than an unknown one: that
+// tells only that the name exists, which its credentials' prefix and the
+// audit log do not keep secret either; the secret part is 256 random
+// bits.)
 func (s *Server) authenticate(c echo.Context, prefix, token string, fail error, lookup func(ctx context.Context, name string) (hash []byte, revoked bool, err error)) (string, error) {
 	name, ok := credentialName(prefix, token)
 	keys := []string{"addr:" + c.RealIP(), "name:" + prefix + name}

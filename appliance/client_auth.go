@@ -54,13 +54,10 @@ func (s *Server) requireClient(next echo.HandlerFunc) echo.HandlerFunc {
 // process changed any client.
 func (s *Server) client(ctx context.Context, name string) (cachedClient, error) {
 	now := time.Now()
-	s.cache.mu.Lock()
-	cc, ok := s.cache.clients[name]
-	s.cache.mu.Unlock()
-	if ok && s.fresh(cc.gen, cc.at, now) {
+	if cc, ok := cacheGet(s, s.cache.clients, name, now); ok {
 		return cc, nil
 	}
-	cc = cachedClient{gen: s.db.ConfigGeneration(), at: now}
+	cc := cachedClient{gen: s.db.ConfigGeneration(), at: now}
 	err := s.db.View(ctx, func(tx *store.Tx) error {
 		var err error
 		cc.client, err = tx.GetClientByName(name)
@@ -72,12 +69,7 @@ func (s *Server) client(ctx context.Context, name string) (cachedClient, error) 
 	if cc.scope, err = policy.NewClientScope(cc.client.Brand, cc.client.Models, cc.client.Types); err != nil {
 		return cc, err
 	}
-	s.cache.mu.Lock()
-	if len(s.cache.clients) >= maxCachedConfig {
-		clear(s.cache.clients)
-	}
-	s.cache.clients[name] = cc
-	s.cache.mu.Unlock()
+	cachePut(s, s.cache.clients, name, cc)
 	return cc, nil
 }
 

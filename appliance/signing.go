@@ -81,10 +81,31 @@ type cachedClient struct {
 	at     time.Time
 }
 
-// fresh reports whether something cached at generation gen at time at
-// may still be used.
-func (s *Server) fresh(gen uint64, at, now time.Time) bool {
-	return gen == s.db.ConfigGeneration() && now.Sub(at) < configTTL
+func (b binding) stamp() (uint64, time.Time)      { return b.gen, b.at }
+func (c cachedClient) stamp() (uint64, time.Time) { return c.gen, c.at }
+
+// cacheGet returns what m holds under k if it may still be used: cached
+// under the store's current configuration generation, less than
+// configTTL ago.
+func cacheGet[K comparable, V interface{ stamp() (uint64, time.Time) }](s *Server, m map[K]V, k K, now time.Time) (V, bool) {
+	s.cache.mu.Lock()
+	v, ok := m[k]
+	s.cache.mu.Unlock()
+	if !ok {
+		return v, false
+	}
+	gen, at := v.stamp()
+	return v, gen == s.db.ConfigGeneration() && now.Sub(at) < configTTL
+}
+
+// cachePut stores v under k in m, which is emptied when full.
+func cachePut[K comparable, V any](s *Server, m map[K]V, k K, v V) {
+	s.cache.mu.Lock()
+	defer s.cache.mu.Unlock()
+	if len(m) >= maxCachedConfig {
+		clear(m)
+	}
+	m[k] = v
 }
 
 const maxVerifiedModels = 1024
@@ -162,16 +183,13 @@ func (s *Server) keyFor(ctx context.Context, brand, model string, t policy.Asser
 func (s *Server) binding(ctx context.Context, brand, model string, t policy.AssertionType) (binding, error) {
 	bk := bindingKey{brand, model, t}
 	now := time.Now()
-	s.cache.mu.Lock()
-	b, ok := s.cache.bindings[bk]
-	s.cache.mu.Unlock()
 	shared := s.db.Shared()
-	if ok && !shared && s.fresh(b.gen, b.at, now) {
+	if b, ok := cacheGet(s, s.cache.bindings, bk, now); ok && !shared {
 		return b, nil
 	}
 	// The generation is read before the records: a change committed in
 	// between leaves the entry stale rather than wrong.
-	b = binding{gen: s.db.ConfigGeneration(), at: now}
+	b := binding{gen: s.db.ConfigGeneration(), at: now}
 	err := s.db.View(ctx, func(tx *store.Tx) error {
 		var err error
 		if b.mc, err = tx.GetModel(brand, model); err != nil {
@@ -196,12 +214,7 @@ func (s *Server) binding(ctx context.Context, brand, model string, t policy.Asse
 	if shared {
 		return b, nil
 	}
-	s.cache.mu.Lock()
-	if len(s.cache.bindings) >= maxCachedConfig {
-		clear(s.cache.bindings)
-	}
-	s.cache.bindings[bk] = b
-	s.cache.mu.Unlock()
+	cachePut(s, s.cache.bindings, bk, b)
 	return b, nil
 }
 
