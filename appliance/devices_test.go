@@ -693,3 +693,33 @@ func TestChangesElsewhereStopSignatures(t *testing.T) {
 		t.Errorf("%d places in the signing queue still taken", n)
 	}
 }
+
+// TestSerialPathStoreWork: once its caches are warm, a serial costs the
+// store two write transactions (the reservation, the record) and no read
+// transaction: the client, model and key come from memory, and what
+// decides whether a signature leaves is read inside the recording
+// transaction.
+func TestSerialPathStoreWork(t *testing.T) {
+	e := newDeviceEnv(t, false)
+	model := e.modelAssertion("line-9")
+	serial := func() {
+		t.Helper()
+		code, _, raw := e.call("line-a", "POST", "/v1/serial", asserts.MediaType, stream(newDevice(t).serialRequest(t, e.requestID("line-a"), "line-9", "", nil), model), nil)
+		if code != 200 {
+			t.Fatalf("serial: %d %s", code, raw)
+		}
+	}
+	serial()
+	views, commits := e.db.Views(), e.db.Commits()
+	const n = 5
+	for i := 0; i < n; i++ {
+		serial()
+	}
+	// Each round also asks for a request-id: one more write.
+	if v := e.db.Views() - views; v != 0 {
+		t.Errorf("%d read transactions for %d serials, want none", v, n)
+	}
+	if c := e.db.Commits() - commits; c != 3*n {
+		t.Errorf("%d commits for %d request-ids and serials, want %d", c, n, 3*n)
+	}
+}

@@ -35,6 +35,7 @@ type DB struct {
 	dialect dialect
 	audits  atomic.Uint64 // audit events committed
 	commits atomic.Uint64 // write transactions committed
+	views   atomic.Uint64 // read transactions begun
 	// config counts committed transactions that changed keys, models or
 	// API clients (see ConfigGeneration).
 	config atomic.Uint64
@@ -80,6 +81,9 @@ func (d *DB) Shared() bool { return d.dialect.name == "postgres" }
 // Commits returns how many write transactions (group commits) this
 // process committed.
 func (d *DB) Commits() uint64 { return d.commits.Load() }
+
+// Views returns how many read transactions (View) this process began.
+func (d *DB) Views() uint64 { return d.views.Load() }
 
 // AuditWrites returns how many audit events this process committed.
 func (d *DB) AuditWrites() uint64 { return d.audits.Load() }
@@ -408,6 +412,7 @@ func (d *DB) commitBatch(batch []*writeOp) {
 
 // View runs fn in a read-only transaction.
 func (d *DB) View(ctx context.Context, fn func(*Tx) error) error {
+	d.views.Add(1)
 	tx, err := d.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return fmt.Errorf("store: begin: %w", err)
