@@ -39,9 +39,8 @@ var errOverloaded = &APIError{Status: http.StatusServiceUnavailable, Code: "over
 	Message: "the appliance is signing at its limit; retry shortly"}
 
 // admission bounds the signing queue: a request that finds it full is
-// answered 503 + Retry-After at once. A request holds its place until its
-// signature is made (signatureMade, below) or it ends: recording and answering
-// do not hold the token back from the next request.
+// answered 503 + Retry-After at once. A request holds its place until the
+// token has answered it (Server.signatureMade) or it ends.
 func (s *Server) admission(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		select {
@@ -69,14 +68,6 @@ func (p *admitted) release() {
 	if !p.done {
 		p.done = true
 		<-p.s.admit
-	}
-}
-
-// signatureMade gives up the request's place in the signing queue once the token
-// has answered.
-func signatureMade(c echo.Context) {
-	if p, ok := c.Get(admittedKey).(*admitted); ok {
-		p.release()
 	}
 }
 
@@ -269,8 +260,7 @@ func (s *Server) serial(c echo.Context) error {
 	// 2. The token.
 	signed, err := k.signer.Serial(assertion.Serial{BrandID: brand, Model: model, Serial: d.serial, DeviceKey: devKey,
 		Timestamp: time.Now(), Revision: d.revision, Body: req.Body()})
-	s.observeSignature(policy.Serial, k.rec.KeyID, err)
-	signatureMade(c)
+	s.signatureMade(c, policy.Serial, k.rec.KeyID, err)
 	if err != nil {
 		s.releaseSerial(ctx, cl.name, brand, model, d.serial, nonce, err)
 		return err

@@ -320,12 +320,19 @@ func writeAssertions(c echo.Context, as ...asserts.Assertion) error {
 	return err
 }
 
-func (s *Server) observeSignature(t policy.AssertionType, keyID string, err error) {
+// signatureMade is what follows every answer of the token: the signature
+// (or its failure) is counted, and the request gives up its place in the
+// signing queue, so that recording and answering do not hold the token
+// back from the next request.
+func (s *Server) signatureMade(c echo.Context, t policy.AssertionType, keyID string, err error) {
 	result := "ok"
 	if err != nil {
 		result = toAPIError(err).Code
 	}
 	s.metrics.signatures.WithLabelValues(string(t), keyID, result).Inc()
+	if p, ok := c.Get(admittedKey).(*admitted); ok {
+		p.release()
+	}
 }
 
 func joinModels(ms []string) string { return strings.Join(ms, ",") }

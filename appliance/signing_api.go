@@ -56,8 +56,7 @@ func (s *Server) signModel(c echo.Context) error {
 		return err
 	}
 	signed, err := k.signer.Model(brand, req.Headers, []byte(req.Body))
-	s.observeSignature(policy.Model, k.rec.KeyID, err)
-	signatureMade(c)
+	s.signatureMade(c, policy.Model, k.rec.KeyID, err)
 	if err != nil {
 		return signingError(err, "invalid-headers")
 	}
@@ -116,8 +115,7 @@ func (s *Server) signSystemUser(c echo.Context) error {
 	signed, err := k.signer.SystemUser(assertion.SystemUser{BrandID: brand, Email: req.Email, Username: req.Username, Name: req.Name,
 		Models: req.Models, Serials: req.Serials, Password: req.Password, SSHKeys: req.SSHKeys, Since: req.Since, Until: req.Until})
 	req.Password = ""
-	s.observeSignature(policy.SystemUser, k.rec.KeyID, err)
-	signatureMade(c)
+	s.signatureMade(c, policy.SystemUser, k.rec.KeyID, err)
 	if err != nil {
 		return signingError(err, "invalid-argument")
 	}
@@ -157,8 +155,7 @@ func (s *Server) signPreseed(c echo.Context) error {
 		in.Snaps = append(in.Snaps, assertion.PreseedSnap{Name: sn.Name, ID: sn.ID, Revision: sn.Revision})
 	}
 	signed, err := k.signer.Preseed(in)
-	s.observeSignature(policy.Preseed, k.rec.KeyID, err)
-	signatureMade(c)
+	s.signatureMade(c, policy.Preseed, k.rec.KeyID, err)
 	if err != nil {
 		return signingError(err, "invalid-argument")
 	}
