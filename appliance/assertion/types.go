@@ -62,9 +62,13 @@ func revisionHeader(h map[string]any, rev int) error {
 	return nil
 }
 
-// authority is the authority-id: the brand unless the model delegates
-// (serial-authority, system-user-authority, preseed-authority).
+// authority checks brand-id and returns the authority-id: the brand
+// unless the model delegates (serial-authority, system-user-authority,
+// preseed-authority).
 func authority(brandID, authorityID string) (string, error) {
+	if err := checkAccountID("brand-id", brandID); err != nil {
+		return "", err
+	}
 	if authorityID == "" {
 		return brandID, nil
 	}
@@ -95,9 +99,6 @@ type Serial struct {
 }
 
 func (in Serial) headers() (map[string]any, error) {
-	if err := checkAccountID("brand-id", in.BrandID); err != nil {
-		return nil, err
-	}
 	auth, err := authority(in.BrandID, in.AuthorityID)
 	if err != nil {
 		return nil, err
@@ -415,9 +416,6 @@ type SystemUser struct {
 }
 
 func (in SystemUser) headers() (map[string]any, error) {
-	if err := checkAccountID("brand-id", in.BrandID); err != nil {
-		return nil, err
-	}
 	auth, err := authority(in.BrandID, in.AuthorityID)
 	if err != nil {
 		return nil, err
@@ -549,9 +547,6 @@ type Preseed struct {
 }
 
 func (in Preseed) headers() (map[string]any, error) {
-	if err := checkAccountID("brand-id", in.BrandID); err != nil {
-		return nil, err
-	}
 	auth, err := authority(in.BrandID, in.AuthorityID)
 	if err != nil {
 		return nil, err
