@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -19,9 +18,6 @@ import (
 	"github.com/keyrack/keyrack/appliance"
 	"github.com/keyrack/keyrack/appliance/assertion"
 	"github.com/keyrack/keyrack/appliance/device"
-	"github.com/keyrack/keyrack/appliance/store"
-	"github.com/keyrack/keyrack/appliance/store/pgtest"
-	"github.com/keyrack/keyrack/hsm"
 	"github.com/keyrack/keyrack/hsm/keywrap"
 	"github.com/keyrack/keyrack/softhsm"
 )
@@ -30,15 +26,7 @@ import (
 // not a token. A brand key imported on A is replicated to B's token from a
 // blob wrapped to B's import key; B then signs serials with the same key.
 func TestReplicateToSecondToken(t *testing.T) {
-	pg, err := pgtest.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pg.Stop()
-	dsn, err := pg.NewDatabase()
-	if err != nil {
-		t.Fatal(err)
-	}
+	dsn := postgresDSN(t)
 	work := t.TempDir()
 	brand, err := rsa.GenerateKey(rand.Reader, 4096)
 	if err != nil {
@@ -57,39 +45,13 @@ func TestReplicateToSecondToken(t *testing.T) {
 			t.Fatal(err)
 		}
 		addr := freeAddr(t)
-		b, _ := json.Marshal(map[string]any{"listen": addr, "dev": true, "state_dir": work,
-			"officers": map[string]any{"quorum": 1},
-			"store":    map[string]any{"driver": "postgres", "dsn": dsn},
-			"token":    map[string]any{"module": tok.Module, "label": tok.Label, "pin_file": tok.PINFile}})
-		p := filepath.Join(work, name+".json")
-		os.WriteFile(p, b, 0o600)
-		return appl{tok, p, addr}
+		return appl{tok, writePostgresConfig(t, work, name, addr, dsn, tok), addr}
 	}
 	A, B := mk("a"), mk("b")
 
-	// Demo data and the brand key, imported on A, in process.
-	func() {
-		ctx := context.Background()
-		A.tok.Activate()
-		cfg, _ := appliance.LoadConfig(A.cfg)
-		mod, err := hsm.Open(cfg.Token.HSM())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer mod.Close()
-		db, err := store.OpenPostgres(ctx, dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer db.Close()
-		srv, err := appliance.New(ctx, cfg, mod, db, slog.New(slog.NewTextHandler(io.Discard, nil)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := srv.EnsureDemo(ctx, work); err != nil {
-			t.Fatal(err)
-		}
-	}()
+	// Demo data, in process on A's token.
+	A.tok.Activate()
+	seedDemo(t, A.cfg, dsn, work)
 	for _, a := range []appl{A, B} {
 		startWithConfig(t, a.cfg, a.addr, a.tok.Env())
 	}

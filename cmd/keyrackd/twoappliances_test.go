@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -17,8 +15,6 @@ import (
 	"github.com/keyrack/keyrack/appliance"
 	"github.com/keyrack/keyrack/appliance/device"
 	"github.com/keyrack/keyrack/appliance/store"
-	"github.com/keyrack/keyrack/appliance/store/pgtest"
-	"github.com/keyrack/keyrack/hsm"
 	"github.com/keyrack/keyrack/softhsm"
 )
 
@@ -27,57 +23,16 @@ import (
 // request-id issued by one is consumed through the other, and concurrent
 // requests for one serial through both give exactly one serial.
 func TestTwoAppliancesOnePostgres(t *testing.T) {
-	pg, err := pgtest.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pg.Stop()
-	dsn, err := pg.NewDatabase()
-	if err != nil {
-		t.Fatal(err)
-	}
+	dsn := postgresDSN(t)
 	work := t.TempDir()
 	tok, err := softhsm.Create(filepath.Join(work, "token"), "shared-hsm")
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Demo data in the shared database, through the appliance itself.
-	writeConfig := func(name, addr string) string {
-		cfg := map[string]any{"listen": addr, "dev": true, "state_dir": work,
-			"officers": map[string]any{"quorum": 1},
-			"store":    map[string]any{"driver": "postgres", "dsn": dsn},
-			"token":    map[string]any{"module": tok.Module, "label": tok.Label, "pin_file": tok.PINFile}}
-		b, _ := json.Marshal(cfg)
-		p := filepath.Join(work, name+".json")
-		os.WriteFile(p, b, 0o600)
-		return p
-	}
 	addrA, addrB := freeAddr(t), freeAddr(t)
-	cfgA, cfgB := writeConfig("a", addrA), writeConfig("b", addrB)
-	func() {
-		ctx := context.Background()
-		cfg, err := appliance.LoadConfig(cfgA)
-		if err != nil {
-			t.Fatal(err)
-		}
-		mod, err := hsm.Open(cfg.Token.HSM())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer mod.Close()
-		db, err := store.OpenPostgres(ctx, dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer db.Close()
-		srv, err := appliance.New(ctx, cfg, mod, db, slog.New(slog.NewTextHandler(io.Discard, nil)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := srv.EnsureDemo(ctx, work); err != nil {
-			t.Fatal(err)
-		}
-	}()
+	cfgA, cfgB := writePostgresConfig(t, work, "a", addrA, dsn, tok), writePostgresConfig(t, work, "b", addrB, dsn, tok)
+	seedDemo(t, cfgA, dsn, work)
 	startWithConfig(t, cfgA, addrA, tok.Env())
 	startWithConfig(t, cfgB, addrB, tok.Env())
 
