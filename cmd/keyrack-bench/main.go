@@ -2,6 +2,8 @@
 // limit, in one run on one token:
 //
 //  1. raw: RSA-4096 signatures per second straight through package hsm;
+//     then the same signatures behind a bare net/http handler over
+//     loopback, the floor under any HTTP signing service on this machine;
 //  2. Go crypto/rsa RSA-4096 in process (what a software-key vault does);
 //  3. end to end: keyrackd (dev mode: SoftHSM, SQLite with fsync before
 //     each answer) and devices simulated over loopback HTTP. Request-ids
@@ -152,7 +154,17 @@ func run() error {
 		}))
 	}
 	sessions := mod.Sessions()
+
+	// 1b. The floor under any HTTP signing service on this machine: a
+	// bare net/http handler in this process that reads the body and has
+	// the token sign its digest, no store, no checks, no admission limit.
+	// What end to end loses beyond this is the appliance's own work.
+	floor, err := httpFloor(key, sessions, func(c int) int { return max(200, c**perWorker) })
 	mod.Close()
+	if err != nil {
+		return err
+	}
+	results = append(results, floor...)
 	rawC1, rawFull := results[0], results[1]
 
 	// 2. Go crypto/rsa in process.
@@ -346,6 +358,17 @@ func timed(name string, c int, d time.Duration, fn func() error) result {
 // retries; its request-id is unused, since admission refuses before
 // anything is claimed.
 func replay(addr string, c int, reqs [][]byte) result {
+	return replayCheck(addr, c, reqs, func(ctype string, body []byte) error {
+		if ctype != asserts.MediaType || !bytes.HasPrefix(body, []byte("type: serial\n")) {
+			return fmt.Errorf("200 without a serial assertion")
+		}
+		return nil
+	})
+}
+
+// replayCheck is replay with check deciding whether a 200's answer is
+// what was asked for.
+func replayCheck(addr string, c int, reqs [][]byte, check func(ctype string, body []byte) error) result {
 	r := result{concurrency: c}
 	next := make(chan []byte, len(reqs))
 	for _, q := range reqs {
@@ -366,8 +389,8 @@ func replay(addr string, c int, reqs [][]byte) result {
 				t := time.Now()
 				status, ctype, body, err := conn.do(q)
 				took := time.Since(t)
-				if err == nil && status == http.StatusOK && (ctype != asserts.MediaType || !bytes.HasPrefix(body, []byte("type: serial\n"))) {
-					err = fmt.Errorf("200 without a serial assertion")
+				if err == nil && status == http.StatusOK {
+					err = check(ctype, body)
 				}
 				mu.Lock()
 				switch {
@@ -392,6 +415,58 @@ func replay(addr string, c int, reqs [][]byte) result {
 	wg.Wait()
 	r.elapsed = time.Since(start)
 	return r
+}
+
+// httpFloor serves POST requests whose answer is the token's signature
+// of the body's SHA-512 digest, and replays requests(c) requests of a
+// serial-request's size against it at concurrency 1 and 8.
+func httpFloor(key *hsm.Key, sessions int, requests func(c int) int) ([]result, error) {
+	pub, ok := key.Public().(*rsa.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("the floor phase needs an RSA key")
+	}
+	sigLen := pub.Size()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		d := sha512.Sum512(body)
+		sig, err := key.SignContext(r.Context(), d[:], crypto.SHA512)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Length", strconv.Itoa(len(sig)))
+		w.Write(sig)
+	})}
+	go srv.Serve(ln)
+	defer srv.Close()
+	addr := ln.Addr().String()
+	var out []result
+	for _, c := range []int{1, 8} {
+		reqs := make([][]byte, requests(c))
+		for i := range reqs {
+			body := make([]byte, 2400)
+			rand.Read(body)
+			reqs[i] = rawRequest(addr, "/sign", "-", "application/octet-stream", body)
+		}
+		r := replayCheck(addr, c, reqs, func(ctype string, body []byte) error {
+			if len(body) != sigLen {
+				return fmt.Errorf("answer of %d bytes, not a signature of the key (%d)", len(body), sigLen)
+			}
+			return nil
+		})
+		r.name = fmt.Sprintf("HTTP + token sign only (%d sessions)", sessions)
+		out = append(out, r)
+	}
+	return out, nil
 }
 
 // Daemon metrics the bench reads before and after each end-to-end phase.
