@@ -292,7 +292,7 @@ func (s *Server) releaseSerial(ctx context.Context, client, brand, model, serial
 		if err := tx.DropSerialReservation(brand, model, serial, nonce); err != nil {
 			return err
 		}
-		_, err := tx.Audit("client:"+client, "serial.sign", brand+"/"+model+"/"+serial, "failed: "+toAPIError(cause).Message, nil)
+		_, err := tx.Audit("client:"+client, "serial.sign", brand+"/"+model+"/"+serial, failureOutcome(cause), nil)
 		return err
 	})
 	if err != nil {

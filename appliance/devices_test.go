@@ -723,3 +723,95 @@ func TestSerialPathStoreWork(t *testing.T) {
 		t.Errorf("%d commits for %d request-ids and serials, want %d", c, n, 3*n)
 	}
 }
+
+// TestDiscardedSignaturesAudited: a signature the recording transaction
+// discards (its key disabled, its client revoked by another appliance
+// while the token signed) leaves no signing-log row, and the audit chain
+// says what was discarded and why, for every assertion type.
+func TestDiscardedSignaturesAudited(t *testing.T) {
+	e := newDeviceEnv(t, false)
+	ctx := context.Background()
+	// Warm the caches: the model and serial bindings are not read again.
+	model := e.modelAssertion("line-1")
+	if code, _, raw := e.call("line-a", "POST", "/v1/serial", asserts.MediaType, stream(newDevice(t).serialRequest(t, e.requestID("line-a"), "line-1", "D-0", nil), model), nil); code != 200 {
+		t.Fatalf("first serial: %d %s", code, raw)
+	}
+	other, err := store.OpenSQLite(ctx, e.srv.cfg.Store.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	var keys map[string]string
+	var logBefore int
+	other.View(ctx, func(tx *store.Tx) error {
+		mc, err := tx.GetModel("brand-x", "line-1")
+		keys = mc.Keys
+		rows, _ := tx.SigningLog(store.LogFilter{})
+		logBefore = len(rows)
+		return err
+	})
+	setKey := func(name string, from, to store.KeyState) {
+		t.Helper()
+		if err := other.Update(ctx, func(tx *store.Tx) error { return tx.SetKeyState(name, from, to) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lastEvent := func() store.AuditEvent {
+		t.Helper()
+		var evs []store.AuditEvent
+		other.View(ctx, func(tx *store.Tx) error { evs, err = tx.AuditEvents(0, 100000); return err })
+		if len(evs) == 0 {
+			t.Fatal("no audit events")
+		}
+		return evs[len(evs)-1]
+	}
+	modelBody, _ := json.Marshal(map[string]any{"headers": map[string]any{"model": "line-1", "architecture": "amd64", "gadget": "pc",
+		"kernel": "pc-kernel", "timestamp": "2026-01-01T00:00:00Z"}})
+
+	setKey(keys["model"], store.KeyActive, store.KeyDisabled)
+	code, _, raw := e.call("line-a", "POST", "/v1/model", "application/json", modelBody, nil)
+	if code != 403 || errCodeOf(raw) != "key-not-active" {
+		t.Fatalf("model, key disabled elsewhere: %d %s", code, raw)
+	}
+	ev := lastEvent()
+	if ev.Action != "model.sign" || ev.Actor != "client:line-a" || ev.Subject != "brand-x/line-1" ||
+		ev.Result != "discarded: key "+keys["model"]+" became disabled while signing" || !strings.Contains(ev.Details, `"digest":`) {
+		t.Fatalf("audit event for the discarded model: %+v", ev)
+	}
+	setKey(keys["model"], store.KeyDisabled, store.KeyActive)
+
+	setKey(keys["serial"], store.KeyActive, store.KeyDisabled)
+	code, _, raw = e.call("line-a", "POST", "/v1/serial", asserts.MediaType, stream(newDevice(t).serialRequest(t, e.requestID("line-a"), "line-1", "D-1", nil), model), nil)
+	if code != 403 || errCodeOf(raw) != "key-not-active" {
+		t.Fatalf("serial, key disabled elsewhere: %d %s", code, raw)
+	}
+	if ev := lastEvent(); ev.Action != "serial.sign" || ev.Subject != "brand-x/line-1/D-1" ||
+		ev.Result != "discarded: key "+keys["serial"]+" became disabled while signing" {
+		t.Fatalf("audit event for the discarded serial: %+v", ev)
+	}
+	setKey(keys["serial"], store.KeyDisabled, store.KeyActive)
+
+	if err := other.Update(ctx, func(tx *store.Tx) error { return tx.RevokeClient("line-a") }); err != nil {
+		t.Fatal(err)
+	}
+	code, _, raw = e.call("line-a", "POST", "/v1/model", "application/json", modelBody, nil)
+	if code != 401 {
+		t.Fatalf("model, client revoked elsewhere: %d %s", code, raw)
+	}
+	if ev := lastEvent(); ev.Action != "model.sign" || ev.Result != "discarded: client revoked while signing" {
+		t.Fatalf("audit event for the model discarded for a revoked client: %+v", ev)
+	}
+	var logAfter int
+	other.View(ctx, func(tx *store.Tx) error {
+		rows, err := tx.SigningLog(store.LogFilter{})
+		logAfter = len(rows)
+		return err
+	})
+	if logAfter != logBefore {
+		t.Fatalf("discarded signatures reached the signing log: %d -> %d rows", logBefore, logAfter)
+	}
+	// The chain with the discards in it still verifies.
+	if _, err := other.VerifyAudit(ctx); err != nil {
+		t.Fatalf("audit chain: %v", err)
+	}
+}

@@ -277,15 +277,16 @@ func (s *Server) logAndAudit(tx *store.Tx, client string, t policy.AssertionType
 		return err
 	}
 	if st != store.KeyActive {
-		return &APIError{Status: http.StatusForbidden, Code: "key-not-active",
-			Message: fmt.Sprintf("key %s became %s while signing; the signature was discarded", k.rec.Name, st)}
+		return &discarded{reason: fmt.Sprintf("key %s became %s while signing", k.rec.Name, st),
+			err: &APIError{Status: http.StatusForbidden, Code: "key-not-active",
+				Message: fmt.Sprintf("key %s became %s while signing; the signature was discarded", k.rec.Name, st)}}
 	}
 	revoked, err := tx.ClientRevoked(client)
 	if err != nil {
 		return err
 	}
 	if revoked {
-		return errNoAPIKey
+		return &discarded{reason: "client revoked while signing", err: errNoAPIKey}
 	}
 	e.Type, e.KeyID, e.Client, e.Digest = string(t), k.rec.KeyID, client, digest(a)
 	id, err := tx.LogSignature(e)
@@ -302,6 +303,28 @@ func (s *Server) logAndAudit(tx *store.Tx, client string, t policy.AssertionType
 	}
 	_, err = tx.Audit("client:"+client, string(t)+".sign", subject, "ok", details)
 	return err
+}
+
+// discarded is a signature the transaction recording it refused to
+// release. The client is answered with err; the audit chain records
+// reason, since a signature the token made and nobody received is what
+// an officer reviewing the chain must be able to see.
+type discarded struct {
+	reason string
+	err    error
+}
+
+func (d *discarded) Error() string { return d.reason + "; the signature was discarded" }
+func (d *discarded) Unwrap() error { return d.err }
+
+// failureOutcome is the audit outcome of a signature that was not
+// released because of err.
+func failureOutcome(err error) string {
+	var d *discarded
+	if errors.As(err, &d) {
+		return "discarded: " + d.reason
+	}
+	return "failed: " + toAPIError(err).Message
 }
 
 // writeAssertions answers with an assertion stream.

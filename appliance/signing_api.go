@@ -1,6 +1,7 @@
 package appliance
 
 import (
+	"context"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/csv"
@@ -174,9 +175,24 @@ func signingError(err error, code string) error {
 }
 
 func (s *Server) recordAndAnswer(c echo.Context, client string, t policy.AssertionType, k *signingKey, e store.LogEntry, signed assertion.Signed) error {
-	err := s.db.Update(c.Request().Context(), func(tx *store.Tx) error {
+	ctx := c.Request().Context()
+	err := s.db.Update(ctx, func(tx *store.Tx) error {
 		return s.logAndAudit(tx, client, t, k, e, signed.Bytes, nil)
 	})
+	var d *discarded
+	if errors.As(err, &d) {
+		// The refusal is itself recorded, with what was signed, in a
+		// transaction of its own (the first one was rolled back whole).
+		outcome := failureOutcome(d)
+		aerr := s.db.Update(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+			_, err := tx.Audit("client:"+client, string(t)+".sign", e.Brand+"/"+e.Model, outcome,
+				map[string]any{"key_id": k.rec.KeyID, "digest": digest(signed.Bytes)})
+			return err
+		})
+		if aerr != nil {
+			s.log.Error("auditing a discarded signature", "type", string(t), "err", aerr)
+		}
+	}
 	if err != nil {
 		return err
 	}
