@@ -326,7 +326,8 @@ func TestDeviceRegistration(t *testing.T) {
 		t.Errorf("token sign latency observed %v times (want the model and the serial)", v)
 	}
 	for _, name := range []string{`keyrack_token_session_wait_seconds_count`, `keyrack_audit_events_total`,
-		`keyrack_request_ids_total{event="issued"}`, `keyrack_serial_duplicates_refused_total`, `keyrack_policy_refusals_total{rule="client-model"}`} {
+		`keyrack_request_ids_total{event="issued"}`, `keyrack_serial_duplicates_refused_total`, `keyrack_policy_refusals_total{rule="client-model"}`,
+		`keyrack_store_update_duration_seconds_count{durability="durable"}`, `keyrack_store_update_duration_seconds_count{durability="unsynced"}`} {
 		if v := metricValue(t, m, name); v < 1 {
 			t.Errorf("%s = %v", name, v)
 		}

@@ -24,6 +24,7 @@ type metrics struct {
 	signatures *prometheus.CounterVec
 	signTime   *prometheus.HistogramVec
 	waitTime   prometheus.Histogram
+	storeTime  *prometheus.HistogramVec
 	refusals   *prometheus.CounterVec
 	nonces     *prometheus.CounterVec
 	duplicates prometheus.Counter
@@ -58,6 +59,20 @@ func newMetrics(mod *hsm.Module, db *store.DB, version string) *metrics {
 		Help:    "Time a request waited for a free token session.",
 		Buckets: []float64{0, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 	})
+	m.storeTime = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "keyrack_store_update_duration_seconds",
+		Help:    "Time of one store update from the call to its commit, waiting for the group-commit writer included, by durability (durable: synced to disk before returning; unsynced: request-ids and reservations).",
+		Buckets: []float64{.00025, .0005, .001, .002, .004, .006, .008, .01, .015, .025, .05, .1, .25, 1},
+	}, []string{"durability"})
+	m.storeTime.WithLabelValues("durable")
+	m.storeTime.WithLabelValues("unsynced")
+	db.SetObserver(store.Observer{Update: func(durable bool, d time.Duration) {
+		l := "unsynced"
+		if durable {
+			l = "durable"
+		}
+		m.storeTime.WithLabelValues(l).Observe(d.Seconds())
+	}})
 	mod.SetObserver(hsm.Observer{
 		Sign: func(d time.Duration, err error) {
 			r := "ok"
@@ -68,7 +83,7 @@ func newMetrics(mod *hsm.Module, db *store.DB, version string) *metrics {
 		},
 		AcquireWait: func(d time.Duration) { m.waitTime.Observe(d.Seconds()) },
 	})
-	reg.MustRegister(m.signTime, m.waitTime,
+	reg.MustRegister(m.signTime, m.waitTime, m.storeTime,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "keyrack_token_up",
 			Help: "1 while the token is reachable and logged in, 0 while it is down.",

@@ -50,6 +50,8 @@ type DB struct {
 	wconn *sql.Conn
 	wmode string
 
+	observer atomic.Pointer[Observer]
+
 	// writes feeds the group-commit writer (see Update).
 	writes    chan *writeOp
 	closeOnce sync.Once
@@ -63,6 +65,19 @@ type writeOp struct {
 	sync bool // durable before Update returns (see UpdateUnsynced)
 	done chan error
 }
+
+// Observer receives what the store measures, for metrics. Its functions
+// run on the caller's goroutine: they must be cheap.
+type Observer struct {
+	// Update is called when an Update (durable) or UpdateUnsynced returns
+	// with what fn wrote committed, with the time from the call, waiting
+	// for the writer included: under load, a request's wait for the store
+	// is mostly its wait for the writer to get a core.
+	Update func(durable bool, d time.Duration)
+}
+
+// SetObserver installs o.
+func (d *DB) SetObserver(o Observer) { d.observer.Store(&o) }
 
 // maxBatch bounds how many Updates share one commit.
 const maxBatch = 128
@@ -259,11 +274,16 @@ func (d *DB) update(ctx context.Context, fn func(*Tx) error, sync bool) error {
 	if d.writes == nil {
 		return errors.New("store: opened read-only")
 	}
+	start := time.Now()
 	op := &writeOp{ctx: ctx, fn: fn, sync: sync, done: make(chan error, 1)}
 	d.writes <- op
 	// Once queued, the outcome is awaited even if ctx ends: the caller
 	// must know whether its write is durable.
-	return <-op.done
+	err := <-op.done
+	if o := d.observer.Load(); o != nil && o.Update != nil && err == nil {
+		o.Update(sync, time.Since(start))
+	}
+	return err
 }
 
 func (d *DB) startWriter() {

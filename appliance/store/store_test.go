@@ -480,3 +480,41 @@ func TestSQLiteDurabilitySetting(t *testing.T) {
 		return nil
 	})
 }
+
+func TestObserver(t *testing.T) { backends(t, testObserver) }
+
+// testObserver: every committed update is reported once, with its
+// durability and a duration no shorter than fn took; a failed one is
+// not reported.
+func testObserver(t *testing.T, db *DB) {
+	ctx := context.Background()
+	type report struct {
+		durable bool
+		d       time.Duration
+	}
+	var mu sync.Mutex
+	var got []report
+	db.SetObserver(Observer{Update: func(durable bool, d time.Duration) {
+		mu.Lock()
+		got = append(got, report{durable, d})
+		mu.Unlock()
+	}})
+	defer db.SetObserver(Observer{})
+	if err := db.Update(ctx, func(tx *Tx) error {
+		time.Sleep(3 * time.Millisecond)
+		return tx.SetSetting("obs-a", "1")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.UpdateUnsynced(ctx, func(tx *Tx) error { return tx.SetSetting("obs-b", "1") }); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(ctx, func(tx *Tx) error { return errors.New("boom") }); err == nil {
+		t.Fatal("failing update succeeded")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 2 || !got[0].durable || got[1].durable || got[0].d < 3*time.Millisecond || got[1].d <= 0 {
+		t.Fatalf("reports %+v, want one durable of at least 3ms, then one unsynced", got)
+	}
+}

@@ -27,6 +27,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -72,10 +73,13 @@ type result struct {
 	commits float64
 	// gcPerSecond is the daemon's garbage collections per second.
 	gcPerSecond float64
-	ok, busy    int
-	other       int
-	elapsed     time.Duration
-	lat         []time.Duration
+	// stages are the daemon's own p99 of the parts of a serial it times
+	// (bucket upper bounds of its histograms over the phase).
+	stages   []stageP99
+	ok, busy int
+	other    int
+	elapsed  time.Duration
+	lat      []time.Duration
 }
 
 func (r result) perSecond() float64 { return float64(r.ok) / r.elapsed.Seconds() }
@@ -269,6 +273,11 @@ func run() error {
 				r.signTime = time.Duration(sum / n * float64(time.Second))
 			}
 		}
+		for _, st := range daemonStages {
+			if v, ok := bucketQuantile(m0, m1, st.series, .99); ok {
+				r.stages = append(r.stages, stageP99{st.name, v})
+			}
+		}
 		r.name = "end to end POST /v1/serial"
 		results = append(results, r)
 		if c == 8 {
@@ -311,6 +320,17 @@ func run() error {
 		ms(time.Duration(float64(runtime.NumCPU())*float64(time.Second)/rawFull.perSecond())), sessions, sessions)
 	fmt.Printf("\nlatency at concurrency 8: p50 %s, p90 %s, p95 %s, p99 %s, max %s ms\n", ms(e2e8.quantile(.5)), ms(e2e8.quantile(.9)),
 		ms(e2e8.quantile(.95)), ms(e2e8.quantile(.99)), ms(e2e8.quantile(1)))
+	if len(e2e8.stages) > 0 {
+		fmt.Printf("daemon's own p99 at concurrency 8 (histogram bucket bounds):")
+		for i, st := range e2e8.stages {
+			sep := ","
+			if i == 0 {
+				sep = ""
+			}
+			fmt.Printf("%s %s <= %s ms", sep, st.name, strconv.FormatFloat(st.le*1000, 'f', -1, 64))
+		}
+		fmt.Println()
+	}
 	fmt.Printf("\nsingle token signature at concurrency 1: p50 %s ms; p99 at concurrency 8 is %.1fx that\n",
 		ms(rawC1.quantile(.5)), float64(e2e8.quantile(.99))/float64(rawC1.quantile(.5)))
 	fmt.Printf("daemon resident memory: %.1f MiB\n\n", rss)
@@ -478,6 +498,54 @@ const (
 	mGCs       = `go_gc_duration_seconds_count`
 )
 
+// daemonStages are the daemon's histograms of the parts of a serial, by
+// the prefix of their bucket series.
+var daemonStages = []struct{ name, series string }{
+	{"session wait", `keyrack_token_session_wait_seconds_bucket{`},
+	{"token sign", `keyrack_token_sign_duration_seconds_bucket{result="ok",`},
+	{"store unsynced", `keyrack_store_update_duration_seconds_bucket{durability="unsynced",`},
+	{"store durable", `keyrack_store_update_duration_seconds_bucket{durability="durable",`},
+}
+
+type stageP99 struct {
+	name string
+	le   float64 // seconds
+}
+
+// bucketQuantile is the upper bound of the histogram bucket holding the
+// q-quantile of what was observed between scrapes m0 and m1, for the
+// histogram whose bucket series start with prefix; false if nothing was
+// observed or the quantile lies in the +Inf bucket.
+func bucketQuantile(m0, m1 map[string]float64, prefix string, q float64) (float64, bool) {
+	type bucket struct{ le, n float64 }
+	var bs []bucket
+	for name, v := range m1 {
+		if !strings.HasPrefix(name, prefix) {
+			continue
+		}
+		i := strings.Index(name, `le="`)
+		if i < 0 {
+			continue
+		}
+		le, err := strconv.ParseFloat(strings.TrimSuffix(name[i+4:], `"}`), 64)
+		if err != nil {
+			continue
+		}
+		bs = append(bs, bucket{le, v - m0[name]})
+	}
+	sort.Slice(bs, func(i, j int) bool { return bs[i].le < bs[j].le })
+	if len(bs) == 0 || bs[len(bs)-1].n <= 0 {
+		return 0, false
+	}
+	total := bs[len(bs)-1].n // the +Inf bucket counts everything
+	for _, b := range bs {
+		if b.n >= q*total {
+			return b.le, !math.IsInf(b.le, 1)
+		}
+	}
+	return 0, false
+}
+
 // daemonMetrics reads the metrics above from the daemon.
 func daemonMetrics(addr string) (map[string]float64, error) {
 	resp, err := http.Get("http://" + addr + "/metrics")
@@ -495,8 +563,12 @@ func daemonMetrics(addr string) (map[string]float64, error) {
 		if !ok {
 			continue
 		}
-		switch name {
-		case mSignSum, mSignCount, mCommits, mGCs:
+		keep := false
+		for _, st := range daemonStages {
+			keep = keep || strings.HasPrefix(name, st.series)
+		}
+		switch {
+		case keep, name == mSignSum, name == mSignCount, name == mCommits, name == mGCs:
 			v, err := strconv.ParseFloat(val, 64)
 			if err != nil {
 				return nil, fmt.Errorf("metrics: %s: %w", line, err)
