@@ -262,7 +262,7 @@ func (s *Server) serial(c echo.Context) error {
 		Timestamp: time.Now(), Revision: d.revision, Body: req.Body()})
 	s.signatureMade(c, policy.Serial, k.rec.KeyID, err)
 	if err != nil {
-		s.releaseSerial(ctx, cl.name, brand, model, d.serial, nonce, err)
+		s.releaseSerial(ctx, cl.name, brand, model, d.serial, nonce, nil, err)
 		return err
 	}
 	// 3. The record, the signing log and the audit event, together.
@@ -278,7 +278,7 @@ func (s *Server) serial(c echo.Context) error {
 	})
 	if err != nil {
 		// Not recorded, so not released.
-		s.releaseSerial(ctx, cl.name, brand, model, d.serial, nonce, err)
+		s.releaseSerial(ctx, cl.name, brand, model, d.serial, nonce, signed.Bytes, err)
 		return err
 	}
 	s.metrics.nonces.WithLabelValues("consumed").Inc()
@@ -286,13 +286,18 @@ func (s *Server) serial(c echo.Context) error {
 }
 
 // releaseSerial undoes a reservation after a failure, so the device can
-// retry with a new request-id.
-func (s *Server) releaseSerial(ctx context.Context, client, brand, model, serial, nonce string, cause error) {
+// retry with a new request-id. signed is the signature made and not
+// released, if the token made one: the audit event keeps its digest.
+func (s *Server) releaseSerial(ctx context.Context, client, brand, model, serial, nonce string, signed []byte, cause error) {
+	var details any // nil: the event's details are {}
+	if signed != nil {
+		details = map[string]any{"digest": digest(signed)}
+	}
 	err := s.db.Update(context.WithoutCancel(ctx), func(tx *store.Tx) error {
 		if err := tx.DropSerialReservation(brand, model, serial, nonce); err != nil {
 			return err
 		}
-		_, err := tx.Audit("client:"+client, "serial.sign", brand+"/"+model+"/"+serial, failureOutcome(cause), nil)
+		_, err := tx.Audit("client:"+client, "serial.sign", brand+"/"+model+"/"+serial, failureOutcome(cause), details)
 		return err
 	})
 	if err != nil {

@@ -787,7 +787,7 @@ func TestDiscardedSignaturesAudited(t *testing.T) {
 		t.Fatalf("serial, key disabled elsewhere: %d %s", code, raw)
 	}
 	if ev := lastEvent(); ev.Action != "serial.sign" || ev.Subject != "brand-x/line-1/D-1" ||
-		ev.Result != "discarded: key "+keys["serial"]+" became disabled while signing" {
+		ev.Result != "discarded: key "+keys["serial"]+" became disabled while signing" || !strings.Contains(ev.Details, `"digest":`) {
 		t.Fatalf("audit event for the discarded serial: %+v", ev)
 	}
 	setKey(keys["serial"], store.KeyDisabled, store.KeyActive)

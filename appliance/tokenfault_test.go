@@ -1,6 +1,7 @@
 package appliance
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"github.com/snapcore/snapd/asserts"
+
+	"github.com/keyrack/keyrack/appliance/store"
 )
 
 // TestTokenGoesAwayUnderLoad moves the token's storage away while devices
@@ -70,6 +73,22 @@ func TestTokenGoesAwayUnderLoad(t *testing.T) {
 	}
 	if unavailable < len(statuses)-2 || slow.Load() > 0 {
 		t.Fatalf("token gone: %d of %d answered 503, %d took over a second: %v", unavailable, len(statuses), slow.Load(), statuses)
+	}
+	// Each serial the token failed is audited as failed, with no digest
+	// (no signature exists), and its reservation given back.
+	var evs []store.AuditEvent
+	e.db.View(context.Background(), func(tx *store.Tx) error { evs, _ = tx.AuditEvents(0, 100000); return nil })
+	failed := 0
+	for _, ev := range evs {
+		if ev.Action == "serial.sign" && strings.HasPrefix(ev.Result, "failed: ") {
+			failed++
+			if ev.Details != "{}" {
+				t.Errorf("failed serial audited with details %s", ev.Details)
+			}
+		}
+	}
+	if failed == 0 {
+		t.Errorf("no failed serial in the audit chain after %d refusals", unavailable)
 	}
 	resp, body := get(t, e.ts.URL+"/v1/health")
 	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), `"error"`) {

@@ -71,8 +71,8 @@ type writeOp struct {
 type Observer struct {
 	// Update is called when an Update (durable) or UpdateUnsynced returns
 	// with what fn wrote committed, with the time from the call, waiting
-	// for the writer included: under load, a request's wait for the store
-	// is mostly its wait for the writer to get a core.
+	// for the writer included (with a software token signing on every
+	// core, that wait for the writer to get a core is most of it).
 	Update func(durable bool, d time.Duration)
 }
 
