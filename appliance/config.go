@@ -133,7 +133,19 @@ type TokenConfig struct {
 	AcquireTimeout Duration `json:"acquire_timeout"`
 	// RetryInterval is the least time between reconnect attempts (1s).
 	RetryInterval Duration `json:"retry_interval"`
+	// SigningPriority is "normal" (default) or "idle": signatures made on
+	// dedicated threads in Linux's SCHED_IDLE class, for a software token
+	// (SoftHSM) on a machine of its own, so that request handling and the
+	// store never wait behind the token's arithmetic. Never for a machine
+	// shared with CPU-heavy work: idle threads get almost nothing then.
+	SigningPriority string `json:"signing_priority,omitempty"`
 }
+
+// Signing priorities (TokenConfig.SigningPriority).
+const (
+	PriorityNormal = "normal"
+	PriorityIdle   = "idle"
+)
 
 // HSM returns the hsm.Config this token section describes.
 func (t TokenConfig) HSM() hsm.Config {
@@ -145,6 +157,7 @@ func (t TokenConfig) HSM() hsm.Config {
 		Sessions:       t.Sessions,
 		AcquireTimeout: time.Duration(t.AcquireTimeout),
 		RetryInterval:  time.Duration(t.RetryInterval),
+		IdleSigning:    t.SigningPriority == PriorityIdle,
 	}
 }
 
@@ -314,6 +327,11 @@ func (c *Config) Normalize() error {
 	}
 	if t.Sessions < 0 || t.Sessions > 256 {
 		return fmt.Errorf("%w: token.sessions %d out of range 0..256", ErrConfig, t.Sessions)
+	}
+	switch t.SigningPriority {
+	case "", PriorityNormal, PriorityIdle:
+	default:
+		return fmt.Errorf("%w: token.signing_priority %q: use %q or %q", ErrConfig, t.SigningPriority, PriorityNormal, PriorityIdle)
 	}
 	return nil
 }

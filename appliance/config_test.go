@@ -19,8 +19,12 @@ func TestParseConfigDefaults(t *testing.T) {
 		t.Fatalf("defaults: %+v", cfg)
 	}
 	h := cfg.Token.HSM()
-	if h.Path != "/usr/lib/softhsm/libsofthsm2.so" || h.TokenLabel != "t" || h.PIN.File != "/run/pin" {
+	if h.Path != "/usr/lib/softhsm/libsofthsm2.so" || h.TokenLabel != "t" || h.PIN.File != "/run/pin" || h.IdleSigning {
 		t.Fatalf("hsm config: %+v", h)
+	}
+	idle, err := ParseConfig(strings.NewReader(`{"token": {"module": "m", "label": "t", "pin_file": "p", "signing_priority": "idle"}}`))
+	if err != nil || !idle.Token.HSM().IdleSigning {
+		t.Fatalf("signing_priority idle: %+v %v", idle.Token.HSM(), err)
 	}
 }
 
@@ -40,6 +44,7 @@ func TestParseConfigRefuses(t *testing.T) {
 		"not json":          {`listen = 1`, "invalid"},
 		"postgres no dsn":   {`{"store": {"driver": "postgres"}, "token": {"module": "m", "label": "t", "pin_file": "p"}}`, "store.dsn"},
 		"sqlite with dsn":   {`{"store": {"dsn": "host=x"}, "token": {"module": "m", "label": "t", "pin_file": "p"}}`, "store.dsn"},
+		"bad priority":      {`{"token": {"module": "m", "label": "t", "pin_file": "p", "signing_priority": "low"}}`, "token.signing_priority"},
 		"unknown driver":    {`{"store": {"driver": "mysql"}, "token": {"module": "m", "label": "t", "pin_file": "p"}}`, "store.driver"},
 	} {
 		t.Run(name, func(t *testing.T) {

@@ -22,6 +22,10 @@
 // A separate, long-lived "anchor" session carries the login. It is never
 // lent out, so recycling worker sessions never logs the process out.
 //
+// With Config.IdleSigning the signing calls themselves run on one
+// dedicated thread per session in SCHED_IDLE, for software tokens whose
+// arithmetic shares the CPUs with the rest of the process (idle.go).
+//
 // # Recovery
 //
 // Object and session handles die when the token is logged out, finalized,

@@ -55,7 +55,12 @@ type Faulty struct {
 	SignTimes int           // how many Sign calls fail (-1: all)
 	SlotErr   uint          // CKR returned by GetSlotList when not 0 (token gone)
 	SignDelay time.Duration // added to every Sign
+	// OnSign, when set, is called by every Sign on the thread making it.
+	OnSign func()
 }
+
+// ThreadIsIdleForTest reports whether the calling thread is in SCHED_IDLE.
+func ThreadIsIdleForTest() (bool, error) { return threadIsIdle() }
 
 func (f *Faulty) Set(fn func(*Faulty)) {
 	f.mu.Lock()
@@ -65,7 +70,7 @@ func (f *Faulty) Set(fn func(*Faulty)) {
 
 func (f *Faulty) Sign(sh pkcs11.SessionHandle, msg []byte) ([]byte, error) {
 	f.mu.Lock()
-	delay, code := f.SignDelay, uint(0)
+	delay, code, onSign := f.SignDelay, uint(0), f.OnSign
 	if f.SignErr != 0 && f.SignTimes != 0 {
 		code = f.SignErr
 		if f.SignTimes > 0 {
@@ -73,6 +78,9 @@ func (f *Faulty) Sign(sh pkcs11.SessionHandle, msg []byte) ([]byte, error) {
 		}
 	}
 	f.mu.Unlock()
+	if onSign != nil {
+		onSign()
+	}
 	time.Sleep(delay)
 	if code != 0 {
 		return nil, pkcs11.Error(code)

@@ -16,6 +16,13 @@ import (
 // wrapper of the same SoftHSM token, and swaps back afterwards.
 func withFaultyModule(t *testing.T, fn func(m *hsm.Module, f *hsm.Faulty, k *hsm.Key)) {
 	t.Helper()
+	withFaultyModuleConfig(t, nil, fn)
+}
+
+// withFaultyModuleConfig is withFaultyModule with adjust applied to the
+// faulty module's configuration.
+func withFaultyModuleConfig(t *testing.T, adjust func(*hsm.Config), fn func(m *hsm.Module, f *hsm.Faulty, k *hsm.Key)) {
+	t.Helper()
 	id := sharedKey(t).ID()
 	if err := mod.Close(); err != nil {
 		t.Fatal(err)
@@ -33,6 +40,9 @@ func withFaultyModule(t *testing.T, fn func(m *hsm.Module, f *hsm.Faulty, k *hsm
 	}()
 	cfg := tok.Config()
 	cfg.Sessions, cfg.RetryInterval, cfg.AcquireTimeout = 2, 200*time.Millisecond, 300*time.Millisecond
+	if adjust != nil {
+		adjust(&cfg)
+	}
 	m, f, err := hsm.OpenFaulty(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -33,6 +33,10 @@ type Config struct {
 	// KWPMechanism is the token's RFC 5649 AES key wrap with padding
 	// mechanism, used by the two-call import (default MechAESKeyWrapPad).
 	KWPMechanism uint
+	// IdleSigning runs every signature on dedicated threads in Linux's
+	// SCHED_IDLE class: for a software token on a machine of its own (see
+	// idle.go for why and what it costs).
+	IdleSigning bool
 }
 
 // Observer is told how long token operations take. Nil fields are skipped.
@@ -111,6 +115,9 @@ type Module struct {
 	pinFailed   error // sticky: never retry a PIN the token refused
 
 	pool chan *session
+	// signJobs feeds the idle-priority signing threads (nil: sign on the
+	// caller's thread); closed by Close.
+	signJobs chan func()
 
 	recoveries atomic.Uint64
 	inUse      atomic.Int64
@@ -155,6 +162,11 @@ func openWith(cfg Config, p api) (*Module, error) {
 	m.mu.Lock()
 	err := m.connectLocked()
 	m.mu.Unlock()
+	if err == nil && cfg.IdleSigning {
+		if err = m.startIdleSigners(); err != nil {
+			_ = p.CloseAllSessions(m.slot)
+		}
+	}
 	if err != nil {
 		_ = p.Finalize()
 		p.Destroy()
@@ -173,6 +185,11 @@ func (m *Module) Close() error {
 		return nil
 	}
 	m.closed = true
+	if m.signJobs != nil {
+		// No call is under way (they hold the read lock): the signing
+		// threads end with their goroutines.
+		close(m.signJobs)
+	}
 	_ = m.p.CloseAllSessions(m.slot)
 	err := m.p.Finalize()
 	m.p.Destroy()

@@ -58,9 +58,11 @@ func (k *Key) SignContext(ctx context.Context, digest []byte, opts crypto.Signer
 			return err
 		}
 		start := time.Now()
-		if err = k.m.p.SignInit(sh, mechRSAPKCS, h); err == nil {
-			sig, err = k.m.p.Sign(sh, msg)
-		}
+		k.m.signCall(func() {
+			if err = k.m.p.SignInit(sh, mechRSAPKCS, h); err == nil {
+				sig, err = k.m.p.Sign(sh, msg)
+			}
+		})
 		k.m.observeSign(time.Since(start), err)
 		return err
 	})

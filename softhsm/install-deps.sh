@@ -3,7 +3,8 @@
 # they are missing: SoftHSM2 (the dev/test token), OpenSC (pkcs11-tool), GnuPG
 # (tests make OpenPGP keys the way `snap create-key` does), systemd-analyze
 # (the unit's security check), PostgreSQL (the store tests run against a
-# throwaway cluster they start themselves) and a C compiler (cgo).
+# throwaway cluster they start themselves), ps (a test reads the daemon's
+# threads' scheduling class) and a C compiler (cgo).
 set -euo pipefail
 need=()
 [ -e /usr/lib/softhsm/libsofthsm2.so ] || ls /usr/lib/*/softhsm/libsofthsm2.so >/dev/null 2>&1 || need+=(softhsm2)
@@ -11,6 +12,7 @@ command -v pkcs11-tool >/dev/null 2>&1 || need+=(opensc)
 command -v gpg >/dev/null 2>&1 || need+=(gnupg)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v ps >/dev/null 2>&1 || need+=(procps)
 command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 if [ ${#need[@]} -gt 0 ]; then
 	if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi

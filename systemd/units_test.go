@@ -58,3 +58,36 @@ func TestUnitMatchesDaemon(t *testing.T) {
 		}
 	}
 }
+
+// TestSoftHSMDropInAllowsIdleSigning: the unit's system call filter refuses
+// sched_setattr (it is in @resources), so the SoftHSM drop-in must allow it
+// back for token.signing_priority "idle", and nothing else of @resources.
+func TestSoftHSMDropInAllowsIdleSigning(t *testing.T) {
+	out, err := exec.Command("systemd-analyze", "syscall-filter", "@resources").CombinedOutput()
+	if err != nil {
+		t.Fatalf("systemd-analyze: %v\n%s", err, out)
+	}
+	if !regexp.MustCompile(`(?m)^\s+sched_setattr$`).Match(out) {
+		t.Fatalf("sched_setattr is not in @resources here:\n%s", out)
+	}
+	unit, err := os.ReadFile("keyrackd.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(unit), "SystemCallFilter=~@privileged @resources") {
+		t.Fatal("the unit no longer refuses @resources; revisit the SoftHSM drop-in")
+	}
+	dropIn, err := os.ReadFile("keyrackd.service.d/softhsm.conf.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var allowed []string
+	for _, l := range strings.Split(string(dropIn), "\n") {
+		if v, ok := strings.CutPrefix(l, "SystemCallFilter="); ok {
+			allowed = append(allowed, v)
+		}
+	}
+	if len(allowed) != 1 || allowed[0] != "sched_setattr" {
+		t.Fatalf("SoftHSM drop-in system call filter lines %q, want exactly sched_setattr", allowed)
+	}
+}

@@ -1,0 +1,11 @@
+//go:build !linux
+
+package hsm
+
+import "fmt"
+
+func setIdlePolicy() error {
+	return fmt.Errorf("%w: idle-priority signing needs Linux's SCHED_IDLE", ErrUnsupported)
+}
+
+func threadIsIdle() (bool, error) { return false, nil }
