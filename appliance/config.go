@@ -62,10 +62,16 @@ type HTTPConfig struct {
 // 503 with Retry-After at once (snapd retries then) rather than queued
 // without bound: a factory line gets a quick answer either way.
 type LimitsConfig struct {
-	// QueuePerSession is how many signing requests may wait per token
-	// session, on top of one signing in each (default 1; 0 keeps latency
-	// lowest at some cost in throughput).
-	QueuePerSession *int `json:"queue_per_session"`
+	// Queue is how many signing requests may wait for a token session, in
+	// all, on top of one signing in each session (default: half the
+	// sessions, rounded up). A waiting request keeps a session from idling
+	// between one signature and the next request's arrival, and costs
+	// every request behind it up to a signature's time; 0 keeps latency
+	// lowest at some cost in throughput.
+	Queue *int `json:"queue,omitempty"`
+	// QueuePerSession sets the waiting places per session instead
+	// (sessions x QueuePerSession in all); set Queue or this, not both.
+	QueuePerSession *int `json:"queue_per_session,omitempty"`
 	// AuthFailures failed authentications from one address, or for one
 	// credential name, within AuthWindow block further attempts for
 	// AuthWindow (defaults 10 and 1m).
@@ -73,9 +79,17 @@ type LimitsConfig struct {
 	AuthWindow   Duration `json:"auth_window"`
 }
 
-// SigningSlots is how many signing requests may be in progress at once.
+// SigningSlots is how many signing requests may be in progress at once:
+// one signing per session and the waiting places.
 func (l LimitsConfig) SigningSlots(sessions int) int {
-	return sessions * (1 + *l.QueuePerSession)
+	switch {
+	case l.QueuePerSession != nil:
+		return sessions * (1 + *l.QueuePerSession)
+	case l.Queue != nil:
+		return sessions + *l.Queue
+	default:
+		return sessions + (sessions+1)/2
+	}
 }
 
 // TLSConfig configures HTTPS (TLS 1.2 and later).
@@ -260,10 +274,6 @@ func (c *Config) Normalize() error {
 	if c.TLS.OfficerClientCert && c.TLS.ClientCAFile == "" {
 		return fmt.Errorf("%w: tls.officer_client_cert needs tls.client_ca_file", ErrConfig)
 	}
-	if c.Limits.QueuePerSession == nil {
-		one := 1
-		c.Limits.QueuePerSession = &one
-	}
 	for _, d := range []struct {
 		v   *Duration
 		def time.Duration
@@ -282,8 +292,13 @@ func (c *Config) Normalize() error {
 	if c.Limits.AuthFailures < 1 {
 		return fmt.Errorf("%w: limits.auth_failures must be at least 1", ErrConfig)
 	}
-	if q := *c.Limits.QueuePerSession; q < 0 || q > 1000 {
-		return fmt.Errorf("%w: limits.queue_per_session %d out of range 0..1000", ErrConfig, q)
+	switch q, qs := c.Limits.Queue, c.Limits.QueuePerSession; {
+	case q != nil && qs != nil:
+		return fmt.Errorf("%w: set limits.queue or limits.queue_per_session, not both", ErrConfig)
+	case q != nil && (*q < 0 || *q > 100000):
+		return fmt.Errorf("%w: limits.queue %d out of range 0..100000", ErrConfig, *q)
+	case qs != nil && (*qs < 0 || *qs > 1000):
+		return fmt.Errorf("%w: limits.queue_per_session %d out of range 0..1000", ErrConfig, *qs)
 	}
 	if c.Devices.NonceTTL == 0 {
 		c.Devices.NonceTTL = Duration(10 * time.Minute)

@@ -45,6 +45,8 @@ func TestParseConfigRefuses(t *testing.T) {
 		"postgres no dsn":   {`{"store": {"driver": "postgres"}, "token": {"module": "m", "label": "t", "pin_file": "p"}}`, "store.dsn"},
 		"sqlite with dsn":   {`{"store": {"dsn": "host=x"}, "token": {"module": "m", "label": "t", "pin_file": "p"}}`, "store.dsn"},
 		"bad priority":      {`{"token": {"module": "m", "label": "t", "pin_file": "p", "signing_priority": "low"}}`, "token.signing_priority"},
+		"two queue bounds":  {`{"limits": {"queue": 1, "queue_per_session": 1}, "token": {"module": "m", "label": "t", "pin_file": "p"}}`, "not both"},
+		"negative queue":    {`{"limits": {"queue": -1}, "token": {"module": "m", "label": "t", "pin_file": "p"}}`, "limits.queue"},
 		"unknown driver":    {`{"store": {"driver": "mysql"}, "token": {"module": "m", "label": "t", "pin_file": "p"}}`, "store.driver"},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -59,5 +61,30 @@ func TestParseConfigRefuses(t *testing.T) {
 				t.Errorf("error %q does not mention %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestSigningSlots: one signing per session plus the waiting places: half
+// the sessions by default, or as configured in all or per session.
+func TestSigningSlots(t *testing.T) {
+	parse := func(limits string) LimitsConfig {
+		t.Helper()
+		cfg, err := ParseConfig(strings.NewReader(`{"limits": {` + limits + `}, "token": {"module": "m", "label": "t", "pin_file": "p"}}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg.Limits
+	}
+	for _, tc := range []struct {
+		limits         string
+		sessions, want int
+	}{
+		{``, 1, 2}, {``, 2, 3}, {``, 8, 12},
+		{`"queue": 0`, 2, 2}, {`"queue": 5`, 2, 7},
+		{`"queue_per_session": 0`, 4, 4}, {`"queue_per_session": 1`, 2, 4}, {`"queue_per_session": 2`, 3, 9},
+	} {
+		if got := parse(tc.limits).SigningSlots(tc.sessions); got != tc.want {
+			t.Errorf("limits {%s}, %d sessions: %d slots, want %d", tc.limits, tc.sessions, got, tc.want)
+		}
 	}
 }

@@ -104,7 +104,7 @@ func run() error {
 	levels := flag.String("concurrency", "1,4,8,32", "end-to-end concurrency levels")
 	profile := flag.String("cpuprofile", "", "have keyrackd write a CPU profile of the end-to-end phase here")
 	traceOut := flag.String("trace", "", "have keyrackd write a Go execution trace of the end-to-end phase here")
-	queue := flag.Int("queue-per-session", -1, "set limits.queue_per_session in the dev configuration (-1: leave the default)")
+	queue := flag.Int("queue", -1, "set limits.queue (waiting places in all) in the dev configuration (-1: leave the default)")
 	priority := flag.String("signing-priority", appliance.PriorityIdle, "token.signing_priority of the measured daemon: idle (what a SoftHSM appliance on a machine of its own should use) or normal")
 	retryPause = flag.Duration("retry-pause", 50*time.Millisecond, "pause before sending a request again after a 503")
 	flag.Parse()
@@ -132,7 +132,7 @@ func run() error {
 
 	if err := editConfig(filepath.Join(devDir, "keyrackd.json"), func(cfg *appliance.Config) {
 		if *queue >= 0 {
-			cfg.Limits.QueuePerSession = queue
+			cfg.Limits.Queue, cfg.Limits.QueuePerSession = queue, nil
 		}
 		cfg.Token.SigningPriority = *priority
 	}); err != nil {
