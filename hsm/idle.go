@@ -13,14 +13,15 @@ import (
 // threads and the short bursts of everything else a request needs (HTTP,
 // the store's writer, the next request's checks), so the bursts wait
 // behind signatures: measured on 2 cores, store updates reached 8 ms at
-// p99 and the token sat idle 10% of the time while finished signatures
-// waited to be recorded. In SCHED_IDLE the signing threads get every
-// cycle nothing else wants, and anything else that wakes up runs at once.
+// p99 (2-4 ms in SCHED_IDLE) and the sessions sat idle 10% of the time
+// (3-4%). In SCHED_IDLE the signing threads get every cycle nothing else
+// wants, and anything else that wakes up runs at once.
 //
 // The signing threads are dedicated: Sessions goroutines, each locked to
 // its OS thread for life, take C_SignInit+C_Sign jobs from a channel. A
-// thread lowers its own policy once and never raises it (raising needs
-// CAP_SYS_NICE), and it is never handed back to Go's thread pool: when
+// thread lowers its own policy once and never raises it (going back needs
+// CAP_SYS_NICE or a raised RLIMIT_NICE), and it is never handed back to
+// Go's thread pool: when
 // its goroutine returns (Close) the runtime ends the thread, so no other
 // goroutine ever runs at idle priority.
 //
