@@ -6,12 +6,15 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/snapcore/snapd/asserts"
@@ -101,5 +104,19 @@ func TestProcsForIdleSigning(t *testing.T) {
 	}
 	if _, ok := procsForIdleSigning("3", 3, 2); ok {
 		t.Error("an explicit GOMAXPROCS was overridden")
+	}
+}
+
+func TestOpenTokenHint(t *testing.T) {
+	idle := appliance.TokenConfig{SigningPriority: appliance.PriorityIdle}
+	refused := fmt.Errorf("hsm: idle-priority signing threads: %w", syscall.EPERM)
+	if h := openTokenHint(idle, refused); !strings.Contains(h, "SystemCallFilter=sched_setattr") {
+		t.Errorf("no hint for a refused sched_setattr: %q", h)
+	}
+	if h := openTokenHint(appliance.TokenConfig{}, refused); h != "" {
+		t.Errorf("hint at normal priority: %q", h)
+	}
+	if h := openTokenHint(idle, errors.New("no token")); h != "" {
+		t.Errorf("hint for another error: %q", h)
 	}
 }

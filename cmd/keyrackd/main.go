@@ -184,7 +184,7 @@ func serve(cfg appliance.Config, devDir string, log *slog.Logger) error {
 
 	mod, err := hsm.Open(cfg.Token.HSM())
 	if err != nil {
-		return fmt.Errorf("opening the token: %w", err)
+		return fmt.Errorf("opening the token: %w%s", err, openTokenHint(cfg.Token, err))
 	}
 	defer func() {
 		if err := mod.Close(); err != nil {
@@ -250,4 +250,14 @@ func procsForIdleSigning(env string, current, threads int) (int, bool) {
 		return 0, false
 	}
 	return current + threads, true
+}
+
+// openTokenHint is what an operator needs to know beyond err: a refused
+// scheduling change under idle-priority signing is the service's system
+// call filter, which the SoftHSM drop-in relaxes.
+func openTokenHint(t appliance.TokenConfig, err error) string {
+	if t.SigningPriority == appliance.PriorityIdle && errors.Is(err, syscall.EPERM) {
+		return " (token.signing_priority idle needs sched_setattr: under systemd, install the SoftHSM drop-in with SystemCallFilter=sched_setattr)"
+	}
+	return ""
 }
