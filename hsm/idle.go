@@ -2,6 +2,7 @@ package hsm
 
 import (
 	"fmt"
+	"os"
 	"runtime"
 )
 
@@ -26,8 +27,12 @@ import (
 // goroutine ever runs at idle priority.
 //
 // Two costs to know. Between jobs such a thread may hold one of Go's Ps
-// while the kernel runs it last, so the process needs more Ps than cores
-// (keyrackd adds one per session). And SCHED_IDLE threads get almost
+// while the kernel runs it last (Go hands a locked goroutine's P to its
+// thread), so Open gives the runtime one more P per signing thread, and
+// Close takes them back, unless GOMAXPROCS is set in the environment:
+// without them, measured, p99 got worse, and a process whose other
+// threads keep the cores busy stalled for seconds. And SCHED_IDLE threads
+// get almost
 // nothing while any other process keeps the CPUs busy: on a machine
 // shared with CPU-heavy work, signing slows to a crawl. With a hardware
 // HSM the arithmetic is not on our CPUs and this buys nothing.
@@ -50,7 +55,21 @@ func (m *Module) startIdleSigners() error {
 		return fmt.Errorf("hsm: idle-priority signing threads: %w", first)
 	}
 	m.signJobs = jobs
+	if os.Getenv("GOMAXPROCS") == "" {
+		m.procs = m.cfg.Sessions
+		runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + m.procs)
+	}
 	return nil
+}
+
+// stopIdleSigners ends the signing threads (each with its goroutine, when
+// it next gets a core) and gives back the Ps added for them.
+func (m *Module) stopIdleSigners() {
+	close(m.signJobs)
+	if m.procs > 0 {
+		runtime.GOMAXPROCS(max(1, runtime.GOMAXPROCS(0)-m.procs))
+		m.procs = 0
+	}
 }
 
 // idleSigner runs jobs on a thread of its own in SCHED_IDLE. The thread

@@ -12,21 +12,24 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/keyrack/keyrack/hsm"
 )
 
-// idleThreads counts this process's threads in SCHED_IDLE (policy 5, the
-// 41st field of /proc/self/task/*/stat).
-func idleThreads(t *testing.T) int {
+// idleThreads returns, by thread id, the scheduling state (R, S, ...) of
+// this process's threads in SCHED_IDLE (policy 5: the 41st field of
+// /proc/self/task/ID/stat; the state is the 3rd).
+func idleThreads(t *testing.T) map[string]string {
 	t.Helper()
 	stats, err := filepath.Glob("/proc/self/task/*/stat")
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := 0
+	states := map[string]string{}
 	for _, p := range stats {
 		b, err := os.ReadFile(p)
 		if err != nil {
@@ -36,19 +39,24 @@ func idleThreads(t *testing.T) int {
 		// at field 3.
 		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
 		if len(f) > 38 && f[38] == "5" {
-			n++
+			states[filepath.Base(filepath.Dir(p))] = f[0]
 		}
 	}
-	return n
+	return states
 }
 
 // TestIdleSigning: with IdleSigning every signature is made on a thread in
 // SCHED_IDLE, one per session, while the callers' threads keep their
-// policy; the signatures are good; Close ends the idle threads. Without
-// it, signatures are made at normal priority and no thread is idle.
+// policy; the runtime has one more P per such thread while the module is
+// open; the signatures are good; Close ends the idle threads and gives
+// the Ps back. Without it, signatures are made at normal priority and no
+// thread is idle.
 func TestIdleSigning(t *testing.T) {
 	digest := sha512.Sum512([]byte("idle"))
+	procs := runtime.GOMAXPROCS(0)
+	envProcs := os.Getenv("GOMAXPROCS") != ""
 	for _, idle := range []bool{false, true} {
+		before := idleThreads(t) // threads of an earlier run (-count) may still be ending
 		// Idle threads get next to no CPU while other test binaries keep
 		// the cores busy: wait for sessions as long as that takes.
 		withFaultyModuleConfig(t, func(c *hsm.Config) { c.IdleSigning, c.AcquireTimeout = idle, time.Minute }, func(m *hsm.Module, f *hsm.Faulty, k *hsm.Key) {
@@ -93,7 +101,14 @@ func TestIdleSigning(t *testing.T) {
 			mu.Lock()
 			gotIdle, gotNormal := onIdle, onNormal
 			mu.Unlock()
-			threads := idleThreads(t)
+			ours := idleThreads(t)
+			for id := range before {
+				delete(ours, id)
+			}
+			threads := len(ours)
+			if want := procs + map[bool]int{true: 2}[idle]; !envProcs && runtime.GOMAXPROCS(0) != want {
+				t.Errorf("idle %v: GOMAXPROCS %d while open, want %d", idle, runtime.GOMAXPROCS(0), want)
+			}
 			if idle && (gotIdle != 6 || gotNormal != 0 || threads != 2) {
 				t.Errorf("idle signing: %d signatures on idle threads, %d on normal ones, %d idle threads (want 6, 0, 2)", gotIdle, gotNormal, threads)
 			}
@@ -103,12 +118,55 @@ func TestIdleSigning(t *testing.T) {
 			if err := m.Close(); err != nil {
 				t.Fatal(err)
 			}
-			deadline := time.Now().Add(2 * time.Second)
-			for idleThreads(t) != 0 {
+			if runtime.GOMAXPROCS(0) != procs {
+				t.Errorf("idle %v: GOMAXPROCS %d after Close, want %d back", idle, runtime.GOMAXPROCS(0), procs)
+			}
+			// An idle thread needs a free core to see the channel closed
+			// and end, and with other processes busy it may wait for one
+			// for many seconds. What must never be is an idle thread
+			// asleep after Close: one handed back to Go's pool, where any
+			// goroutine could later run at idle priority. So each one must
+			// be gone or runnable (on its way out).
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				asleep := 0
+				states := idleThreads(t)
+				for id, st := range states {
+					if _, mine := ours[id]; mine && st != "R" {
+						asleep++
+					}
+				}
+				if asleep == 0 {
+					break
+				}
 				if time.Now().After(deadline) {
-					t.Fatalf("idle %v: %d idle threads left after Close", idle, idleThreads(t))
+					t.Fatalf("idle %v: idle threads after Close in states %v, want none asleep", idle, states)
 				}
 				time.Sleep(10 * time.Millisecond)
+			}
+			// And no goroutine runs at idle priority afterwards: many at
+			// once, each holding its thread through a blocking system
+			// call, make the runtime use every thread it has spare.
+			var seen sync.WaitGroup
+			var onIdleAfter atomic.Int32
+			for i := 0; i < 64; i++ {
+				seen.Add(1)
+				go func() {
+					defer seen.Done()
+					runtime.LockOSThread()
+					defer runtime.UnlockOSThread()
+					for j := 0; j < 5; j++ {
+						if yes, _ := hsm.ThreadIsIdleForTest(); yes {
+							onIdleAfter.Add(1)
+						}
+						ts := syscall.Timespec{Nsec: int64(time.Millisecond)}
+						syscall.Nanosleep(&ts, nil)
+					}
+				}()
+			}
+			seen.Wait()
+			if n := onIdleAfter.Load(); n > 0 {
+				t.Fatalf("idle %v: goroutines ran %d times on an idle-priority thread after Close", idle, n)
 			}
 		})
 	}

@@ -116,8 +116,10 @@ type Module struct {
 
 	pool chan *session
 	// signJobs feeds the idle-priority signing threads (nil: sign on the
-	// caller's thread); closed by Close.
+	// caller's thread); closed by Close. procs is how many Ps were added
+	// to the runtime for them.
 	signJobs chan func()
+	procs    int
 
 	recoveries atomic.Uint64
 	inUse      atomic.Int64
@@ -186,9 +188,8 @@ func (m *Module) Close() error {
 	}
 	m.closed = true
 	if m.signJobs != nil {
-		// No call is under way (they hold the read lock): the signing
-		// threads end with their goroutines.
-		close(m.signJobs)
+		// No call is under way (they hold the read lock).
+		m.stopIdleSigners()
 	}
 	_ = m.p.CloseAllSessions(m.slot)
 	err := m.p.Finalize()

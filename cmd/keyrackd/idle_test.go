@@ -98,15 +98,6 @@ func idleThreadsOf(t *testing.T, pid int) int {
 	return strings.Count(string(out), "IDL")
 }
 
-func TestProcsForIdleSigning(t *testing.T) {
-	if n, ok := procsForIdleSigning("", 2, 2); !ok || n != 4 {
-		t.Errorf("default: %d %v, want 4", n, ok)
-	}
-	if _, ok := procsForIdleSigning("3", 3, 2); ok {
-		t.Error("an explicit GOMAXPROCS was overridden")
-	}
-}
-
 func TestOpenTokenHint(t *testing.T) {
 	idle := appliance.TokenConfig{SigningPriority: appliance.PriorityIdle}
 	refused := fmt.Errorf("hsm: idle-priority signing threads: %w", syscall.EPERM)

@@ -194,9 +194,6 @@ func serve(cfg appliance.Config, devDir string, log *slog.Logger) error {
 	st := mod.Check(ctx)
 	log.Info("token ready", "label", st.Label, "serial", st.Serial, "model", st.Model, "sessions", st.Sessions)
 	if cfg.Token.SigningPriority == appliance.PriorityIdle {
-		if n, ok := procsForIdleSigning(os.Getenv("GOMAXPROCS"), runtime.GOMAXPROCS(0), st.Sessions); ok {
-			runtime.GOMAXPROCS(n)
-		}
 		log.Info("signing at idle priority", "threads", st.Sessions, "gomaxprocs", runtime.GOMAXPROCS(0))
 	}
 
@@ -238,18 +235,6 @@ func serve(cfg appliance.Config, devDir string, log *slog.Logger) error {
 	}
 	log.Info("keyrackd stopped cleanly")
 	return nil
-}
-
-// procsForIdleSigning is how many Ps the Go runtime should have when the
-// token signs on idle-priority threads (hsm.Config.IdleSigning): one more
-// per signing thread, since between jobs such a thread can hold a P while
-// the kernel runs it last, and the rest of the daemon must not be left
-// short. An explicit GOMAXPROCS (env) is the operator's and is kept.
-func procsForIdleSigning(env string, current, threads int) (int, bool) {
-	if env != "" {
-		return 0, false
-	}
-	return current + threads, true
 }
 
 // openTokenHint is what an operator needs to know beyond err: a refused
