@@ -462,23 +462,32 @@ func (s *Server) listAudit(c echo.Context) error {
 	}); err != nil {
 		return err
 	}
-	type event struct {
-		Seq      int64           `json:"seq"`
-		Time     time.Time       `json:"time"`
-		Actor    string          `json:"actor"`
-		Action   string          `json:"action"`
-		Subject  string          `json:"subject"`
-		Result   string          `json:"result"`
-		Details  json.RawMessage `json:"details"`
-		PrevHash string          `json:"prev_hash"`
-		Hash     string          `json:"hash"`
-	}
-	out := make([]event, 0, len(evs))
+	out := AuditPage{Events: make([]AuditEventView, 0, len(evs))}
 	for _, e := range evs {
-		out = append(out, event{e.Seq, e.Time, e.Actor, e.Action, e.Subject, e.Result, json.RawMessage(e.Details),
+		out.Events = append(out.Events, AuditEventView{e.Seq, e.Time, e.Actor, e.Action, e.Subject, e.Result, json.RawMessage(e.Details),
 			hex.EncodeToString(e.PrevHash), hex.EncodeToString(e.Hash)})
 	}
-	return writeJSON(c, http.StatusOK, map[string]any{"events": out})
+	return writeJSON(c, http.StatusOK, out)
+}
+
+// AuditPage is the body of GET /v1/audit, as the API writes it and the
+// officers' CLI reads it.
+type AuditPage struct {
+	Events []AuditEventView `json:"events"`
+}
+
+// AuditEventView is one audit event in the API: details as the JSON
+// object they are, hashes in hex.
+type AuditEventView struct {
+	Seq      int64           `json:"seq"`
+	Time     time.Time       `json:"time"`
+	Actor    string          `json:"actor"`
+	Action   string          `json:"action"`
+	Subject  string          `json:"subject"`
+	Result   string          `json:"result"`
+	Details  json.RawMessage `json:"details"`
+	PrevHash string          `json:"prev_hash"`
+	Hash     string          `json:"hash"`
 }
 
 func defaultString(s, def string) string {

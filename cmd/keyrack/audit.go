@@ -3,12 +3,11 @@ package main
 import (
 	"context"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"time"
 
+	"github.com/keyrack/keyrack/appliance"
 	"github.com/keyrack/keyrack/appliance/store"
 )
 
@@ -45,26 +44,11 @@ func (c *cli) auditVerify(ctx context.Context, args []string) error {
 	return nil
 }
 
-// auditPage is one answer of GET /v1/audit.
-type auditPage struct {
-	Events []struct {
-		Seq      int64           `json:"seq"`
-		Time     time.Time       `json:"time"`
-		Actor    string          `json:"actor"`
-		Action   string          `json:"action"`
-		Subject  string          `json:"subject"`
-		Result   string          `json:"result"`
-		Details  json.RawMessage `json:"details"`
-		PrevHash string          `json:"prev_hash"`
-		Hash     string          `json:"hash"`
-	} `json:"events"`
-}
-
 func (c *cli) verifyOverAPI(ctx context.Context) (int64, error) {
 	v := store.NewAuditVerifier()
 	var after int64
 	for {
-		var ans auditPage
+		var ans appliance.AuditPage
 		if _, err := c.call(ctx, "GET", fmt.Sprintf("/v1/audit?after=%d&limit=1000", after), nil, &ans, true); err != nil {
 			return v.Count, err
 		}

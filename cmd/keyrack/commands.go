@@ -12,6 +12,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/keyrack/keyrack/appliance"
 )
 
 func (c *cli) status(ctx context.Context) int {
@@ -318,7 +320,7 @@ func (c *cli) audit(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return usageErr("audit [-after N] [-limit N]")
 	}
-	var ans auditPage
+	var ans appliance.AuditPage
 	if _, err := c.call(ctx, "GET", fmt.Sprintf("/v1/audit?after=%d&limit=%d", *after, *limit), nil, &ans, true); err != nil {
 		return err
 	}
