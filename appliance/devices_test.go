@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -93,6 +94,29 @@ func (e *deviceEnv) call(client, method, path, ctype string, body []byte, hdr ma
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, resp.Header, raw
+}
+
+// serve runs the server's own Serve (its HTTP limits and timeouts, which
+// the test server of newDeviceEnv lacks) on a loopback listener and
+// returns its address and a stop that shuts it down and checks Serve
+// ended cleanly.
+func (e *deviceEnv) serve() (addr string, stop func()) {
+	e.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	e.t.Cleanup(cancel)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- e.srv.Serve(ctx, ln) }()
+	return ln.Addr().String(), func() {
+		e.t.Helper()
+		cancel()
+		if err := <-done; err != nil {
+			e.t.Fatal(err)
+		}
+	}
 }
 
 func (e *deviceEnv) requestID(client string) string {

@@ -2,11 +2,9 @@ package appliance
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"math/big"
-	"net"
 	"net/http"
 	"runtime"
 	"strings"
@@ -22,15 +20,8 @@ import (
 // 5xx, no crash, and bounded memory.
 func TestMalformedRequests(t *testing.T) {
 	e := newDeviceEnv(t, false)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- e.srv.Serve(ctx, ln) }()
-	base := "http://" + ln.Addr().String()
+	addr, stop := e.serve()
+	base := "http://" + addr
 	model := e.modelAssertion("line-1")
 	valid := stream(newDevice(t).serialRequest(t, e.requestID("line-a"), "line-1", "M-1", nil), model)
 	key := e.apiKeys["line-a"]
@@ -143,8 +134,5 @@ func TestMalformedRequests(t *testing.T) {
 		t.Fatalf("health after the storm: %v", err)
 	}
 	resp.Body.Close()
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	stop()
 }

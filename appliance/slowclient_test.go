@@ -1,7 +1,6 @@
 package appliance
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -18,15 +17,7 @@ func TestSlowClients(t *testing.T) {
 	e := newDeviceEnv(t, false)
 	e.srv.cfg.HTTP.ReadHeaderTimeout = Duration(time.Second)
 	e.srv.cfg.HTTP.ReadTimeout = Duration(2 * time.Second)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- e.srv.Serve(ctx, ln) }()
-	addr := ln.Addr().String()
+	addr, stop := e.serve()
 
 	var wg sync.WaitGroup
 	cutAfter := make([]time.Duration, 50)
@@ -83,8 +74,5 @@ func TestSlowClients(t *testing.T) {
 			t.Errorf("slow client %d held its connection for %v", i, d)
 		}
 	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	stop()
 }
