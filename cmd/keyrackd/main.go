@@ -220,13 +220,20 @@ func serve(cfg appliance.Config, devDir string, log *slog.Logger) error {
 	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
 		log.Warn("sd_notify READY", "err", err)
 	}
+	// Serve stops on its own context, cancelled only after STOPPING=1 is
+	// sent: on the signal's context an idle server could finish draining
+	// before this select saw the signal, and the select, finding both
+	// ready, could then skip STOPPING=1 and the log line.
+	serving, stopServing := context.WithCancel(context.Background())
+	defer stopServing()
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ctx, ln) }()
+	go func() { errc <- srv.Serve(serving, ln) }()
 	go watchdog(ctx, mod, log)
 	select {
 	case <-ctx.Done():
 		log.Info("stopping: draining requests")
 		_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
+		stopServing()
 		err = <-errc
 	case err = <-errc:
 	}
