@@ -41,7 +41,7 @@ func checkSerialRequest(a asserts.Assertion) (*asserts.SerialRequest, error) {
 	}
 	// The decoder already checked that the device key's id is
 	// sign-key-sha3-384; this checks the key actually signed it.
-	if err := asserts.SignatureCheck(req, req.DeviceKey()); err != nil {
+	if err := checkDeviceSignature(req); err != nil {
 		return nil, fmt.Errorf("%w: serial-request is not signed by its device key: %v", ErrBadRequest, err)
 	}
 	return req, nil

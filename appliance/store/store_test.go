@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -516,5 +517,70 @@ func testObserver(t *testing.T, db *DB) {
 	defer mu.Unlock()
 	if len(got) != 2 || !got[0].durable || got[1].durable || got[0].d < 3*time.Millisecond || got[1].d <= 0 {
 		t.Fatalf("reports %+v, want one durable of at least 3ms, then one unsynced", got)
+	}
+}
+
+func TestNonces(t *testing.T) { backends(t, testNonces) }
+
+// testNonces: a request-id is claimed once, by the client it was issued
+// to, before it expires; every refusal names its reason, and a refused
+// claim changes nothing.
+func testNonces(t *testing.T, db *DB) {
+	ctx := context.Background()
+	err := db.Update(ctx, func(tx *Tx) error {
+		for id, ttl := range map[string]time.Duration{"fresh": time.Hour, "other": time.Hour, "old": -time.Second} {
+			if err := tx.InsertNonce(id, "factory", ttl); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	claim := func(id, client string) error {
+		return db.Update(ctx, func(tx *Tx) error { return tx.ClaimNonce(id, client) })
+	}
+	for _, c := range []struct {
+		id, client string
+		want       error
+	}{
+		{"nope", "factory", ErrNonceUnknown},
+		{"old", "factory", ErrNonceExpired},
+		{"other", "line-2", ErrNonceClient},
+		{"fresh", "factory", nil},
+		{"fresh", "factory", ErrNonceUsed},
+		{"other", "factory", nil},
+	} {
+		if err := claim(c.id, c.client); !errors.Is(err, c.want) || (c.want == nil) != (err == nil) {
+			t.Errorf("claiming %s as %s: %v, want %v", c.id, c.client, err, c.want)
+		}
+	}
+	if err := db.Update(ctx, func(tx *Tx) error { return tx.ConsumeNonce("fresh") }); err != nil {
+		t.Fatal(err)
+	}
+	if err := claim("fresh", "factory"); !errors.Is(err, ErrNonceUsed) {
+		t.Errorf("claiming a consumed request-id: %v", err)
+	}
+	if err := db.Update(ctx, func(tx *Tx) error { return tx.ConsumeNonce("old") }); err == nil {
+		t.Error("consumed a request-id that was never claimed")
+	}
+	var states []string
+	db.View(ctx, func(tx *Tx) error {
+		rows, err := tx.query(`SELECT id || ':' || state || ':' || CASE WHEN used_us IS NULL THEN 'unused' ELSE 'used' END FROM nonces ORDER BY id`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var s string
+			rows.Scan(&s)
+			states = append(states, s)
+		}
+		return rows.Err()
+	})
+	want := "fresh:consumed:used old:issued:unused other:claimed:used"
+	if got := strings.Join(states, " "); got != want {
+		t.Errorf("nonces %q, want %q", got, want)
 	}
 }

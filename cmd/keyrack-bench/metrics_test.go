@@ -1,6 +1,11 @@
 package main
 
-import "testing"
+import (
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+)
 
 // TestBucketQuantile: the quantile is read from the buckets' growth
 // between two scrapes, not from their totals since the daemon started.
@@ -27,5 +32,36 @@ func TestBucketQuantile(t *testing.T) {
 	}
 	if _, ok := bucketQuantile(m0, m0, p, .99); ok {
 		t.Error("nothing observed, yet a quantile")
+	}
+}
+
+// TestThreadCPU: CPU burnt by a SCHED_IDLE process counts as idle-thread
+// time and none as other; this process's own threads count as other.
+func TestThreadCPU(t *testing.T) {
+	if _, err := exec.LookPath("chrt"); err != nil {
+		t.Skip("no chrt (util-linux)")
+	}
+	cmd := exec.Command("chrt", "--idle", "0", "sh", "-c", "while :; do :; done")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer cmd.Process.Kill()
+	deadline := time.Now().Add(10 * time.Second)
+	var idle, other time.Duration
+	for time.Now().Before(deadline) {
+		if idle, other = threadCPU(cmd.Process.Pid); idle >= 100*time.Millisecond {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if idle < 100*time.Millisecond || other != 0 {
+		t.Errorf("a busy SCHED_IDLE process: idle %v, other %v", idle, other)
+	}
+	busy := time.Now().Add(300 * time.Millisecond)
+	for time.Now().Before(busy) {
+	}
+	if idle, other := threadCPU(os.Getpid()); idle != 0 || other == 0 {
+		t.Errorf("this test process: idle %v, other %v", idle, other)
 	}
 }
