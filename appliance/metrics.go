@@ -1,6 +1,7 @@
 package appliance
 
 import (
+	"regexp"
 	"runtime/debug"
 	"strconv"
 	"time"
@@ -152,7 +153,11 @@ func newMetrics(mod *hsm.Module, db *store.DB, version string) *metrics {
 			Name: "keyrack_token_recoveries_total",
 			Help: "Attempts to bring the token back after it lost sessions, login or handles.",
 		}, func() float64 { return float64(mod.Recoveries()) }),
-		collectors.NewGoCollector(),
+		// Besides the defaults, the CPU the garbage collector takes
+		// (runtime/metrics' estimate): next to signing it is the
+		// appliance's cost that grows with load.
+		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
+			collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/cpu/classes/gc/total:cpu-seconds$`)})),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	return m

@@ -107,3 +107,11 @@ func OpenFaulty(cfg Config) (*Module, *Faulty, error) {
 	m, err := openWith(cfg, f)
 	return m, f, err
 }
+
+// IdlePsAddedForTest is how many Ps idle-priority signing has given the
+// runtime in this process so far.
+func IdlePsAddedForTest() int {
+	idlePs.Lock()
+	defer idlePs.Unlock()
+	return idlePs.added
+}

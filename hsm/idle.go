@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"sync"
 )
 
 // Idle-priority signing (Config.IdleSigning).
@@ -28,14 +29,54 @@ import (
 //
 // Two costs to know. Between jobs such a thread may hold one of Go's Ps
 // while the kernel runs it last (Go hands a locked goroutine's P to its
-// thread), so Open gives the runtime one more P per signing thread, and
-// Close takes them back, unless GOMAXPROCS is set in the environment:
-// without them, measured, p99 got worse, and a process whose other
-// threads keep the cores busy stalled for seconds. And SCHED_IDLE threads
-// get almost
-// nothing while any other process keeps the CPUs busy: on a machine
-// shared with CPU-heavy work, signing slows to a crawl. With a hardware
-// HSM the arithmetic is not on our CPUs and this buys nothing.
+// thread), so the runtime gets one more P per two signing threads
+// (IdlePs). Measured with 2 sessions on 2 cores (keyrack-bench, runs taken
+// in turn): with no extra P, p99 at concurrency 8 was 24-28 ms, and a
+// process whose other threads kept the cores busy stalled for seconds;
+// with one, 13-14 ms; with one per thread, p99 alike but the rest of the
+// daemon took 20% more CPU per serial (more Ps on the same two cores: more
+// threads spinning for work and a larger GC worker share, all of it at
+// normal priority, so taken from signing). The Ps are added when a module
+// first needs them and never taken back (a later Open reuses them): taking
+// them back stops the world, which waits for every P, including one held
+// by an ending idle thread the kernel runs last; under other processes'
+// load that stalled the whole process for seconds at Close. Setting
+// GOMAXPROCS in the environment turns the adjustment off. And SCHED_IDLE
+// threads get almost nothing while any other process keeps the CPUs busy:
+// on a machine shared with CPU-heavy work, signing slows to a crawl and
+// anything that stops the world (a GC) waits for them. With a hardware HSM
+// the arithmetic is not on our CPUs and this buys nothing.
+
+// IdlePs is how many Ps the runtime gets for n idle-priority signing
+// threads.
+func IdlePs(n int) int { return (n + 1) / 2 }
+
+// The Ps added for the idle threads of every open module: added counts
+// those given to the runtime, live those the open modules need.
+var idlePs struct {
+	sync.Mutex
+	added, live int
+}
+
+// claimIdlePs records that a module needs n more Ps and gives the runtime
+// any beyond those added before.
+func claimIdlePs(n int) {
+	idlePs.Lock()
+	defer idlePs.Unlock()
+	idlePs.live += n
+	if more := idlePs.live - idlePs.added; more > 0 && os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + more)
+		idlePs.added = idlePs.live
+	}
+}
+
+// releaseIdlePs records that a closed module no longer needs n Ps; they
+// stay with the runtime for the next Open.
+func releaseIdlePs(n int) {
+	idlePs.Lock()
+	defer idlePs.Unlock()
+	idlePs.live -= n
+}
 
 // startIdleSigners starts one idle-priority signing thread per session.
 func (m *Module) startIdleSigners() error {
@@ -55,21 +96,17 @@ func (m *Module) startIdleSigners() error {
 		return fmt.Errorf("hsm: idle-priority signing threads: %w", first)
 	}
 	m.signJobs = jobs
-	if os.Getenv("GOMAXPROCS") == "" {
-		m.procs = m.cfg.Sessions
-		runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + m.procs)
-	}
+	m.procs = IdlePs(m.cfg.Sessions)
+	claimIdlePs(m.procs)
 	return nil
 }
 
 // stopIdleSigners ends the signing threads (each with its goroutine, when
-// it next gets a core) and gives back the Ps added for them.
+// it next gets a core); the Ps added for them stay (see claimIdlePs).
 func (m *Module) stopIdleSigners() {
 	close(m.signJobs)
-	if m.procs > 0 {
-		runtime.GOMAXPROCS(max(1, runtime.GOMAXPROCS(0)-m.procs))
-		m.procs = 0
-	}
+	releaseIdlePs(m.procs)
+	m.procs = 0
 }
 
 // idleSigner runs jobs on a thread of its own in SCHED_IDLE. The thread

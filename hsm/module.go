@@ -116,8 +116,8 @@ type Module struct {
 
 	pool chan *session
 	// signJobs feeds the idle-priority signing threads (nil: sign on the
-	// caller's thread); closed by Close. procs is how many Ps were added
-	// to the runtime for them.
+	// caller's thread); closed by Close. procs is how many Ps this
+	// module needs for them (see claimIdlePs).
 	signJobs chan func()
 	procs    int
 

@@ -78,6 +78,9 @@ type result struct {
 	commits float64
 	// gcPerSecond is the daemon's garbage collections per second.
 	gcPerSecond float64
+	// gcCPU is the garbage collector's CPU per serial, as the Go runtime
+	// estimates it (an overestimate: compare runs, not with ownCPU).
+	gcCPU time.Duration
 	// stages are the daemon's own p99 of the parts of a serial it times
 	// (bucket upper bounds of its histograms over the phase).
 	stages   []stageP99
@@ -282,6 +285,9 @@ func run() error {
 		if g, ok := delta(mGCs); ok {
 			r.gcPerSecond = g / r.elapsed.Seconds()
 		}
+		if g, ok := delta(mGCCPU); ok && r.ok > 0 {
+			r.gcCPU = time.Duration(g / float64(r.ok) * float64(time.Second))
+		}
 		if sum, ok := delta(mSignSum); ok {
 			r.tokenBusy = sum / (r.elapsed.Seconds() * float64(sessions))
 			if n, ok := delta(mSignCount); ok && n > 0 {
@@ -337,8 +343,12 @@ func run() error {
 		" commits: store write transactions per serial; GC/s: the daemon's garbage collections per second)\n",
 		ms(time.Duration(float64(runtime.NumCPU())*float64(time.Second)/rawFull.perSecond())), sessions, sessions)
 	if e2e8.signCPU > 0 {
-		fmt.Printf("\nCPU per serial at concurrency 8: signing threads %.2f ms, the rest of the daemon %.2f ms (its own work: HTTP, checks, store, runtime)\n",
+		fmt.Printf("\nCPU per serial at concurrency 8: signing threads %.2f ms, the rest of the daemon %.2f ms (its own work: HTTP, checks, store, runtime)",
 			float64(e2e8.signCPU.Microseconds())/1000, float64(e2e8.ownCPU.Microseconds())/1000)
+		if e2e8.gcCPU > 0 {
+			fmt.Printf("; GC by the runtime's estimate %.2f ms", float64(e2e8.gcCPU.Microseconds())/1000)
+		}
+		fmt.Println()
 	}
 	fmt.Printf("\nlatency at concurrency 8: p50 %s, p90 %s, p95 %s, p99 %s, max %s ms\n", ms(e2e8.quantile(.5)), ms(e2e8.quantile(.9)),
 		ms(e2e8.quantile(.95)), ms(e2e8.quantile(.99)), ms(e2e8.quantile(1)))
@@ -522,6 +532,7 @@ const (
 	mSignCount = `keyrack_token_sign_duration_seconds_count{result="ok"}`
 	mCommits   = `keyrack_store_commits_total`
 	mGCs       = `go_gc_duration_seconds_count`
+	mGCCPU     = `go_cpu_classes_gc_total_cpu_seconds_total`
 )
 
 // daemonStages are the daemon's histograms of the parts of a serial, by
@@ -594,7 +605,7 @@ func daemonMetrics(addr string) (map[string]float64, error) {
 			keep = keep || strings.HasPrefix(name, st.series)
 		}
 		switch {
-		case keep, name == mSignSum, name == mSignCount, name == mCommits, name == mGCs:
+		case keep, name == mSignSum, name == mSignCount, name == mCommits, name == mGCs, name == mGCCPU:
 			v, err := strconv.ParseFloat(val, 64)
 			if err != nil {
 				return nil, fmt.Errorf("metrics: %s: %w", line, err)

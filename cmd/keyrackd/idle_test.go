@@ -21,6 +21,7 @@ import (
 
 	"github.com/keyrack/keyrack/appliance"
 	"github.com/keyrack/keyrack/appliance/device"
+	"github.com/keyrack/keyrack/hsm"
 )
 
 // TestDaemonIdleSigning: with token.signing_priority "idle" the daemon
@@ -82,8 +83,8 @@ func TestDaemonIdleSigning(t *testing.T) {
 	if idle != line.Threads {
 		t.Errorf("%d SCHED_IDLE threads, want one per session (%d)", idle, line.Threads)
 	}
-	if os.Getenv("GOMAXPROCS") == "" && line.GOMAXPROCS != runtime.GOMAXPROCS(0)+line.Threads {
-		t.Errorf("GOMAXPROCS %d, want %d + %d", line.GOMAXPROCS, runtime.GOMAXPROCS(0), line.Threads)
+	if os.Getenv("GOMAXPROCS") == "" && line.GOMAXPROCS != runtime.GOMAXPROCS(0)+hsm.IdlePs(line.Threads) {
+		t.Errorf("GOMAXPROCS %d, want %d + %d for %d idle threads", line.GOMAXPROCS, runtime.GOMAXPROCS(0), hsm.IdlePs(line.Threads), line.Threads)
 	}
 }
 
