@@ -2,6 +2,7 @@ package hsm
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -114,4 +115,27 @@ func IdlePsAddedForTest() int {
 	idlePs.Lock()
 	defer idlePs.Unlock()
 	return idlePs.added
+}
+
+// IdleSignerOnMainThreadForTest starts an idle signer on the calling
+// goroutine, which must be locked to the main thread, as if the runtime
+// had started a signer's goroutine there, with no jobs to run. It reports
+// whether a signing thread started and whether the main thread is in
+// SCHED_IDLE afterwards.
+func IdleSignerOnMainThreadForTest() (started, mainIdle bool, err error) {
+	if !onMainThread() {
+		return false, false, errors.New("not called on the main thread")
+	}
+	jobs := make(chan func())
+	close(jobs)
+	ready := make(chan error, 1)
+	idleSigner(jobs, ready)
+	if err := <-ready; err != nil {
+		return false, false, err
+	}
+	if !onMainThread() {
+		return true, false, errors.New("the caller left the main thread")
+	}
+	mainIdle, err = threadIsIdle()
+	return true, mainIdle, err
 }

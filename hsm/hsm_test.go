@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -26,8 +27,40 @@ var (
 	mod *hsm.Module
 )
 
+// The main goroutine keeps the main thread, so TestMain runs there (see
+// TestIdleSignerLeavesMainThread).
+func init() { runtime.LockOSThread() }
+
 func TestMain(m *testing.M) {
+	mainThreadSigner = checkMainThreadSigner()
 	os.Exit(run(m))
+}
+
+// mainThreadSigner is what became of an idle signer started on the main
+// thread, checked before the tests run (only TestMain is on that thread).
+var mainThreadSigner error
+
+func checkMainThreadSigner() error {
+	started, mainIdle, err := hsm.IdleSignerOnMainThreadForTest()
+	switch {
+	case err != nil:
+		return err
+	case !started:
+		return errors.New("no signing thread started")
+	case mainIdle:
+		return errors.New("the main thread was left in SCHED_IDLE")
+	}
+	return nil
+}
+
+// TestIdleSignerLeavesMainThread: an idle signer's goroutine that starts
+// on the process's main thread hands over to another thread; the main
+// thread keeps its policy (and is not parked for good when the signer
+// ends).
+func TestIdleSignerLeavesMainThread(t *testing.T) {
+	if mainThreadSigner != nil {
+		t.Fatal(mainThreadSigner)
+	}
 }
 
 func run(m *testing.M) int {

@@ -20,3 +20,7 @@ func threadIsIdle() (bool, error) {
 	}
 	return a.Policy == schedIdle, nil
 }
+
+// onMainThread reports whether the calling thread is the process's main
+// thread (whose thread id is the process id).
+func onMainThread() bool { return unix.Gettid() == unix.Getpid() }

@@ -140,12 +140,8 @@ func TestIdleSigning(t *testing.T) {
 			// for many seconds. What must never be is an idle thread
 			// asleep after Close: one handed back to Go's pool, where any
 			// goroutine could later run at idle priority. So each one must
-			// be gone or runnable (on its way out). One may also sleep a
-			// while on its way out, behind the other one holding a runtime
-			// lock or a stop of the world while the kernel runs it last:
-			// with two busy loops on both cores that passed 10 s about
-			// once in a hundred runs, hence the long deadline.
-			deadline := time.Now().Add(60 * time.Second)
+			// be gone or runnable (on its way out).
+			deadline := time.Now().Add(10 * time.Second)
 			for {
 				asleep := 0
 				states := idleThreads(t)
