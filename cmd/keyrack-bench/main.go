@@ -667,18 +667,8 @@ func editConfig(path string, edit func(*appliance.Config)) error {
 
 // cpuTime is the user+system CPU time of a process so far.
 func cpuTime(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// Fields after the command name (which may hold spaces) start after ")".
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * time.Second / 100 // USER_HZ is 100 on Linux
+	d, _, _ := procStat(fmt.Sprintf("/proc/%d/stat", pid))
+	return d
 }
 
 // threadCPU splits a process's CPU time so far between its SCHED_IDLE
@@ -691,24 +681,35 @@ func threadCPU(pid int) (idle, other time.Duration) {
 		return 0, 0
 	}
 	for _, t := range tasks {
-		b, err := os.ReadFile(filepath.Join(dir, t.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
-		if len(f) < 39 {
-			continue
-		}
-		ut, _ := strconv.ParseInt(f[11], 10, 64)
-		st, _ := strconv.ParseInt(f[12], 10, 64)
-		d := time.Duration(ut+st) * time.Second / 100
-		if f[38] == "5" { // policy: SCHED_IDLE
+		d, policy, ok := procStat(filepath.Join(dir, t.Name(), "stat"))
+		switch {
+		case !ok:
+		case policy == "5": // SCHED_IDLE
 			idle += d
-		} else {
+		default:
 			other += d
 		}
 	}
 	return idle, other
+}
+
+// procStat reads a process's or thread's /proc stat file: its user+system
+// CPU time so far and its scheduling policy (a number: 5 is SCHED_IDLE).
+func procStat(path string) (cpu time.Duration, policy string, ok bool) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, "", false
+	}
+	// Fields after the command name (which may hold spaces) start after
+	// ")": the state is f[0], utime and stime f[11] and f[12], the policy
+	// f[38].
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 39 {
+		return 0, "", false
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100, f[38], true // USER_HZ is 100 on Linux
 }
 
 func rssMiB(pid int) (float64, error) {

@@ -26,7 +26,7 @@ import (
 
 // TestDaemonIdleSigning: with token.signing_priority "idle" the daemon
 // signs on one SCHED_IDLE thread per session, gives the runtime one P per
-// such thread on top of its default, and its signatures are good.
+// two such threads on top of its default, and its signatures are good.
 func TestDaemonIdleSigning(t *testing.T) {
 	work := t.TempDir()
 	bin := keyrackdBinary(t)
