@@ -1,6 +1,7 @@
 package appliance
 
 import (
+	"context"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/base64"
@@ -76,7 +77,9 @@ func (s *Server) exportKey(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	err = s.db.Update(c.Request().Context(), func(tx *store.Tx) error {
+	// Audited even if the officer has gone away meanwhile: the token
+	// made the signature.
+	err = s.db.Update(context.WithoutCancel(c.Request().Context()), func(tx *store.Tx) error {
 		_, err := tx.Audit("officer:"+officerOf(c), "key.export", name, "ok", map[string]any{"account-id": account, "key_id": k.KeyID})
 		return err
 	})

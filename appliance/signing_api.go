@@ -163,7 +163,6 @@ func (s *Server) signPreseed(c echo.Context) error {
 	return s.recordAndAnswer(c, cl.name, policy.Preseed, k, store.LogEntry{Brand: brand, Model: req.Model}, signed)
 }
 
-// recordAndAnswer logs a signature durably, then answers with it.
 // signingError answers a failed signing: input the assertion package
 // refused is the caller's error (400 with code); a token or self-check
 // failure is the appliance's, mapped like any other error.
@@ -174,8 +173,13 @@ func signingError(err error, code string) error {
 	return err
 }
 
+// recordAndAnswer logs a signature durably, then answers with it. The
+// record does not depend on the client staying: a signature the token made
+// is logged and audited even if the client has gone away meanwhile (as
+// serials are), so the signing log and the audit chain account for every
+// signature the token made.
 func (s *Server) recordAndAnswer(c echo.Context, client string, t policy.AssertionType, k *signingKey, e store.LogEntry, signed assertion.Signed) error {
-	ctx := c.Request().Context()
+	ctx := context.WithoutCancel(c.Request().Context())
 	err := s.db.Update(ctx, func(tx *store.Tx) error {
 		return s.logAndAudit(tx, client, t, k, e, signed.Bytes, nil)
 	})
@@ -184,7 +188,7 @@ func (s *Server) recordAndAnswer(c echo.Context, client string, t policy.Asserti
 		// The refusal is itself recorded, with what was signed, in a
 		// transaction of its own (the first one was rolled back whole).
 		outcome := failureOutcome(d)
-		aerr := s.db.Update(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+		aerr := s.db.Update(ctx, func(tx *store.Tx) error {
 			_, err := tx.Audit("client:"+client, string(t)+".sign", e.Brand+"/"+e.Model, outcome,
 				map[string]any{"key_id": k.rec.KeyID, "digest": digest(signed.Bytes)})
 			return err

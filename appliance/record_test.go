@@ -1,0 +1,160 @@
+package appliance
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keyrack/keyrack/appliance/store"
+)
+
+// TestSignatureRecordedAfterClientLeaves: a caller that goes away after
+// the token signed for it, while the signature waits to be recorded,
+// leaves that signature in the signing log and the audit chain all the
+// same. The store's writer is held busy so the record is still queued when
+// the caller leaves.
+func TestSignatureRecordedAfterClientLeaves(t *testing.T) {
+	e := newDeviceEnv(t, false)
+	ctx := context.Background()
+	asJSON := func(v any) []byte { b, _ := json.Marshal(v); return b }
+	var mc store.ModelConfig
+	if err := e.db.View(ctx, func(tx *store.Tx) (err error) { mc, err = tx.GetModel("brand-x", "line-1"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	keyName := mc.Keys["model"] // newDeviceEnv's brand key
+	cases := []struct {
+		name, path, logType, action string
+		body                        []byte
+		officer                     bool
+	}{
+		{name: "model", path: "/v1/model", logType: "model", action: "model.sign",
+			body: asJSON(map[string]any{"headers": map[string]any{"model": "line-1", "architecture": "amd64", "gadget": "pc",
+				"kernel": "pc-kernel", "timestamp": "2026-01-01T00:00:00Z"}})},
+		{name: "system-user", path: "/v1/system-user", logType: "system-user", action: "system-user.sign",
+			body: asJSON(map[string]any{"email": "ops@example.com", "username": "ops", "name": "Ops", "password": "pw-secret",
+				"models": []string{"line-1"}, "serials": []string{"SN-1"}, "until": time.Now().AddDate(0, 1, 0)})},
+		{name: "preseed", path: "/v1/preseed", logType: "preseed", action: "preseed.sign",
+			body: asJSON(map[string]any{"model": "line-1", "system-label": "20261126", "artifact-sha3-384": "KPIl7M4vQ9d4AUjkoU41TGAwtOMLc_bWUCeW8AvdRWD4_xcP60Oo4ABs1No7BZsO",
+				"snaps": []map[string]any{{"name": "pc", "id": "UqFziVZDHLSyO3TqSWgNBoAdHbLI4dAH", "revision": 145}}})},
+		// The account-key-request an officer exports is audited, not
+		// logged (it is not a device's assertion).
+		{name: "account-key-request", path: "/v1/keys/" + keyName + "/export?account-id=brand-x", action: "key.export", officer: true},
+	}
+	logRows := func(typ string) int {
+		if typ == "" {
+			return 0
+		}
+		var n int
+		if err := e.db.View(ctx, func(tx *store.Tx) error {
+			rows, err := tx.SigningLog(store.LogFilter{Type: typ})
+			n = len(rows)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	tokenSignatures := func() float64 {
+		_, _, m := e.call("", "GET", "/metrics", "", nil, nil)
+		return metricValue(t, m, `keyrack_token_sign_duration_seconds_count{result="ok"}`)
+	}
+	lastEvent := func() store.AuditEvent {
+		var evs []store.AuditEvent
+		e.db.View(ctx, func(tx *store.Tx) error { evs, _ = tx.AuditEvents(0, 100000); return nil })
+		return evs[len(evs)-1]
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			rowsBefore, signedBefore, eventsBefore := logRows(tc.logType), tokenSignatures(), lastEvent().Seq
+
+			// Hold the writer.
+			entered, release := make(chan struct{}), make(chan struct{})
+			held := make(chan error, 1)
+			go func() {
+				held <- e.db.Update(ctx, func(*store.Tx) error {
+					close(entered)
+					<-release
+					return nil
+				})
+			}()
+			<-entered
+			released := false
+			defer func() {
+				if !released {
+					close(release)
+				}
+			}()
+
+			reqCtx, leave := context.WithCancel(ctx)
+			defer leave()
+			answered := make(chan error, 1)
+			go func() {
+				method, rd := "POST", bytes.NewReader(tc.body)
+				if tc.body == nil {
+					method = "GET"
+				}
+				req, _ := http.NewRequestWithContext(reqCtx, method, e.ts.URL+tc.path, rd)
+				if tc.officer {
+					req.Header.Set("Authorization", "Bearer "+e.creds["alice"])
+				} else {
+					req.Header.Set("Content-Type", "application/json")
+					req.Header.Set("api-key", e.apiKeys["line-a"])
+				}
+				resp, err := http.DefaultClient.Do(req)
+				if err == nil {
+					resp.Body.Close()
+				}
+				answered <- err
+			}()
+			// The token signs; the record then queues behind the held
+			// writer.
+			deadline := time.Now().Add(30 * time.Second)
+			for tokenSignatures() == signedBefore {
+				if time.Now().After(deadline) {
+					t.Fatal("the token did not sign")
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			time.Sleep(100 * time.Millisecond)
+			leave()
+			if err := <-answered; err == nil {
+				t.Fatal("the request was answered while the store's writer was held")
+			}
+			// Give the server time to see the connection close (it
+			// cancels the request's context then), then let the writer go.
+			time.Sleep(200 * time.Millisecond)
+			close(release)
+			released = true
+			if err := <-held; err != nil {
+				t.Fatal(err)
+			}
+
+			deadline = time.Now().Add(10 * time.Second)
+			for lastEvent().Seq == eventsBefore {
+				if time.Now().After(deadline) {
+					t.Fatal("a signature the token made for a caller that left is not in the audit chain")
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			ev := lastEvent()
+			if ev.Action != tc.action || ev.Result != "ok" || ev.Seq != eventsBefore+1 {
+				t.Fatalf("audit event: %+v (want one %s, ok)", ev, tc.action)
+			}
+			if tc.logType != "" {
+				if n := logRows(tc.logType); n != rowsBefore+1 {
+					t.Fatalf("signing log: %d %s rows after one signature (%d before)", n, tc.logType, rowsBefore)
+				}
+				if ev.Actor != "client:line-a" || !strings.Contains(ev.Details, `"digest":`) {
+					t.Fatalf("audit event: %+v (want the client and the digest)", ev)
+				}
+			}
+			if _, err := e.db.VerifyAudit(ctx); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
