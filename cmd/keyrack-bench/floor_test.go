@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/keyrack/keyrack/appliance"
+	"github.com/keyrack/keyrack/appliance/device"
 	"github.com/keyrack/keyrack/hsm"
 	"github.com/keyrack/keyrack/softhsm"
 )
@@ -43,5 +46,68 @@ func TestHTTPFloor(t *testing.T) {
 	}
 	if n := signed.Load(); n != 27 {
 		t.Errorf("token made %d signatures, want 27", n)
+	}
+}
+
+// TestIntrinsicFloor: the intrinsic phase has the token sign every serial
+// it counts, records each in its store, and fails when a device's
+// signature does not verify (so the check is really made).
+func TestIntrinsicFloor(t *testing.T) {
+	_, mod, cleanup, err := softhsm.OpenTemp("bench-intrinsic", func(c *hsm.Config) { c.Sessions = 2 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cleanup()
+	defer mod.Close()
+	key, err := mod.GenerateRSA(context.Background(), hsm.KeySpec{Label: "intrinsic", Bits: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var signed atomic.Int64
+	mod.SetObserver(hsm.Observer{Sign: func(_ time.Duration, err error) {
+		if err == nil {
+			signed.Add(1)
+		}
+	}})
+	var devs []*device.Device
+	for i := 0; i < 2; i++ {
+		dv, err := device.New(appliance.DemoBrand, appliance.DemoModel, 2048)
+		if err != nil {
+			t.Fatal(err)
+		}
+		devs = append(devs, dv)
+	}
+	streams, err := floorStreams(key, devs, 12)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, rows, err := intrinsicFloor(key, 4, streams)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.ok != 12 || r.other != 0 || r.concurrency != 4 {
+		t.Fatalf("%d ok, %d failed at concurrency %d; want 12 ok at 4", r.ok, r.other, r.concurrency)
+	}
+	// The model floorStreams signs, and one serial each.
+	if n := signed.Load(); n != 13 {
+		t.Errorf("token made %d signatures, want 13", n)
+	}
+	if rows != 12 {
+		t.Errorf("%d signing-log rows, want 12", rows)
+	}
+
+	// A serial-request whose device signature does not verify is
+	// refused: one base64 character near the end of its signature (in
+	// the RSA value) changed.
+	bad := bytes.Clone(streams[0])
+	sigStart := bytes.Index(bad, []byte("\n\n")) + 2 // no body: the signature follows the headers
+	sigEnd := sigStart + bytes.Index(bad[sigStart:], []byte("\n\n"))
+	if bad[sigEnd-10] == 'A' {
+		bad[sigEnd-10] = 'B'
+	} else {
+		bad[sigEnd-10] = 'A'
+	}
+	if r, rows, err := intrinsicFloor(key, 1, [][]byte{bad, streams[1]}); err == nil || r.ok != 1 || r.other != 1 || rows != 1 {
+		t.Fatalf("a serial-request with a broken signature: %d ok, %d failed, %d rows, err %v; want it alone refused", r.ok, r.other, rows, err)
 	}
 }

@@ -4,6 +4,7 @@
 //  1. raw: RSA-4096 signatures per second straight through package hsm;
 //     then the same signatures behind a bare net/http handler over
 //     loopback, the floor under any HTTP signing service on this machine;
+//     then the least a durable serial service must do (intrinsicFloor);
 //  2. Go crypto/rsa RSA-4096 in process (what a software-key vault does);
 //  3. end to end: keyrackd (dev mode: SoftHSM, SQLite with fsync before
 //     each answer) and devices simulated over loopback HTTP. Request-ids
@@ -162,6 +163,17 @@ func run() error {
 		mod.Close()
 		return err
 	}
+	// A few device keys serve many requests: the appliance assigns each
+	// request a new serial, so a key may ask again.
+	var devs []*device.Device
+	for i := 0; i < 16; i++ {
+		dv, err := device.New(appliance.DemoBrand, appliance.DemoModel, 2048)
+		if err != nil {
+			mod.Close()
+			return err
+		}
+		devs = append(devs, dv)
+	}
 	digest := sha512.Sum512([]byte("keyrack-bench"))
 	var results []result
 	for _, c := range []int{1, mod.Sessions()} {
@@ -177,11 +189,34 @@ func run() error {
 	// the token sign its digest, no store, no checks, no admission limit.
 	// What end to end loses beyond this is the appliance's own work.
 	floor, err := httpFloor(key, sessions, func(c int) int { return max(200, c**perWorker) })
+	if err != nil {
+		mod.Close()
+		return err
+	}
+	results = append(results, floor...)
+	mod.Close()
+	// 1c. The least any durable serial service must do per request, with
+	// the token signing at the priority keyrackd is given.
+	cfg := tok.Config()
+	cfg.IdleSigning = *priority == appliance.PriorityIdle
+	if mod, err = hsm.Open(cfg); err != nil {
+		return err
+	}
+	if key, err = mod.FindKeyByLabel(context.Background(), appliance.DemoKey); err != nil {
+		mod.Close()
+		return err
+	}
+	streams, err := floorStreams(key, devs, max(200, 8**perWorker))
+	if err != nil {
+		mod.Close()
+		return err
+	}
+	intrinsic, _, err := intrinsicFloor(key, 8, streams)
 	mod.Close()
 	if err != nil {
 		return err
 	}
-	results = append(results, floor...)
+	results = append(results, intrinsic)
 	rawC1, rawFull := results[0], results[1]
 
 	// 2. Go crypto/rsa in process.
@@ -225,16 +260,8 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	// A few device keys serve many requests: the appliance assigns each
-	// request a new serial, so a key may ask again.
-	var devs []*device.Device
-	for i := 0; i < 16; i++ {
-		dv, err := device.New(appliance.DemoBrand, appliance.DemoModel, 2048)
-		if err != nil {
-			return err
-		}
+	for _, dv := range devs {
 		dv.ModelAssertion = model
-		devs = append(devs, dv)
 	}
 	var e2e1, e2e8 result
 	for _, f := range strings.Split(*levels, ",") {
@@ -370,6 +397,15 @@ func run() error {
 			ms(e2e1.quantile(.5)), float64(e2e8.quantile(.99))/float64(e2e1.quantile(.5)))
 	}
 	fmt.Printf("daemon resident memory: %.1f MiB\n\n", rss)
+	fmt.Printf("intrinsic work only at concurrency 8 (decode, device signature, token sign + self-check, one durable\n"+
+		" signing-log row, HTTP; nothing else of keyrackd's): %.1f/s, %.3f of raw; end to end is %.3f of it\n",
+		intrinsic.perSecond(), intrinsic.perSecond()/rawFull.perSecond(), e2e8.perSecond()/intrinsic.perSecond())
+	if intrinsic.signCPU > 0 && e2e8.signCPU > 0 {
+		fmt.Printf("CPU per serial besides signing: intrinsic %.2f ms (its clients included), end to end %.2f ms (daemon %.2f + clients %.2f)\n",
+			float64(intrinsic.ownCPU.Microseconds())/1000, float64((e2e8.ownCPU+e2e8.clientCPU).Microseconds())/1000,
+			float64(e2e8.ownCPU.Microseconds())/1000, float64(e2e8.clientCPU.Microseconds())/1000)
+	}
+	fmt.Println()
 	fmt.Printf("serial_per_s=%.1f raw_sign_per_s=%.1f ratio=%.3f p50_ms=%s p99_ms=%s rss_mib=%.1f\n",
 		e2e8.perSecond(), rawFull.perSecond(), e2e8.perSecond()/rawFull.perSecond(), ms(e2e8.quantile(.5)), ms(e2e8.quantile(.99)), rss)
 	return nil

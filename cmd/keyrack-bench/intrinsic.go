@@ -1,0 +1,145 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha3"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/snapcore/snapd/asserts"
+
+	"github.com/keyrack/keyrack/appliance"
+	"github.com/keyrack/keyrack/appliance/assertion"
+	"github.com/keyrack/keyrack/appliance/device"
+	"github.com/keyrack/keyrack/appliance/store"
+	"github.com/keyrack/keyrack/hsm"
+)
+
+// intrinsicFloor measures the least any appliance must do to issue a
+// serial durably with a token key: read the request over HTTP, decode the
+// serial-request and model, check the device's signature, assemble the
+// serial, have the token sign it and check that signature (a token's
+// faulty RSA signature can give its key away), record it in one durable
+// transaction, and answer. Nothing else keyrackd does is here: no API
+// key, policy, request-id, serial reservation, admission limit or audit
+// chain. Served in this process by a bare net/http handler over loopback
+// to the streams (floorStreams) from c clients. What end to end loses
+// beyond this is what the appliance adds; what this loses against raw
+// signing is what no design with these parts can win back on these CPUs.
+// rows is how many signatures its store recorded.
+func intrinsicFloor(key *hsm.Key, c int, streams [][]byte) (r result, rows int, err error) {
+	ctx := context.Background()
+	signer, err := assertion.NewSigner(key)
+	if err != nil {
+		return r, 0, err
+	}
+	dir, err := os.MkdirTemp("", "keyrack-bench-floor-")
+	if err != nil {
+		return r, 0, err
+	}
+	defer os.RemoveAll(dir)
+	db, err := store.OpenSQLite(ctx, filepath.Join(dir, "floor.db"))
+	if err != nil {
+		return r, 0, err
+	}
+	defer db.Close()
+
+	var serials atomic.Int64
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return r, 0, err
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ds, err := assertion.ParseDeviceStream(io.LimitReader(r.Body, assertion.MaxStreamBytes+1))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		req := ds.Request
+		serial := "F" + strconv.FormatInt(serials.Add(1), 10)
+		signed, err := signer.Serial(assertion.Serial{BrandID: req.BrandID(), Model: req.Model(), Serial: serial,
+			DeviceKey: req.DeviceKey(), Timestamp: time.Now(), Body: req.Body()})
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		sum := sha3.Sum384(signed.Bytes)
+		err = db.Update(context.WithoutCancel(r.Context()), func(tx *store.Tx) error {
+			_, err := tx.LogSignature(store.LogEntry{Type: "serial", KeyID: signer.KeyID(), Brand: req.BrandID(), Model: req.Model(),
+				Serial: serial, DeviceKeyID: req.DeviceKey().ID(), Client: "bench", Digest: base64.RawURLEncoding.EncodeToString(sum[:])})
+			return err
+		})
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", asserts.MediaType)
+		w.Header().Set("Content-Length", strconv.Itoa(len(signed.Bytes)))
+		w.Write(signed.Bytes)
+	})}
+	go srv.Serve(ln)
+	defer srv.Close()
+	addr := ln.Addr().String()
+
+	reqs := make([][]byte, len(streams))
+	for i, st := range streams {
+		reqs[i] = rawRequest(addr, "/v1/serial", "-", asserts.MediaType, st)
+	}
+	s0, o0 := threadCPU(os.Getpid())
+	r = replay(addr, c, reqs)
+	if s1, o1 := threadCPU(os.Getpid()); s1 > s0 && r.ok > 0 {
+		// Everything but signing, the clients of this process included.
+		r.signCPU, r.ownCPU = (s1-s0)/time.Duration(r.ok), (o1-o0)/time.Duration(r.ok)
+	}
+	r.name = "intrinsic work only (see below)"
+	err = db.View(ctx, func(tx *store.Tx) error {
+		logged, err := tx.SigningLog(store.LogFilter{})
+		rows = len(logged)
+		return err
+	})
+	if err == nil && r.other > 0 {
+		err = fmt.Errorf("intrinsic floor: %d requests failed", r.other)
+	}
+	return r, rows, err
+}
+
+// floorStreams makes n serial request streams for intrinsicFloor from
+// devs, with a model signed by key (the floor does not check models).
+func floorStreams(key *hsm.Key, devs []*device.Device, n int) ([][]byte, error) {
+	signer, err := assertion.NewSigner(key)
+	if err != nil {
+		return nil, err
+	}
+	model, err := signer.Model(appliance.DemoBrand, map[string]any{"model": appliance.DemoModel, "architecture": "amd64",
+		"gadget": "pc", "kernel": "pc-kernel", "timestamp": time.Now().UTC().Format(time.RFC3339)}, nil)
+	if err != nil {
+		return nil, err
+	}
+	streams := make([][]byte, n)
+	for i := range streams {
+		sr, err := devs[i%len(devs)].SerialRequest("floor-"+strconv.Itoa(i), "", nil)
+		if err != nil {
+			return nil, err
+		}
+		var body bytes.Buffer
+		body.Write(bytes.TrimRight(sr, "\n"))
+		body.WriteString("\n\n")
+		body.Write(streamPart(model))
+		streams[i] = body.Bytes()
+	}
+	return streams, nil
+}
+
+// streamPart is an encoded assertion ending in one newline.
+func streamPart(s assertion.Signed) []byte {
+	return append(bytes.TrimRight(s.Bytes, "\n"), '\n')
+}
