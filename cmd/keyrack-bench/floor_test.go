@@ -13,26 +13,34 @@ import (
 	"github.com/keyrack/keyrack/softhsm"
 )
 
-// TestHTTPFloor: the floor phase has a real token sign every request it
-// counts, at both concurrency levels, and counts nothing else.
-func TestHTTPFloor(t *testing.T) {
+// countingToken is a fresh SoftHSM token with two sessions and an RSA key
+// of bits, and a count of the signatures it makes.
+func countingToken(t *testing.T, bits int) (key *hsm.Key, sessions int, signed *atomic.Int64) {
+	t.Helper()
 	_, mod, cleanup, err := softhsm.OpenTemp("bench-floor", func(c *hsm.Config) { c.Sessions = 2 })
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cleanup()
-	defer mod.Close()
-	key, err := mod.GenerateRSA(context.Background(), hsm.KeySpec{Label: "floor", Bits: 2048})
+	t.Cleanup(cleanup)
+	t.Cleanup(func() { mod.Close() })
+	key, err = mod.GenerateRSA(context.Background(), hsm.KeySpec{Label: "floor", Bits: bits})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var signed atomic.Int64
+	signed = new(atomic.Int64)
 	mod.SetObserver(hsm.Observer{Sign: func(_ time.Duration, err error) {
 		if err == nil {
 			signed.Add(1)
 		}
 	}})
-	rs, err := httpFloor(key, mod.Sessions(), func(c int) int { return 3 * c })
+	return key, mod.Sessions(), signed
+}
+
+// TestHTTPFloor: the floor phase has a real token sign every request it
+// counts, at both concurrency levels, and counts nothing else.
+func TestHTTPFloor(t *testing.T) {
+	key, sessions, signed := countingToken(t, 2048)
+	rs, err := httpFloor(key, sessions, func(c int) int { return 3 * c })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,22 +61,7 @@ func TestHTTPFloor(t *testing.T) {
 // it counts, records each in its store, and fails when a device's
 // signature does not verify (so the check is really made).
 func TestIntrinsicFloor(t *testing.T) {
-	_, mod, cleanup, err := softhsm.OpenTemp("bench-intrinsic", func(c *hsm.Config) { c.Sessions = 2 })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cleanup()
-	defer mod.Close()
-	key, err := mod.GenerateRSA(context.Background(), hsm.KeySpec{Label: "intrinsic", Bits: 4096})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var signed atomic.Int64
-	mod.SetObserver(hsm.Observer{Sign: func(_ time.Duration, err error) {
-		if err == nil {
-			signed.Add(1)
-		}
-	}})
+	key, _, signed := countingToken(t, 4096) // the Signer wants 4096 bits
 	var devs []*device.Device
 	for i := 0; i < 2; i++ {
 		dv, err := device.New(appliance.DemoBrand, appliance.DemoModel, 2048)
