@@ -62,6 +62,7 @@ func newCeremonyEnv(t *testing.T, quorum int, ttl string) *ceremonyEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	restoreToken(t)
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)
 	return &ceremonyEnv{t: t, srv: srv, ts: ts, db: db, creds: creds}

@@ -60,9 +60,43 @@ func newTestServer(t *testing.T) *httptest.Server {
 	if err != nil {
 		t.Fatal(err)
 	}
+	restoreToken(t)
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)
 	return ts
+}
+
+// restoreToken has the package's token lose, when t ends, every key made
+// after this call (New has made the import key already), so the tests can
+// run again in one process (go test -count): each test has a fresh store
+// but shares the token, and key names are checked against both.
+func restoreToken(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	before, err := testMod.ListKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	had := map[string]bool{}
+	for _, k := range before {
+		had[string(k.ID)] = true
+	}
+	t.Cleanup(func() {
+		after, err := testMod.ListKeys(ctx)
+		if err != nil {
+			// A test that took the token away may leave it recovering:
+			// its keys stay, which only a repeated run would notice.
+			t.Logf("keys made by the test not removed: %v", err)
+			return
+		}
+		for _, k := range after {
+			if !had[string(k.ID)] {
+				if err := testMod.DestroyKey(ctx, k.ID); err != nil {
+					t.Errorf("removing key %x made by the test: %v", k.ID, err)
+				}
+			}
+		}
+	})
 }
 
 func get(t *testing.T, url string) (*http.Response, []byte) {
