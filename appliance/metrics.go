@@ -101,7 +101,11 @@ func newMetrics(mod *hsm.Module, db *store.DB, version string) *metrics {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "keyrack_store_commits_total",
 			Help: "Write transactions committed; each holds every update waiting when it began (group commit).",
-		}, func() float64 { return float64(db.Commits()) }))
+		}, func() float64 { return float64(db.Commits()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "keyrack_store_log_syncs_total",
+			Help: "Syncs of the embedded store's write-ahead log (0 on PostgreSQL); each makes every commit before it durable.",
+		}, func() float64 { return float64(db.LogSyncs()) }))
 	m.signatures = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "keyrack_signatures_total",
 		Help: "Assertions signed, by assertion type, signing key id and result.",

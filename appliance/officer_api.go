@@ -455,6 +455,11 @@ func (s *Server) listAudit(c echo.Context) error {
 	if err != nil || limit < 1 || limit > 1000 {
 		return badRequest("invalid-argument", "limit must be 1..1000")
 	}
+	// An officer's copy of the chain must not hold an event a crash could
+	// still take back (it would look like tampering later).
+	if err := s.db.Synced(c.Request().Context()); err != nil {
+		return err
+	}
 	var evs []store.AuditEvent
 	if err := s.db.View(c.Request().Context(), func(tx *store.Tx) error {
 		evs, err = tx.AuditEvents(after, limit)

@@ -227,6 +227,10 @@ func (s *Server) signingLog(c echo.Context) error {
 			}
 		}
 	}
+	// What officers read of the log holds for good (see store.DB.Synced).
+	if err := s.db.Synced(c.Request().Context()); err != nil {
+		return err
+	}
 	var rows []store.LogEntry
 	if err := s.db.View(c.Request().Context(), func(tx *store.Tx) error {
 		rows, err = tx.SigningLog(f)

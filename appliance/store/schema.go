@@ -3,12 +3,9 @@ package store
 // sqliteDialect's migrations. Never edit an applied migration: add one.
 var sqliteDialect = dialect{
 	name: "sqlite",
-	// In WAL mode NORMAL commits without syncing the log; the next FULL
-	// commit syncs it whole. SQLite refuses to change it inside a
-	// transaction, hence perConn.
-	synced:   `PRAGMA synchronous = FULL`,
-	unsynced: `PRAGMA synchronous = NORMAL`,
-	perConn:  true,
+	// Every commit is synchronous=NORMAL (in WAL mode: the log is written,
+	// not synced); the store syncs the log itself for durable Updates, off
+	// the writer's path (see DB.Update).
 	migrations: []string{
 		// 1: the ceremony: keys, officers, proposals, clients, audit.
 		`

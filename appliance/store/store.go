@@ -56,6 +56,18 @@ type DB struct {
 	writes    chan *writeOp
 	closeOnce sync.Once
 	writerOut chan struct{}
+
+	// SQLite stores make their write-ahead log durable themselves, off the
+	// writer's path (see Update): syncLog syncs it (an fsync of the -wal
+	// file; a seam for tests), awaiting holds the durable Updates of each
+	// committed batch for the syncer goroutine, and failed is set for
+	// good when a sync fails.
+	syncLog  func() error
+	walFile  *os.File
+	walPath  string
+	awaiting chan []*writeOp
+	synced   atomic.Uint64 // log syncs done
+	failed   atomic.Pointer[error]
 }
 
 // writeOp is one caller's Update waiting for the writer.
@@ -117,11 +129,11 @@ type dialect struct {
 }
 
 // OpenSQLite opens (creating if needed) the SQLite store at path and
-// brings its schema up to date. Writes are durable (synchronous=FULL) when
-// the transaction returns.
+// brings its schema up to date. An Update's writes are durable when it
+// returns (the store syncs the write-ahead log itself: see Update).
 func OpenSQLite(ctx context.Context, path string) (*DB, error) {
 	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)" +
-		"&_pragma=foreign_keys(1)&_pragma=synchronous(FULL)&_txlock=immediate"
+		"&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_txlock=immediate"
 	sdb, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
@@ -138,6 +150,21 @@ func OpenSQLite(ctx context.Context, path string) (*DB, error) {
 		sdb.Close()
 		return nil, fmt.Errorf("store: %w", err)
 	}
+	// The writer's connection stays open, so SQLite keeps the -wal file
+	// (it deletes it when the last connection closes).
+	var mode string
+	if err := d.wconn.QueryRowContext(ctx, `PRAGMA journal_mode`).Scan(&mode); err != nil || mode != "wal" {
+		d.wconn.Close()
+		sdb.Close()
+		return nil, fmt.Errorf("store: journal mode %q, want wal: %v", mode, err)
+	}
+	d.walPath = path + "-wal"
+	if d.walFile, err = os.Open(d.walPath); err != nil {
+		d.wconn.Close()
+		sdb.Close()
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	d.syncLog = d.syncWAL
 	d.startWriter()
 	return d, nil
 }
@@ -176,6 +203,9 @@ func (d *DB) Close() error {
 		}
 		if d.wconn != nil {
 			d.wconn.Close()
+		}
+		if d.walFile != nil {
+			d.walFile.Close()
 		}
 		d.stmts.close()
 	})
@@ -239,15 +269,26 @@ type Tx struct {
 func (t *Tx) Now() time.Time { return t.now }
 
 // Update runs fn in a read-write transaction and returns once what fn
-// wrote is durable (committed with synchronous=FULL), or fn's error with
-// nothing it wrote kept.
+// wrote is durable, or fn's error with nothing it wrote kept.
 //
 // Updates are group-committed: one writer goroutine runs every Update
 // waiting at that moment in one SQLite transaction, each in its own
 // SAVEPOINT (so one Update's error rolls back only its own writes), and
-// commits once. Under load many Updates share one fsync instead of queuing
-// for one each; alone, an Update costs what a plain transaction does. fn
-// runs on the writer goroutine: it must only use tx, never call Update.
+// commits once. fn runs on the writer goroutine: it must only use tx,
+// never call Update.
+//
+// On SQLite the writer commits without waiting for the disk
+// (synchronous=NORMAL) and a syncer goroutine then makes the write-ahead
+// log durable with fsync; an Update returns after a sync that began once
+// its commit was written. The writer goes on with the next batch
+// meanwhile, so a slow fsync delays the answers of durable Updates but not
+// the commits behind them (an UpdateUnsynced, say, waiting to run), and
+// one fsync serves every commit made before it. The price: a reader can
+// see a durable Update's writes before its Update returns, and a crash in
+// between loses them, as it loses an UpdateUnsynced's. Nothing may leave
+// the appliance on the strength of such a read that would not also
+// follow from a durable Update's own return. On PostgreSQL the commit
+// waits for the server's WAL flush (synchronous_commit).
 func (d *DB) Update(ctx context.Context, fn func(*Tx) error) error {
 	return d.update(ctx, fn, true)
 }
@@ -274,6 +315,9 @@ func (d *DB) update(ctx context.Context, fn func(*Tx) error, sync bool) error {
 	if d.writes == nil {
 		return errors.New("store: opened read-only")
 	}
+	if e := d.failed.Load(); e != nil {
+		return *e
+	}
 	start := time.Now()
 	op := &writeOp{ctx: ctx, fn: fn, sync: sync, done: make(chan error, 1)}
 	d.writes <- op
@@ -289,8 +333,20 @@ func (d *DB) update(ctx context.Context, fn func(*Tx) error, sync bool) error {
 func (d *DB) startWriter() {
 	d.writes = make(chan *writeOp, 4*maxBatch)
 	d.writerOut = make(chan struct{})
+	var syncerOut chan struct{}
+	if d.syncLog != nil {
+		d.awaiting = make(chan []*writeOp, 4*maxBatch)
+		syncerOut = make(chan struct{})
+		go d.syncer(syncerOut)
+	}
 	go func() {
 		defer close(d.writerOut)
+		if d.awaiting != nil {
+			defer func() {
+				close(d.awaiting)
+				<-syncerOut
+			}()
+		}
 		batch := make([]*writeOp, 0, maxBatch)
 		for op := range d.writes {
 			batch = append(batch[:0], op)
@@ -382,6 +438,10 @@ func (d *DB) commitBatch(batch []*writeOp) {
 		if t.config {
 			d.config.Add(1)
 		}
+		if op.sync && d.awaiting != nil {
+			d.awaiting <- []*writeOp{op}
+			return
+		}
 		op.done <- nil
 		return
 	}
@@ -425,9 +485,88 @@ func (d *DB) commitBatch(batch []*writeOp) {
 	if config {
 		d.config.Add(1)
 	}
+	var durable []*writeOp
 	for i, op := range batch {
+		if op.sync && results[i] == nil && d.awaiting != nil {
+			durable = append(durable, op)
+			continue
+		}
 		op.done <- results[i]
 	}
+	if len(durable) > 0 {
+		d.awaiting <- durable
+	}
+}
+
+// syncer answers durable Updates once the write-ahead log holding their
+// commits is synced. Each sync serves every commit handed over before it
+// began: while one runs, the next batches' Updates gather for the next.
+// A failed sync fails its Updates and, since the kernel may have dropped
+// the pages it could not write, every Update after it (see failed).
+func (d *DB) syncer(out chan struct{}) {
+	defer close(out)
+	var group []*writeOp
+	for ops := range d.awaiting {
+		group = append(group[:0], ops...)
+	gather:
+		for {
+			select {
+			case more, ok := <-d.awaiting:
+				if !ok {
+					break gather
+				}
+				group = append(group, more...)
+			default:
+				break gather
+			}
+		}
+		var err error
+		if e := d.failed.Load(); e != nil {
+			err = *e
+		} else if err = d.syncLog(); err != nil {
+			err = fmt.Errorf("store: syncing the write-ahead log failed, so no write is durable now; refusing writes until restarted: %w", err)
+			d.failed.Store(&err)
+		} else {
+			d.synced.Add(1)
+		}
+		for _, op := range group {
+			op.done <- err
+		}
+	}
+}
+
+// Synced returns once everything committed before the call is durable, so
+// that what a reader reads after it cannot be lost in a crash (see
+// Update). Readers whose results must hold for good, such as an officer's
+// copy of the audit chain, call it first. On PostgreSQL a durable commit
+// is visible only once flushed, and a read-only store has nothing of its
+// own to sync, so it returns at once there.
+func (d *DB) Synced(ctx context.Context) error {
+	if d.awaiting == nil {
+		return nil
+	}
+	return d.Update(ctx, func(*Tx) error { return nil })
+}
+
+// LogSyncs returns how many times this process synced the SQLite store's
+// write-ahead log (0 for PostgreSQL).
+func (d *DB) LogSyncs() uint64 { return d.synced.Load() }
+
+// syncWAL fsyncs the SQLite store's -wal file, opened again if SQLite has
+// replaced it (it does not while a connection is open; this is cheap
+// insurance).
+func (d *DB) syncWAL() error {
+	if fi, err := os.Stat(d.walPath); err != nil {
+		return err
+	} else if cur, err := d.walFile.Stat(); err != nil || !os.SameFile(fi, cur) {
+		f, err := os.Open(d.walPath)
+		if err != nil {
+			return err
+		}
+		d.walFile.Close()
+		d.walFile = f
+	}
+	return d.walFile.Sync()
 }
 
 // View runs fn in a read-only transaction.

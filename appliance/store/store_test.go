@@ -431,41 +431,120 @@ func testUnsynced(t *testing.T, db *DB) {
 	})
 }
 
-// TestSQLiteDurabilitySetting: the writer's connection commits with
-// synchronous=FULL exactly when the batch holds a durable update, and the
-// store reopened after Close has what unsynced updates wrote.
-func TestSQLiteDurabilitySetting(t *testing.T) {
+// TestSQLiteLogSync: the writer commits with synchronous=NORMAL and a
+// durable Update returns only after a sync of the write-ahead log that
+// began after its commit; a sync in progress holds back no commit behind
+// it; Synced waits for one; a failed sync fails its Updates and every
+// write after it; and the store reopened after Close has everything.
+func TestSQLiteLogSync(t *testing.T) {
 	ctx := context.Background()
 	db, path := openTest(t)
-	level := func() int {
-		// Through the writer, so the question goes to its connection
-		// between batches.
-		var n int
-		db.UpdateUnsynced(ctx, func(*Tx) error { return nil })
-		if err := db.wconn.QueryRowContext(ctx, `PRAGMA synchronous`).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
 	if err := db.Update(ctx, func(tx *Tx) error { return tx.SetSetting("durable", "1") }); err != nil {
 		t.Fatal(err)
 	}
-	if db.wmode != sqliteDialect.synced {
-		t.Errorf("after a durable update the writer's mode is %q", db.wmode)
+	var n int
+	if err := db.wconn.QueryRowContext(ctx, `PRAGMA synchronous`).Scan(&n); err != nil || n != 1 {
+		t.Errorf("the writer's PRAGMA synchronous = %d (%v), want 1 (NORMAL)", n, err)
 	}
+	if db.LogSyncs() == 0 {
+		t.Error("a durable update returned without a log sync")
+	}
+	s0 := db.LogSyncs()
 	if err := db.UpdateUnsynced(ctx, func(tx *Tx) error { return tx.SetSetting("lazy", "1") }); err != nil {
 		t.Fatal(err)
 	}
-	if n := level(); n != 1 {
-		t.Errorf("after unsynced updates PRAGMA synchronous = %d, want 1 (NORMAL)", n)
+	if db.LogSyncs() != s0 {
+		t.Error("an unsynced update synced the log")
 	}
-	if err := db.Update(ctx, func(tx *Tx) error { return tx.SetSetting("durable2", "1") }); err != nil {
+
+	// Hold the next sync.
+	real := db.syncLog
+	entered, release := make(chan struct{}, 4), make(chan error)
+	db.syncLog = func() error {
+		entered <- struct{}{}
+		if err := <-release; err != nil {
+			return err
+		}
+		return real()
+	}
+	update := func(name string, durable bool) chan error {
+		done := make(chan error, 1)
+		go func() {
+			fn := func(tx *Tx) error { return tx.SetSetting(name, "1") }
+			if durable {
+				done <- db.Update(ctx, fn)
+			} else {
+				done <- db.UpdateUnsynced(ctx, fn)
+			}
+		}()
+		return done
+	}
+	a := update("a", true)
+	<-entered // a is committed; its sync has begun
+	if err := <-update("b", false); err != nil {
+		t.Fatalf("an unsynced update behind a sync in progress: %v", err)
+	}
+	c := update("c", true)
+	// c commits while a's sync is held, and waits for a sync of its own.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var v string
+		db.View(ctx, func(tx *Tx) error { v, _ = tx.Setting("c"); return nil })
+		if v == "1" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a durable update was not committed while an earlier sync was in progress")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	select {
+	case err := <-a:
+		t.Fatalf("a durable update returned (%v) before its sync ended", err)
+	case err := <-c:
+		t.Fatalf("a durable update returned (%v) before its sync began", err)
+	default:
+	}
+	release <- nil
+	if err := <-a; err != nil {
 		t.Fatal(err)
 	}
-	var n int
-	if err := db.wconn.QueryRowContext(ctx, `PRAGMA synchronous`).Scan(&n); err != nil || n != 2 {
-		t.Errorf("after a durable update PRAGMA synchronous = %d (%v), want 2 (FULL)", n, err)
+	<-entered // c's sync: it began after a's ended
+	release <- nil
+	if err := <-c; err != nil {
+		t.Fatal(err)
 	}
+	// Synced waits for a sync too.
+	if err := <-update("f", false); err != nil {
+		t.Fatal(err)
+	}
+	synced := make(chan error, 1)
+	go func() { synced <- db.Synced(ctx) }()
+	<-entered
+	select {
+	case err := <-synced:
+		t.Fatalf("Synced returned (%v) before the sync ended", err)
+	default:
+	}
+	release <- nil
+	if err := <-synced; err != nil {
+		t.Fatal(err)
+	}
+
+	// A failed sync.
+	d := update("d", true)
+	<-entered
+	release <- errors.New("EIO")
+	if err := <-d; err == nil || !strings.Contains(err.Error(), "EIO") {
+		t.Fatalf("a durable update whose sync failed: %v", err)
+	}
+	for _, durable := range []bool{true, false} {
+		if err := <-update("e", durable); err == nil || !strings.Contains(err.Error(), "refusing writes") {
+			t.Fatalf("a write after a failed sync (durable %v): %v", durable, err)
+		}
+	}
+	db.syncLog = real
+
 	db.Close()
 	re, err := OpenSQLite(ctx, path)
 	if err != nil {
@@ -473,7 +552,7 @@ func TestSQLiteDurabilitySetting(t *testing.T) {
 	}
 	defer re.Close()
 	re.View(ctx, func(tx *Tx) error {
-		for _, k := range []string{"durable", "lazy", "durable2"} {
+		for _, k := range []string{"durable", "lazy", "a", "b", "c", "f"} {
 			if _, err := tx.Setting(k); err != nil {
 				t.Errorf("%s after reopening: %v", k, err)
 			}
