@@ -158,3 +158,30 @@ func TestSignatureRecordedAfterClientLeaves(t *testing.T) {
 		})
 	}
 }
+
+// TestOfficerReadsAreDurable: reading the audit chain or the signing log
+// first syncs the store (a reader may otherwise see a durable update's
+// writes before they are durable; see store.DB.Synced).
+func TestOfficerReadsAreDurable(t *testing.T) {
+	e := newCeremonyEnv(t, 2, "1h")
+	// Let what the appliance writes as it starts settle.
+	for last := e.db.LogSyncs(); ; {
+		time.Sleep(300 * time.Millisecond)
+		now := e.db.LogSyncs()
+		if now == last {
+			break
+		}
+		last = now
+	}
+	for _, path := range []string{"/v1/audit", "/v1/signing-log"} {
+		before := e.db.LogSyncs()
+		for i := 0; i < 3; i++ {
+			if a := e.do("alice", "GET", path, nil); a.Status != http.StatusOK {
+				t.Fatalf("%s: %d %s", path, a.Status, a.Raw)
+			}
+		}
+		if n := e.db.LogSyncs() - before; n < 3 {
+			t.Errorf("%s: %d log syncs for 3 reads; each must sync the store first", path, n)
+		}
+	}
+}
