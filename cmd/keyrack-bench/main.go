@@ -75,8 +75,9 @@ type result struct {
 	tokenBusy float64
 	// signTime is the mean time of one signature inside the token.
 	signTime time.Duration
-	// commits is the store's write transactions per issued serial.
-	commits float64
+	// commits is the store's write transactions per issued serial, syncs
+	// its write-ahead log syncs (fsyncs) per serial.
+	commits, syncs float64
 	// gcPerSecond is the daemon's garbage collections per second.
 	gcPerSecond float64
 	// gcCPU is the garbage collector's CPU per serial, as the Go runtime
@@ -306,6 +307,9 @@ func run() error {
 			b, ok1 := m1[name]
 			return b - a, ok0 && ok1
 		}
+		if k, ok := delta(mSyncs); ok && r.ok > 0 {
+			r.syncs = k / float64(r.ok)
+		}
 		if k, ok := delta(mCommits); ok && r.ok > 0 {
 			r.commits = k / float64(r.ok)
 		}
@@ -376,6 +380,9 @@ func run() error {
 			fmt.Printf("; GC by the runtime's estimate %.2f ms", float64(e2e8.gcCPU.Microseconds())/1000)
 		}
 		fmt.Println()
+	}
+	if e2e8.syncs > 0 {
+		fmt.Printf("store at concurrency 8: %.2f commits and %.2f write-ahead log syncs per serial\n", e2e8.commits, e2e8.syncs)
 	}
 	fmt.Printf("\nlatency at concurrency 8: p50 %s, p90 %s, p95 %s, p99 %s, max %s ms\n", ms(e2e8.quantile(.5)), ms(e2e8.quantile(.9)),
 		ms(e2e8.quantile(.95)), ms(e2e8.quantile(.99)), ms(e2e8.quantile(1)))
@@ -567,6 +574,7 @@ const (
 	mSignSum   = `keyrack_token_sign_duration_seconds_sum{result="ok"}`
 	mSignCount = `keyrack_token_sign_duration_seconds_count{result="ok"}`
 	mCommits   = `keyrack_store_commits_total`
+	mSyncs     = `keyrack_store_log_syncs_total`
 	mGCs       = `go_gc_duration_seconds_count`
 	mGCCPU     = `go_cpu_classes_gc_total_cpu_seconds_total`
 )
@@ -641,7 +649,7 @@ func daemonMetrics(addr string) (map[string]float64, error) {
 			keep = keep || strings.HasPrefix(name, st.series)
 		}
 		switch {
-		case keep, name == mSignSum, name == mSignCount, name == mCommits, name == mGCs, name == mGCCPU:
+		case keep, name == mSignSum, name == mSignCount, name == mCommits, name == mSyncs, name == mGCs, name == mGCCPU:
 			v, err := strconv.ParseFloat(val, 64)
 			if err != nil {
 				return nil, fmt.Errorf("metrics: %s: %w", line, err)
