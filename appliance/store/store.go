@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -159,7 +160,7 @@ func OpenSQLite(ctx context.Context, path string) (*DB, error) {
 		return nil, fmt.Errorf("store: journal mode %q, want wal: %v", mode, err)
 	}
 	d.walPath = path + "-wal"
-	if d.walFile, err = os.Open(d.walPath); err != nil {
+	if d.walFile, err = openWAL(d.walPath); err != nil {
 		d.wconn.Close()
 		sdb.Close()
 		return nil, fmt.Errorf("store: %w", err)
@@ -559,7 +560,7 @@ func (d *DB) syncWAL() error {
 	if fi, err := os.Stat(d.walPath); err != nil {
 		return err
 	} else if cur, err := d.walFile.Stat(); err != nil || !os.SameFile(fi, cur) {
-		f, err := os.Open(d.walPath)
+		f, err := openWAL(d.walPath)
 		if err != nil {
 			return err
 		}
@@ -567,6 +568,27 @@ func (d *DB) syncWAL() error {
 		d.walFile = f
 	}
 	return d.walFile.Sync()
+}
+
+// openWAL opens the -wal file for syncing and makes its directory entry
+// durable: SQLite syncs the directory of a new log with its first sync,
+// and here the first sync is ours (the file may have been made when this
+// process opened the store).
+func openWAL(path string) (*os.File, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.Open(filepath.Dir(path))
+	if err == nil {
+		err = dir.Sync()
+		dir.Close()
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("syncing the directory of %s: %w", path, err)
+	}
+	return f, nil
 }
 
 // View runs fn in a read-only transaction.
