@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -183,5 +184,33 @@ func TestOfficerReadsAreDurable(t *testing.T) {
 		if n := e.db.LogSyncs() - before; n < 3 {
 			t.Errorf("%s: %d log syncs for 3 reads; each must sync the store first", path, n)
 		}
+	}
+}
+
+// TestStoreSyncFailure: when the store cannot make its write-ahead log
+// durable (here the -wal file is moved away, so the sync cannot find it),
+// a signature is not released, later writes are refused, and health says
+// the store has failed.
+func TestStoreSyncFailure(t *testing.T) {
+	e := newDeviceEnv(t, false)
+	wal := e.srv.cfg.Store.Path + "-wal"
+	if err := os.Rename(wal, wal+".away"); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Rename(wal+".away", wal)
+	body, _ := json.Marshal(map[string]any{"headers": map[string]any{"model": "line-1", "architecture": "amd64", "gadget": "pc",
+		"kernel": "pc-kernel", "timestamp": "2026-01-01T00:00:00Z"}})
+	code, _, raw := e.call("line-a", "POST", "/v1/model", "application/json", body, nil)
+	if code != http.StatusInternalServerError || strings.Contains(string(raw), "type: model") {
+		t.Fatalf("model with the store failing: %d %s (want 500 and no assertion)", code, raw)
+	}
+	if code, _, raw = e.call("line-a", "POST", "/v1/request-id", "", nil, nil); code != http.StatusInternalServerError {
+		t.Fatalf("request-id after the store failed: %d %s", code, raw)
+	}
+	code, hdr, raw := e.call("", "GET", "/v1/health", "", nil, nil)
+	var h healthBody
+	if err := json.Unmarshal(raw, &h); err != nil || code != http.StatusServiceUnavailable || h.Status != "unavailable" ||
+		!strings.Contains(h.Store, "write-ahead log") || hdr.Get("Retry-After") != "" {
+		t.Fatalf("health with the store failed: %d %v %s", code, hdr, raw)
 	}
 }

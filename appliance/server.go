@@ -121,19 +121,30 @@ type healthBody struct {
 	Status  string     `json:"status"`
 	Version string     `json:"version"`
 	Token   hsm.Status `json:"token"`
+	// Store is "ok", or why the store refuses writes until the daemon
+	// is restarted.
+	Store string `json:"store"`
 }
 
-// health answers 200 only when the token answers and we are logged in.
+// health answers 200 only when the token answers, we are logged in, and
+// the store takes writes.
 func (s *Server) health(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), time.Duration(s.cfg.HealthTimeout))
 	defer cancel()
 	st := s.mod.Check(ctx)
-	body := healthBody{Status: "ok", Version: Version, Token: st}
+	body := healthBody{Status: "ok", Version: Version, Token: st, Store: "ok"}
 	code := http.StatusOK
 	if !st.Up {
 		body.Status = "unavailable"
 		code = http.StatusServiceUnavailable
 		c.Response().Header().Set("Retry-After", "5")
+	}
+	if err := s.db.Err(); err != nil {
+		// No Retry-After: it takes a restart, after an operator has
+		// looked at the disk.
+		body.Status, body.Store = "unavailable", err.Error()
+		code = http.StatusServiceUnavailable
+		c.Response().Header().Del("Retry-After")
 	}
 	return writeJSON(c, code, body)
 }

@@ -549,6 +549,15 @@ func (d *DB) Synced(ctx context.Context) error {
 	return d.Update(ctx, func(*Tx) error { return nil })
 }
 
+// Err returns why the store refuses writes for good (a failed sync of
+// the write-ahead log), or nil.
+func (d *DB) Err() error {
+	if e := d.failed.Load(); e != nil {
+		return *e
+	}
+	return nil
+}
+
 // LogSyncs returns how many times this process synced the SQLite store's
 // write-ahead log (0 for PostgreSQL).
 func (d *DB) LogSyncs() uint64 { return d.synced.Load() }

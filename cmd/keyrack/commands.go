@@ -30,6 +30,7 @@ func (c *cli) status(ctx context.Context) int {
 			Recoveries uint64 `json:"recoveries"`
 			Error      string `json:"error"`
 		} `json:"token"`
+		Store string `json:"store"`
 	}
 	// Health answers 503 with the same body when the token is down.
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.url+"/v1/health", nil)
@@ -50,6 +51,9 @@ func (c *cli) status(ctx context.Context) int {
 		fmt.Fprintf(c.stdout, "token      DOWN: %s\n", h.Token.Error)
 	}
 	fmt.Fprintf(c.stdout, "sessions   %d in use of %d; %d recoveries\n", h.Token.InUse, h.Token.Sessions, h.Token.Recoveries)
+	if h.Store != "" && h.Store != "ok" {
+		fmt.Fprintf(c.stdout, "store      FAILED: %s\n", h.Store)
+	}
 	if resp.StatusCode != http.StatusOK {
 		return 1
 	}
