@@ -45,11 +45,9 @@ type DB struct {
 	// for drivers that cache prepared statements themselves (pgx).
 	stmts *stmtCache
 
-	// wconn is the writer's own connection where the durability setting
-	// is per connection and may not change inside a transaction
-	// (SQLite); wmode is the setting it has.
+	// wconn is the writer's own connection (SQLite). It stays open, so
+	// SQLite keeps the -wal file the syncer syncs.
 	wconn *sql.Conn
-	wmode string
 
 	observer atomic.Pointer[Observer]
 
@@ -122,11 +120,9 @@ type dialect struct {
 	// writeLock, when set, runs first in every write batch: it serializes
 	// writers of several processes sharing one database.
 	writeLock string
-	// synced and unsynced set up a write batch that must be durable at
-	// commit, or need not be (see UpdateUnsynced): inside the transaction,
-	// or with perConn before it on the writer's own connection.
-	synced, unsynced string
-	perConn          bool
+	// unsynced, when set, runs first in a write batch none of whose
+	// Updates must be durable at commit (see UpdateUnsynced).
+	unsynced string
 }
 
 // OpenSQLite opens (creating if needed) the SQLite store at path and
@@ -378,19 +374,12 @@ func (d *DB) commitBatch(batch []*writeOp) {
 			op.done <- err
 		}
 	}
-	mode := d.dialect.unsynced
+	unsynced := d.dialect.unsynced
 	for _, op := range batch {
 		if op.sync {
-			mode = d.dialect.synced
+			unsynced = ""
 			break
 		}
-	}
-	if d.dialect.perConn && mode != d.wmode {
-		if _, err := d.wconn.ExecContext(context.Background(), mode); err != nil {
-			fail(fmt.Errorf("store: setting commit durability: %w", err))
-			return
-		}
-		d.wmode = mode
 	}
 	var tx *sql.Tx
 	var err error
@@ -403,8 +392,8 @@ func (d *DB) commitBatch(batch []*writeOp) {
 		fail(fmt.Errorf("store: begin: %w", err))
 		return
 	}
-	if !d.dialect.perConn && mode != "" {
-		if _, err := tx.Exec(mode); err != nil {
+	if unsynced != "" {
+		if _, err := tx.Exec(unsynced); err != nil {
 			tx.Rollback()
 			fail(fmt.Errorf("store: setting commit durability: %w", err))
 			return
