@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha3"
 	"encoding/base64"
@@ -126,20 +125,15 @@ func floorStreams(key *hsm.Key, devs []*device.Device, n int) ([][]byte, error) 
 	}
 	streams := make([][]byte, n)
 	for i := range streams {
-		sr, err := devs[i%len(devs)].SerialRequest("floor-"+strconv.Itoa(i), "", nil)
+		// A copy of the device with this model: the caller's devices keep
+		// the model they carry.
+		dv := *devs[i%len(devs)]
+		dv.ModelAssertion = model.Bytes
+		sr, err := dv.SerialRequest("floor-"+strconv.Itoa(i), "", nil)
 		if err != nil {
 			return nil, err
 		}
-		var body bytes.Buffer
-		body.Write(bytes.TrimRight(sr, "\n"))
-		body.WriteString("\n\n")
-		body.Write(streamPart(model))
-		streams[i] = body.Bytes()
+		streams[i] = dv.Stream(sr)
 	}
 	return streams, nil
-}
-
-// streamPart is an encoded assertion ending in one newline.
-func streamPart(s assertion.Signed) []byte {
-	return append(bytes.TrimRight(s.Bytes, "\n"), '\n')
 }
