@@ -71,6 +71,12 @@ func toAPIError(err error) *APIError {
 	case errors.Is(err, hsm.ErrKeyExists):
 		return &APIError{Status: http.StatusConflict, Code: "key-exists",
 			Message: "a key with this name or id already exists; keyrack never replaces keys", Err: err}
+	case errors.Is(err, store.ErrFailed):
+		// Not the request's fault and not over by itself: no Retry-After.
+		// The cause (a file and an errno) is for the operator, in the log
+		// and in /v1/health, not for the caller.
+		return &APIError{Status: http.StatusServiceUnavailable, Code: "store-failed",
+			Message: "the appliance cannot record anything durably and has stopped signing; it needs an operator", Err: err}
 	case errors.Is(err, store.ErrNotFound):
 		return &APIError{Status: http.StatusNotFound, Code: "not-found", Message: trimPrefix(err.Error()), Err: err}
 	case errors.Is(err, store.ErrExists), errors.Is(err, store.ErrConflict):

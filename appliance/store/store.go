@@ -28,6 +28,10 @@ var (
 	ErrNotFound = errors.New("not found")
 	ErrExists   = errors.New("already exists")
 	ErrConflict = errors.New("state changed concurrently")
+	// ErrFailed: the store cannot make writes durable any more (a sync of
+	// SQLite's write-ahead log failed, and the kernel may have dropped the
+	// pages) and refuses every write until the daemon is restarted.
+	ErrFailed = errors.New("store failed")
 )
 
 // DB is an open store.
@@ -514,7 +518,7 @@ func (d *DB) syncer(out chan struct{}) {
 		if e := d.failed.Load(); e != nil {
 			err = *e
 		} else if err = d.syncLog(); err != nil {
-			err = fmt.Errorf("store: syncing the write-ahead log failed, so no write is durable now; refusing writes until restarted: %w", err)
+			err = fmt.Errorf("store: %w: syncing the write-ahead log failed, so no write is durable now; refusing writes until restarted: %w", ErrFailed, err)
 			d.failed.Store(&err)
 		} else {
 			d.synced.Add(1)

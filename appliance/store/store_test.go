@@ -535,11 +535,11 @@ func TestSQLiteLogSync(t *testing.T) {
 	d := update("d", true)
 	<-entered
 	release <- errors.New("EIO")
-	if err := <-d; err == nil || !strings.Contains(err.Error(), "EIO") {
+	if err := <-d; !errors.Is(err, ErrFailed) || !strings.Contains(err.Error(), "EIO") {
 		t.Fatalf("a durable update whose sync failed: %v", err)
 	}
 	for _, durable := range []bool{true, false} {
-		if err := <-update("e", durable); err == nil || !strings.Contains(err.Error(), "refusing writes") {
+		if err := <-update("e", durable); !errors.Is(err, ErrFailed) || !strings.Contains(err.Error(), "refusing writes") {
 			t.Fatalf("a write after a failed sync (durable %v): %v", durable, err)
 		}
 	}
