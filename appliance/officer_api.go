@@ -457,11 +457,8 @@ func (s *Server) listAudit(c echo.Context) error {
 	}
 	// An officer's copy of the chain must not hold an event a crash could
 	// still take back (it would look like tampering later).
-	if err := s.db.Synced(c.Request().Context()); err != nil {
-		return err
-	}
 	var evs []store.AuditEvent
-	if err := s.db.View(c.Request().Context(), func(tx *store.Tx) error {
+	if err := s.db.ViewDurable(c.Request().Context(), func(tx *store.Tx) error {
 		evs, err = tx.AuditEvents(after, limit)
 		return err
 	}); err != nil {

@@ -161,8 +161,9 @@ func TestSignatureRecordedAfterClientLeaves(t *testing.T) {
 }
 
 // TestOfficerReadsAreDurable: reading the audit chain or the signing log
-// first syncs the store (a reader may otherwise see a durable update's
-// writes before they are durable; see store.DB.Synced).
+// syncs the store (a reader may otherwise see a durable update's writes
+// before they are durable; see store.DB.ViewDurable, whose order of read
+// and sync TestViewDurable checks).
 func TestOfficerReadsAreDurable(t *testing.T) {
 	e := newCeremonyEnv(t, 2, "1h")
 	// Let what the appliance writes as it starts settle.
@@ -182,7 +183,7 @@ func TestOfficerReadsAreDurable(t *testing.T) {
 			}
 		}
 		if n := e.db.LogSyncs() - before; n < 3 {
-			t.Errorf("%s: %d log syncs for 3 reads; each must sync the store first", path, n)
+			t.Errorf("%s: %d log syncs for 3 reads; each must sync the store", path, n)
 		}
 	}
 }

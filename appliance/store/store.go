@@ -529,10 +529,10 @@ func (d *DB) syncer(out chan struct{}) {
 	}
 }
 
-// Synced returns once everything committed before the call is durable, so
-// that what a reader reads after it cannot be lost in a crash (see
-// Update). Readers whose results must hold for good, such as an officer's
-// copy of the audit chain, call it first. On PostgreSQL a durable commit
+// Synced returns once everything committed before the call is durable. It
+// says nothing of what is committed after it, which a read that follows
+// may already see: readers whose results must hold for good use
+// ViewDurable, which syncs after reading. On PostgreSQL a durable commit
 // is visible only once flushed, and a read-only store has nothing of its
 // own to sync, so it returns at once there.
 func (d *DB) Synced(ctx context.Context) error {
@@ -591,6 +591,20 @@ func openWAL(path string) (*os.File, error) {
 		return nil, fmt.Errorf("syncing the directory of %s: %w", path, err)
 	}
 	return f, nil
+}
+
+// ViewDurable is View for readers whose results must hold for good, such
+// as an officer's copy of the audit chain or of the signing log: an event
+// in such a copy that a crash then takes back would look like tampering.
+// A durable Update's writes are visible while its log sync is still
+// running (see Update), so the sync must come after the read, not before
+// it: fn's snapshot is taken before Synced's own commit, and Synced waits
+// for a sync that began after that commit.
+func (d *DB) ViewDurable(ctx context.Context, fn func(*Tx) error) error {
+	if err := d.View(ctx, fn); err != nil {
+		return err
+	}
+	return d.Synced(ctx)
 }
 
 // View runs fn in a read-only transaction.

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -661,5 +662,77 @@ func testNonces(t *testing.T, db *DB) {
 	want := "fresh:consumed:used old:issued:unused other:claimed:used"
 	if got := strings.Join(states, " "); got != want {
 		t.Errorf("nonces %q, want %q", got, want)
+	}
+}
+
+// TestViewDurable: ViewDurable returns what it read only once that is
+// durable. fn reads a durable update that has committed and whose log sync
+// is held (as when a signature's record commits while an officer reads);
+// ViewDurable must wait for that sync, and for one after its read. A sync
+// before the read, and none after, would return the record unsynced.
+func TestViewDurable(t *testing.T) {
+	ctx := context.Background()
+	db, _ := openTest(t)
+	real := db.syncLog
+	hold := make(chan struct{})
+	var held atomic.Bool
+	var letGo sync.Once
+	release := func() {
+		held.Store(false)
+		letGo.Do(func() { close(hold) })
+	}
+	// Runs before openTest's Close, which would wait for a held sync.
+	t.Cleanup(release)
+	entered := make(chan struct{}, 8)
+	db.syncLog = func() error {
+		if held.Load() {
+			entered <- struct{}{}
+			<-hold
+		}
+		return real()
+	}
+	read, done := make(chan string, 1), make(chan error, 1)
+	updated := make(chan error, 1)
+	go func() {
+		done <- db.ViewDurable(ctx, func(tx *Tx) error {
+			// While fn runs, a durable update commits and its sync is held;
+			// fn's first read comes after that commit.
+			held.Store(true)
+			go func() { updated <- db.Update(ctx, func(tx *Tx) error { return tx.SetSetting("record", "1") }) }()
+			select {
+			case <-entered:
+			case <-time.After(10 * time.Second):
+				return errors.New("the durable update's sync did not start")
+			}
+			v, err := tx.Setting("record")
+			read <- v
+			return err
+		})
+	}()
+	select {
+	case v := <-read:
+		if v != "1" {
+			t.Fatalf("fn read %q; the test needs it to see the committed, unsynced record", v)
+		}
+	case err := <-done:
+		t.Fatalf("ViewDurable returned before fn read: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("fn did not read")
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("ViewDurable returned (%v) while the log sync of what it read was held", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	release()
+	for what, ch := range map[string]chan error{"ViewDurable": done, "the durable update": updated} {
+		select {
+		case err := <-ch:
+			if err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s did not return after the sync was let go", what)
+		}
 	}
 }
