@@ -316,8 +316,8 @@ func (d *DB) update(ctx context.Context, fn func(*Tx) error, sync bool) error {
 	if d.writes == nil {
 		return errors.New("store: opened read-only")
 	}
-	if e := d.failed.Load(); e != nil {
-		return *e
+	if err := d.Err(); err != nil {
+		return err
 	}
 	start := time.Now()
 	op := &writeOp{ctx: ctx, fn: fn, sync: sync, done: make(chan error, 1)}
