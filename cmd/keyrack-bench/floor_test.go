@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyrack/keyrack/appliance"
-	"github.com/keyrack/keyrack/appliance/device"
 	"github.com/keyrack/keyrack/hsm"
 	"github.com/keyrack/keyrack/softhsm"
 )
@@ -62,13 +60,9 @@ func TestHTTPFloor(t *testing.T) {
 // signature does not verify (so the check is really made).
 func TestIntrinsicFloor(t *testing.T) {
 	key, _, signed := countingToken(t, 4096) // the Signer wants 4096 bits
-	var devs []*device.Device
-	for i := 0; i < 2; i++ {
-		dv, err := device.New(appliance.DemoBrand, appliance.DemoModel, 2048)
-		if err != nil {
-			t.Fatal(err)
-		}
-		devs = append(devs, dv)
+	devs, err := benchDevices(2, 2048)       // the floor takes any device key size
+	if err != nil {
+		t.Fatal(err)
 	}
 	streams, err := floorStreams(key, devs, 12)
 	if err != nil {

@@ -25,6 +25,7 @@ import (
 	"crypto/rsa"
 	"crypto/sha512"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -164,7 +165,7 @@ func run() error {
 		mod.Close()
 		return err
 	}
-	devs, err := benchDevices(16)
+	devs, err := benchDevices(16, 4096)
 	if err != nil {
 		mod.Close()
 		return err
@@ -773,12 +774,13 @@ func freeAddr() (string, error) {
 	return l.Addr().String(), nil
 }
 
-// benchDevices makes n simulated devices with RSA-4096 keys, the size
-// snapd's device manager generates, so that checking a serial-request's
-// signature costs what it costs for a real device. A few keys serve many
-// requests: the appliance assigns each request a new serial, so a key may
-// ask again. The keys are made on every core, before anything is timed.
-func benchDevices(n int) ([]*device.Device, error) {
+// benchDevices makes n simulated devices with keys of bits. The bench
+// gives them RSA-4096 keys, the size snapd's device manager generates, so
+// that checking a serial-request's signature costs what it costs for a
+// real device. A few keys serve many requests: the appliance assigns each
+// request a new serial, so a key may ask again. The keys are made on
+// every core, before anything is timed.
+func benchDevices(n, bits int) ([]*device.Device, error) {
 	devs := make([]*device.Device, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
@@ -790,15 +792,13 @@ func benchDevices(n int) ([]*device.Device, error) {
 	for range runtime.NumCPU() {
 		wg.Go(func() {
 			for i := range next {
-				devs[i], errs[i] = device.New(appliance.DemoBrand, appliance.DemoModel, 4096)
+				devs[i], errs[i] = device.New(appliance.DemoBrand, appliance.DemoModel, bits)
 			}
 		})
 	}
 	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return nil, err
-		}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
 	return devs, nil
 }
