@@ -1,7 +1,7 @@
 # keyrack. `make run` starts a dev appliance, `make test` runs every test.
 GO      ?= go
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -X github.com/keyrack/keyrack/appliance.Version=$(VERSION)
+LDFLAGS := -X github.com/keyrack/keyrack/appliance/wire.Version=$(VERSION)
 DEVDIR  ?= var/dev
 LISTEN  ?= 127.0.0.1:8080
 
@@ -36,9 +36,11 @@ bench: deps build
 	$(GO) test -run '^$$' -bench . -benchtime 3s -cpu 1,2,4 ./hsm/
 	$(GO) test -run '^$$' -bench . -benchtime 3s -cpu 2 ./appliance/assertion/
 
+# gofmt, go vet, and the package arrows of the README's Layout section.
 lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	GO=$(GO) ./scripts/check-layers.sh
 
 # Binaries, units, sysusers/tmpfiles entries and an example configuration,
 # under DESTDIR (packaging) or / (a real install; then run

@@ -8,12 +8,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net/http"
 	"regexp"
 	"strings"
 	"time"
-
-	"github.com/labstack/echo/v4"
 
 	"github.com/keyrack/keyrack/appliance/store"
 )
@@ -34,7 +31,7 @@ var namePattern = regexp.MustCompile(`^[a-z][a-z0-9-]{0,31}$`)
 
 func validName(kind, name string) error {
 	if !namePattern.MatchString(name) {
-		return badRequest("invalid-name", fmt.Sprintf("%s name %q: use 1-32 characters a-z, 0-9 and '-', starting with a letter", kind, name))
+		return badInput("invalid-name", fmt.Sprintf("%s name %q: use 1-32 characters a-z, 0-9 and '-', starting with a letter", kind, name))
 	}
 	return nil
 }
@@ -72,47 +69,31 @@ func credentialMatches(token string, hash []byte) bool {
 	return subtle.ConstantTimeCompare(hashCredential(token), hash) == 1
 }
 
-var errUnauthenticated = &APIError{Status: http.StatusUnauthorized, Code: "unauthorized",
+var errUnauthenticated = &Error{Kind: Unauthenticated, Code: "unauthorized",
 	Message: "missing or invalid officer credential (Authorization: Bearer krk_o_...)"}
 
-// officerKey is the echo context key of the authenticated officer.
-const officerKey = "keyrack.officer"
-
-// requireOfficer authenticates officer endpoints.
-func (s *Server) requireOfficer(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		if s.cfg.TLS.OfficerClientCert {
-			if st := c.Request().TLS; st == nil || len(st.VerifiedChains) == 0 {
-				return &APIError{Status: http.StatusForbidden, Code: "client-certificate-required",
-					Message: "officer endpoints need a client certificate from the configured CA"}
-			}
+// AuthenticateOfficer checks an officer credential presented from source
+// (the peer's address, never a header the client chose: failed logins are
+// counted against it) and returns the officer's name.
+func (a *Appliance) AuthenticateOfficer(ctx context.Context, token, source string) (string, error) {
+	if token == "" {
+		if d := a.limiter.blocked(time.Now(), "addr:"+source); d > 0 {
+			return "", rateLimited(d)
 		}
-		token, ok := strings.CutPrefix(c.Request().Header.Get(echo.HeaderAuthorization), "Bearer ")
-		if !ok || token == "" {
-			if d := s.limiter.blocked(time.Now(), "addr:"+c.RealIP()); d > 0 {
-				return rateLimited(d)
-			}
-			return errUnauthenticated
-		}
-		if strings.HasPrefix(token, clientPrefix) {
-			return &APIError{Status: http.StatusForbidden, Code: "forbidden",
-				Message: "factory API keys cannot be used on officer endpoints"}
-		}
-		name, err := s.authenticate(c, officerPrefix, token, errUnauthenticated, func(ctx context.Context, name string) ([]byte, bool, error) {
-			var o store.Officer
-			err := s.db.View(ctx, func(tx *store.Tx) error {
-				var err error
-				o, err = tx.GetOfficerByName(name)
-				return err
-			})
-			return o.SecretHash, o.RevokedAt != nil, err
-		})
-		if err != nil {
-			return err
-		}
-		c.Set(officerKey, name)
-		return next(c)
+		return "", errUnauthenticated
 	}
+	if strings.HasPrefix(token, clientPrefix) {
+		return "", refused("forbidden", "factory API keys cannot be used on officer endpoints")
+	}
+	return a.authenticate(ctx, source, officerPrefix, token, errUnauthenticated, func(ctx context.Context, name string) ([]byte, bool, error) {
+		var o store.Officer
+		err := a.db.View(ctx, func(tx *store.Tx) error {
+			var err error
+			o, err = tx.GetOfficerByName(name)
+			return err
+		})
+		return o.SecretHash, o.RevokedAt != nil, err
+	})
 }
 
 // authenticate checks a credential of the kind prefix and returns its
@@ -123,19 +104,19 @@ func (s *Server) requireOfficer(next echo.HandlerFunc) echo.HandlerFunc {
 // tells only that the name exists, which its credentials' prefix and the
 // audit log do not keep secret either; the secret part is 256 random
 // bits.)
-func (s *Server) authenticate(c echo.Context, prefix, token string, fail error, lookup func(ctx context.Context, name string) (hash []byte, revoked bool, err error)) (string, error) {
+func (a *Appliance) authenticate(ctx context.Context, source, prefix, token string, fail error, lookup func(ctx context.Context, name string) (hash []byte, revoked bool, err error)) (string, error) {
 	name, ok := credentialName(prefix, token)
-	keys := []string{"addr:" + c.RealIP(), "name:" + prefix + name}
+	keys := []string{"addr:" + source, "name:" + prefix + name}
 	now := time.Now()
-	if d := s.limiter.blocked(now, keys...); d > 0 {
-		s.metrics.refusals.WithLabelValues("auth-rate").Inc()
+	if d := a.limiter.blocked(now, keys...); d > 0 {
+		a.metrics.refusals.WithLabelValues("auth-rate").Inc()
 		return "", rateLimited(d)
 	}
 	if !ok {
-		s.limiter.fail(now, keys[0])
+		a.limiter.fail(now, keys[0])
 		return "", fail
 	}
-	hash, revoked, err := lookup(c.Request().Context(), name)
+	hash, revoked, err := lookup(ctx, name)
 	if errors.Is(err, store.ErrNotFound) {
 		hash, err = make([]byte, sha256.Size), nil
 		revoked = true
@@ -144,17 +125,8 @@ func (s *Server) authenticate(c echo.Context, prefix, token string, fail error, 
 		return "", err
 	}
 	if !credentialMatches(token, hash) || revoked {
-		s.limiter.fail(now, keys...)
+		a.limiter.fail(now, keys...)
 		return "", fail
 	}
 	return name, nil
-}
-
-func officerOf(c echo.Context) string {
-	name, _ := c.Get(officerKey).(string)
-	return name
-}
-
-func badRequest(code, msg string) *APIError {
-	return &APIError{Status: http.StatusBadRequest, Code: code, Message: msg}
 }

@@ -8,10 +8,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"time"
 
 	"github.com/keyrack/keyrack/appliance/store"
+	"github.com/keyrack/keyrack/appliance/wire"
 	"github.com/keyrack/keyrack/hsm"
 )
 
@@ -54,19 +54,22 @@ type clientPayload struct {
 	Types  []string `json:"types"`
 }
 
-// Outcome is what a proposal or an approval led to.
+// Outcome is what a proposal, an approval or a cancellation led to.
 type Outcome struct {
-	Proposal store.Proposal
+	Proposal wire.Proposal
 	Executed bool
 	// Credential is a new officer's or client's secret, returned once to
 	// the officer whose approval executed the proposal, never stored.
 	Credential string
 }
 
+// Pending says the proposal still waits for approvals.
+func (o Outcome) Pending() bool { return o.Proposal.State == string(store.ProposalPending) }
+
 var (
-	errProposalDecided = &APIError{Status: http.StatusConflict, Code: "proposal-decided", Message: "the proposal is no longer pending"}
-	errAlreadyApproved = &APIError{Status: http.StatusConflict, Code: "already-approved", Message: "you have already approved this proposal; another officer must approve"}
-	errQuorumReached   = &APIError{Status: http.StatusConflict, Code: "quorum-reached", Message: "the proposal already has its approvals and is being carried out"}
+	errProposalDecided = &Error{Kind: Conflict, Code: "proposal-decided", Message: "the proposal is no longer pending"}
+	errAlreadyApproved = &Error{Kind: Conflict, Code: "already-approved", Message: "you have already approved this proposal; another officer must approve"}
+	errQuorumReached   = &Error{Kind: Conflict, Code: "quorum-reached", Message: "the proposal already has its approvals and is being carried out"}
 )
 
 func newProposalID() string {
@@ -78,15 +81,15 @@ func newProposalID() string {
 // propose checks a ceremony request now (so officers learn of a mistake
 // before approving it), records it with the proposer's approval, and
 // executes it at once when the quorum is 1 (dev mode only).
-func (s *Server) propose(ctx context.Context, officer, kind, summary string, payload any) (Outcome, error) {
+func (a *Appliance) propose(ctx context.Context, officer, kind, summary string, payload any) (Outcome, error) {
 	raw, err := json.Marshal(payload)
 	if err != nil {
 		return Outcome{}, err
 	}
 	p := store.Proposal{ID: newProposalID(), Kind: kind, Payload: string(raw), Summary: summary, Proposer: officer,
-		ExpiresAt: time.Now().Add(time.Duration(s.cfg.Officers.ProposalTTL))}
-	err = s.db.Update(ctx, func(tx *store.Tx) error {
-		if err := s.precheck(tx, kind, raw); err != nil {
+		ExpiresAt: time.Now().Add(time.Duration(a.cfg.Officers.ProposalTTL))}
+	err = a.db.Update(ctx, func(tx *store.Tx) error {
+		if err := a.precheck(tx, kind, raw); err != nil {
 			return err
 		}
 		if err := tx.InsertProposal(p); err != nil {
@@ -96,24 +99,24 @@ func (s *Server) propose(ctx context.Context, officer, kind, summary string, pay
 			return err
 		}
 		_, err := tx.Audit("officer:"+officer, "proposal.create", kind+" "+p.ID, "ok",
-			map[string]any{"summary": summary, "quorum": s.cfg.Officers.Quorum})
+			map[string]any{"summary": summary, "quorum": a.cfg.Officers.Quorum})
 		return err
 	})
 	if err != nil {
 		return Outcome{}, err
 	}
-	if s.cfg.Officers.Quorum <= 1 {
-		return s.execute(ctx, p.ID, officer)
+	if a.cfg.Officers.Quorum <= 1 {
+		return a.execute(ctx, p.ID, officer)
 	}
-	return s.outcome(ctx, p.ID, false, "")
+	return a.outcome(ctx, p.ID, false, "")
 }
 
 // approve adds officer's approval and executes the proposal when it is
 // the approval that reaches the quorum. Approvals are counted inside one
 // transaction, so exactly one approver executes.
-func (s *Server) approve(ctx context.Context, officer, id string) (Outcome, error) {
+func (a *Appliance) approve(ctx context.Context, officer, id string) (Outcome, error) {
 	var reached bool
-	err := s.db.Update(ctx, func(tx *store.Tx) error {
+	err := a.db.Update(ctx, func(tx *store.Tx) error {
 		p, err := tx.GetProposal(id)
 		if err != nil {
 			return err
@@ -129,33 +132,33 @@ func (s *Server) approve(ctx context.Context, officer, id string) (Outcome, erro
 				return errAlreadyApproved
 			}
 		}
-		if len(p.Approvals) >= s.cfg.Officers.Quorum {
+		if len(p.Approvals) >= a.cfg.Officers.Quorum {
 			return errQuorumReached
 		}
 		if err := tx.AddApproval(id, officer); err != nil {
 			return err
 		}
-		reached = len(p.Approvals)+1 == s.cfg.Officers.Quorum
+		reached = len(p.Approvals)+1 == a.cfg.Officers.Quorum
 		_, err = tx.Audit("officer:"+officer, "proposal.approve", p.Kind+" "+id, "ok",
-			map[string]any{"approvals": len(p.Approvals) + 1, "quorum": s.cfg.Officers.Quorum})
+			map[string]any{"approvals": len(p.Approvals) + 1, "quorum": a.cfg.Officers.Quorum})
 		return err
 	})
 	if errors.Is(err, errExpired) {
-		s.expire(ctx, id, officer)
+		a.expire(ctx, id, officer)
 	}
 	if err != nil {
 		return Outcome{}, err
 	}
 	if !reached {
-		return s.outcome(ctx, id, false, "")
+		return a.outcome(ctx, id, false, "")
 	}
-	return s.execute(ctx, id, officer)
+	return a.execute(ctx, id, officer)
 }
 
-var errExpired = &APIError{Status: http.StatusConflict, Code: "proposal-expired", Message: "the proposal has expired; propose it again"}
+var errExpired = &Error{Kind: Conflict, Code: "proposal-expired", Message: "the proposal has expired; propose it again"}
 
-func (s *Server) expire(ctx context.Context, id, officer string) {
-	err := s.db.Update(ctx, func(tx *store.Tx) error {
+func (a *Appliance) expire(ctx context.Context, id, officer string) {
+	err := a.db.Update(ctx, func(tx *store.Tx) error {
 		if err := tx.DecideProposal(id, store.ProposalExpired, "expired before its approvals"); err != nil {
 			return err
 		}
@@ -163,19 +166,19 @@ func (s *Server) expire(ctx context.Context, id, officer string) {
 		return err
 	})
 	if err != nil && !errors.Is(err, store.ErrConflict) {
-		s.log.Warn("expiring proposal", "proposal", id, "err", err)
+		a.log.Warn("expiring proposal", "proposal", id, "err", err)
 	}
 }
 
 // cancel withdraws a pending proposal: any one officer may stop a
 // ceremony, none may make one happen alone.
-func (s *Server) cancel(ctx context.Context, officer, id string) (Outcome, error) {
-	err := s.db.Update(ctx, func(tx *store.Tx) error {
+func (a *Appliance) cancel(ctx context.Context, officer, id string) (Outcome, error) {
+	err := a.db.Update(ctx, func(tx *store.Tx) error {
 		p, err := tx.GetProposal(id)
 		if err != nil {
 			return err
 		}
-		if len(p.Approvals) >= s.cfg.Officers.Quorum {
+		if len(p.Approvals) >= a.cfg.Officers.Quorum {
 			return errQuorumReached
 		}
 		if err := tx.DecideProposal(id, store.ProposalCancelled, "cancelled by "+officer); err != nil {
@@ -190,23 +193,23 @@ func (s *Server) cancel(ctx context.Context, officer, id string) (Outcome, error
 	if err != nil {
 		return Outcome{}, err
 	}
-	return s.outcome(ctx, id, false, "")
+	return a.outcome(ctx, id, false, "")
 }
 
-func (s *Server) outcome(ctx context.Context, id string, executed bool, credential string) (Outcome, error) {
+func (a *Appliance) outcome(ctx context.Context, id string, executed bool, credential string) (Outcome, error) {
 	var p store.Proposal
-	err := s.db.View(ctx, func(tx *store.Tx) error {
+	err := a.db.View(ctx, func(tx *store.Tx) error {
 		var err error
 		p, err = tx.GetProposal(id)
 		return err
 	})
-	return Outcome{Proposal: p, Executed: executed, Credential: credential}, err
+	return Outcome{Proposal: a.proposalView(p), Executed: executed, Credential: credential}, err
 }
 
 // precheck validates a proposal against the current state, so that a
 // proposal that cannot succeed is refused before officers spend approvals
 // on it. execute checks again: state may change in between.
-func (s *Server) precheck(tx *store.Tx, kind string, raw []byte) error {
+func (a *Appliance) precheck(tx *store.Tx, kind string, raw []byte) error {
 	switch kind {
 	case KindKeyGenerate, KindKeyImport:
 		var p keyPayload
@@ -243,14 +246,14 @@ func (s *Server) precheck(tx *store.Tx, kind string, raw []byte) error {
 			return err
 		}
 		if _, err := tx.GetOfficerByName(p.Name); err == nil {
-			return &APIError{Status: http.StatusConflict, Code: "officer-exists", Message: fmt.Sprintf("officer %q exists", p.Name)}
+			return &Error{Kind: Conflict, Code: "officer-exists", Message: fmt.Sprintf("officer %q exists", p.Name)}
 		}
 	case KindOfficerRemove:
 		var p namePayload
 		if err := json.Unmarshal(raw, &p); err != nil {
 			return err
 		}
-		return s.checkOfficerRemoval(tx, p.Name)
+		return a.checkOfficerRemoval(tx, p.Name)
 	case KindClientCreate:
 		var p clientPayload
 		if err := json.Unmarshal(raw, &p); err != nil {
@@ -263,7 +266,7 @@ func (s *Server) precheck(tx *store.Tx, kind string, raw []byte) error {
 			return err
 		}
 		if _, err := tx.GetClientByName(p.Name); err == nil {
-			return &APIError{Status: http.StatusConflict, Code: "client-exists", Message: fmt.Sprintf("API client %q exists", p.Name)}
+			return &Error{Kind: Conflict, Code: "client-exists", Message: fmt.Sprintf("API client %q exists", p.Name)}
 		}
 	case KindClientRevoke:
 		var p namePayload
@@ -275,37 +278,37 @@ func (s *Server) precheck(tx *store.Tx, kind string, raw []byte) error {
 			return err
 		}
 		if c.RevokedAt != nil {
-			return &APIError{Status: http.StatusConflict, Code: "client-revoked", Message: fmt.Sprintf("API client %q is already revoked", p.Name)}
+			return &Error{Kind: Conflict, Code: "client-revoked", Message: fmt.Sprintf("API client %q is already revoked", p.Name)}
 		}
 	case KindModelSet:
 		var p modelPayload
 		if err := json.Unmarshal(raw, &p); err != nil {
 			return err
 		}
-		return s.checkModelPayload(tx, &p)
+		return a.checkModelPayload(tx, &p)
 	case KindKeyReplicate:
-		return s.precheckReplicate(tx, raw)
+		return a.precheckReplicate(tx, raw)
 	default:
-		return badRequest("unknown-kind", "unknown proposal kind "+kind)
+		return badInput("unknown-kind", "unknown proposal kind "+kind)
 	}
 	return nil
 }
 
-func (s *Server) checkOfficerRemoval(tx *store.Tx, name string) error {
+func (a *Appliance) checkOfficerRemoval(tx *store.Tx, name string) error {
 	o, err := tx.GetOfficerByName(name)
 	if err != nil {
 		return err
 	}
 	if o.RevokedAt != nil {
-		return &APIError{Status: http.StatusConflict, Code: "officer-revoked", Message: fmt.Sprintf("officer %q is already removed", name)}
+		return &Error{Kind: Conflict, Code: "officer-revoked", Message: fmt.Sprintf("officer %q is already removed", name)}
 	}
 	n, err := tx.CountActiveOfficers()
 	if err != nil {
 		return err
 	}
-	if n-1 < s.cfg.Officers.Quorum {
-		return &APIError{Status: http.StatusConflict, Code: "quorum-unreachable",
-			Message: fmt.Sprintf("removing %q would leave %d officers, fewer than the quorum of %d", name, n-1, s.cfg.Officers.Quorum)}
+	if n-1 < a.cfg.Officers.Quorum {
+		return &Error{Kind: Conflict, Code: "quorum-unreachable",
+			Message: fmt.Sprintf("removing %q would leave %d officers, fewer than the quorum of %d", name, n-1, a.cfg.Officers.Quorum)}
 	}
 	return nil
 }
@@ -314,13 +317,13 @@ var keyNamePattern = namePattern
 
 func validKeyName(name string) error {
 	if !keyNamePattern.MatchString(name) {
-		return badRequest("invalid-name", fmt.Sprintf("key name %q: use 1-32 characters a-z, 0-9 and '-', starting with a letter", name))
+		return badInput("invalid-name", fmt.Sprintf("key name %q: use 1-32 characters a-z, 0-9 and '-', starting with a letter", name))
 	}
 	return nil
 }
 
 func keyExists(name string) error {
-	return &APIError{Status: http.StatusConflict, Code: "key-exists",
+	return &Error{Kind: Conflict, Code: "key-exists",
 		Message: fmt.Sprintf("a key named %q exists; keyrack never replaces keys", name)}
 }
 
@@ -336,7 +339,7 @@ func keyTransition(kind string, from store.KeyState) error {
 		ok = from == store.KeyActive || from == store.KeyDisabled
 	}
 	if !ok {
-		return &APIError{Status: http.StatusConflict, Code: "key-state",
+		return &Error{Kind: Conflict, Code: "key-state",
 			Message: fmt.Sprintf("%s is not possible for a key that is %s", kind, from)}
 	}
 	return nil
@@ -346,9 +349,9 @@ func keyTransition(kind string, from store.KeyState) error {
 // happens between two transactions: the first records the intent (a
 // pending key record), the second the result, so that a crash in between
 // is found and cleaned up at the next start (reconcile).
-func (s *Server) execute(ctx context.Context, id, officer string) (Outcome, error) {
+func (a *Appliance) execute(ctx context.Context, id, officer string) (Outcome, error) {
 	var p store.Proposal
-	if err := s.db.View(ctx, func(tx *store.Tx) error {
+	if err := a.db.View(ctx, func(tx *store.Tx) error {
 		var err error
 		p, err = tx.GetProposal(id)
 		return err
@@ -360,30 +363,30 @@ func (s *Server) execute(ctx context.Context, id, officer string) (Outcome, erro
 	var execErr error
 	switch p.Kind {
 	case KindKeyGenerate, KindKeyImport:
-		execErr = s.executeKey(ctx, p, actor)
+		execErr = a.executeKey(ctx, p, actor)
 	case KindKeyDisable, KindKeyEnable:
-		execErr = s.executeKeyState(ctx, p, actor)
+		execErr = a.executeKeyState(ctx, p, actor)
 	case KindKeyDestroy:
-		execErr = s.executeKeyDestroy(ctx, p, actor)
+		execErr = a.executeKeyDestroy(ctx, p, actor)
 	case KindKeyReplicate:
-		execErr = s.executeReplicate(ctx, p, actor)
+		execErr = a.executeReplicate(ctx, p, actor)
 	case KindOfficerAdd, KindOfficerRemove, KindClientCreate, KindClientRevoke, KindModelSet:
-		credential, execErr = s.executePrincipal(ctx, p, actor)
+		credential, execErr = a.executePrincipal(ctx, p, actor)
 	default:
 		execErr = fmt.Errorf("unknown proposal kind %q", p.Kind)
 	}
 	if execErr != nil {
-		s.failProposal(ctx, p, actor, execErr)
+		a.failProposal(ctx, p, actor, execErr)
 		return Outcome{}, execErr
 	}
-	return s.outcome(ctx, id, true, credential)
+	return a.outcome(ctx, id, true, credential)
 }
 
 // failProposal records a failed execution, unless the execution already
 // decided the proposal itself.
-func (s *Server) failProposal(ctx context.Context, p store.Proposal, actor string, cause error) {
-	msg := toAPIError(cause).Message
-	err := s.db.Update(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+func (a *Appliance) failProposal(ctx context.Context, p store.Proposal, actor string, cause error) {
+	msg := AsError(cause).Message
+	err := a.db.Update(context.WithoutCancel(ctx), func(tx *store.Tx) error {
 		if err := tx.DecideProposal(p.ID, store.ProposalFailed, msg); err != nil {
 			return err
 		}
@@ -391,11 +394,11 @@ func (s *Server) failProposal(ctx context.Context, p store.Proposal, actor strin
 		return err
 	})
 	if err != nil && !errors.Is(err, store.ErrConflict) {
-		s.log.Error("recording a failed proposal", "proposal", p.ID, "err", err)
+		a.log.Error("recording a failed proposal", "proposal", p.ID, "err", err)
 	}
 }
 
-func (s *Server) executeKey(ctx context.Context, p store.Proposal, actor string) error {
+func (a *Appliance) executeKey(ctx context.Context, p store.Proposal, actor string) error {
 	var kp keyPayload
 	if err := json.Unmarshal([]byte(p.Payload), &kp); err != nil {
 		return err
@@ -411,7 +414,7 @@ func (s *Server) executeKey(ctx context.Context, p store.Proposal, actor string)
 		origin = "imported"
 	}
 	// 1. The intent, durable before the token is touched.
-	err = s.db.Update(ctx, func(tx *store.Tx) error {
+	err = a.db.Update(ctx, func(tx *store.Tx) error {
 		if err := tx.InsertKey(store.Key{Name: kp.Name, CKAID: ckaID, Origin: origin, Roles: roles.canonical,
 			State: store.KeyPending, ProposalID: p.ID}); err != nil {
 			if errors.Is(err, store.ErrExists) {
@@ -429,12 +432,12 @@ func (s *Server) executeKey(ctx context.Context, p store.Proposal, actor string)
 	var k *hsm.Key
 	ctx = context.WithoutCancel(ctx) // a ceremony half-done by a client hang-up helps no one
 	if p.Kind == KindKeyGenerate {
-		k, err = s.mod.GenerateRSA(ctx, hsm.KeySpec{Label: kp.Name, ID: ckaID, Bits: 4096, Usage: hsm.UsageSign})
+		k, err = a.mod.GenerateRSA(ctx, hsm.KeySpec{Label: kp.Name, ID: ckaID, Bits: 4096, Usage: hsm.UsageSign})
 	} else {
-		k, err = s.mod.ImportWrapped(ctx, s.importKey, kp.Blob, hsm.ImportSpec{Label: kp.Name, ID: ckaID, MinBits: 4096})
+		k, err = a.mod.ImportWrapped(ctx, a.importKey, kp.Blob, hsm.ImportSpec{Label: kp.Name, ID: ckaID, MinBits: 4096})
 	}
 	if err != nil {
-		s.abandonKey(ctx, p, kp.Name, actor, err)
+		a.abandonKey(ctx, p, kp.Name, actor, err)
 		return err
 	}
 	// 3. The result.
@@ -444,7 +447,7 @@ func (s *Server) executeKey(ctx context.Context, p store.Proposal, actor string)
 		var der []byte
 		der, err = x509.MarshalPKIXPublicKey(pub)
 		if err == nil {
-			err = s.db.Update(ctx, func(tx *store.Tx) error {
+			err = a.db.Update(ctx, func(tx *store.Tx) error {
 				if err := tx.ActivateKey(kp.Name, keyID, der, k.Info().Bits); err != nil {
 					return err
 				}
@@ -459,19 +462,19 @@ func (s *Server) executeKey(ctx context.Context, p store.Proposal, actor string)
 	}
 	if err != nil {
 		// No record may end without its object or the reverse: undo.
-		if derr := s.mod.DestroyKey(ctx, ckaID); derr != nil {
-			s.log.Error("undoing a key whose record failed", "key", kp.Name, "err", derr)
+		if derr := a.mod.DestroyKey(ctx, ckaID); derr != nil {
+			a.log.Error("undoing a key whose record failed", "key", kp.Name, "err", derr)
 		}
-		s.abandonKey(ctx, p, kp.Name, actor, err)
+		a.abandonKey(ctx, p, kp.Name, actor, err)
 		return err
 	}
 	return nil
 }
 
 // abandonKey marks a pending key record failed together with its proposal.
-func (s *Server) abandonKey(ctx context.Context, p store.Proposal, name, actor string, cause error) {
-	msg := toAPIError(cause).Message
-	err := s.db.Update(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+func (a *Appliance) abandonKey(ctx context.Context, p store.Proposal, name, actor string, cause error) {
+	msg := AsError(cause).Message
+	err := a.db.Update(context.WithoutCancel(ctx), func(tx *store.Tx) error {
 		if err := tx.SetKeyState(name, store.KeyPending, store.KeyFailed); err != nil {
 			return err
 		}
@@ -482,11 +485,11 @@ func (s *Server) abandonKey(ctx context.Context, p store.Proposal, name, actor s
 		return err
 	})
 	if err != nil {
-		s.log.Error("recording a failed key ceremony", "key", name, "err", err)
+		a.log.Error("recording a failed key ceremony", "key", name, "err", err)
 	}
 }
 
-func (s *Server) executeKeyState(ctx context.Context, p store.Proposal, actor string) error {
+func (a *Appliance) executeKeyState(ctx context.Context, p store.Proposal, actor string) error {
 	var np namePayload
 	if err := json.Unmarshal([]byte(p.Payload), &np); err != nil {
 		return err
@@ -495,7 +498,7 @@ func (s *Server) executeKeyState(ctx context.Context, p store.Proposal, actor st
 	if p.Kind == KindKeyEnable {
 		from, to = store.KeyDisabled, store.KeyActive
 	}
-	return s.db.Update(ctx, func(tx *store.Tx) error {
+	return a.db.Update(ctx, func(tx *store.Tx) error {
 		k, err := tx.GetKey(np.Name)
 		if err != nil {
 			return err
@@ -516,13 +519,13 @@ func (s *Server) executeKeyState(ctx context.Context, p store.Proposal, actor st
 
 // executeKeyDestroy first disables the key (so it signs nothing even if
 // the token call fails), then destroys the token objects, then records it.
-func (s *Server) executeKeyDestroy(ctx context.Context, p store.Proposal, actor string) error {
+func (a *Appliance) executeKeyDestroy(ctx context.Context, p store.Proposal, actor string) error {
 	var np namePayload
 	if err := json.Unmarshal([]byte(p.Payload), &np); err != nil {
 		return err
 	}
 	var k store.Key
-	err := s.db.Update(ctx, func(tx *store.Tx) error {
+	err := a.db.Update(ctx, func(tx *store.Tx) error {
 		var err error
 		if k, err = tx.GetKey(np.Name); err != nil {
 			return err
@@ -542,10 +545,10 @@ func (s *Server) executeKeyDestroy(ctx context.Context, p store.Proposal, actor 
 		return err
 	}
 	ctx = context.WithoutCancel(ctx)
-	if err := s.mod.DestroyKey(ctx, k.CKAID); err != nil && !errors.Is(err, hsm.ErrKeyNotFound) {
+	if err := a.mod.DestroyKey(ctx, k.CKAID); err != nil && !errors.Is(err, hsm.ErrKeyNotFound) {
 		return err
 	}
-	return s.db.Update(ctx, func(tx *store.Tx) error {
+	return a.db.Update(ctx, func(tx *store.Tx) error {
 		if err := tx.SetKeyState(np.Name, store.KeyDisabled, store.KeyDestroyed); err != nil {
 			return err
 		}
@@ -557,9 +560,9 @@ func (s *Server) executeKeyDestroy(ctx context.Context, p store.Proposal, actor 
 	})
 }
 
-func (s *Server) executePrincipal(ctx context.Context, p store.Proposal, actor string) (string, error) {
+func (a *Appliance) executePrincipal(ctx context.Context, p store.Proposal, actor string) (string, error) {
 	var credential string
-	err := s.db.Update(ctx, func(tx *store.Tx) error {
+	err := a.db.Update(ctx, func(tx *store.Tx) error {
 		var subject string
 		var details map[string]any
 		switch p.Kind {
@@ -581,7 +584,7 @@ func (s *Server) executePrincipal(ctx context.Context, p store.Proposal, actor s
 			if err := json.Unmarshal([]byte(p.Payload), &np); err != nil {
 				return err
 			}
-			if err := s.checkOfficerRemoval(tx, np.Name); err != nil {
+			if err := a.checkOfficerRemoval(tx, np.Name); err != nil {
 				return err
 			}
 			if err := tx.RevokeOfficer(np.Name); err != nil {
@@ -605,7 +608,7 @@ func (s *Server) executePrincipal(ctx context.Context, p store.Proposal, actor s
 			details = map[string]any{"brand": cp.Brand, "models": cp.Models, "types": cp.Types}
 		case KindModelSet:
 			var err error
-			if subject, details, err = s.executeModelSet(tx, p); err != nil {
+			if subject, details, err = a.executeModelSet(tx, p); err != nil {
 				return err
 			}
 		case KindClientRevoke:

@@ -2,63 +2,54 @@ package appliance
 
 import (
 	"context"
-	"net/http"
 	"strings"
 	"time"
-
-	"github.com/labstack/echo/v4"
 
 	"github.com/keyrack/keyrack/appliance/store"
 	"github.com/keyrack/keyrack/policy"
 )
 
-const clientKey = "keyrack.client"
-
-type authedClient struct {
+// Client is an authenticated API client: its name and compiled scope.
+type Client struct {
 	name  string
 	scope *policy.ClientScope
 }
 
-var errNoAPIKey = &APIError{Status: http.StatusUnauthorized, Code: "unauthorized",
+// Name is the client's name, as the audit log and the signing log know it.
+func (c *Client) Name() string { return c.name }
+
+var errNoAPIKey = &Error{Kind: Unauthenticated, Code: "unauthorized",
 	Message: "missing or invalid API key (header api-key: krk_c_...)"}
 
-// requireClient authenticates factory clients by the api-key header, the
-// header snapd sends from the gadget's device-service.headers.
-func (s *Server) requireClient(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		token := c.Request().Header.Get("api-key")
-		if token == "" {
-			if auth, ok := strings.CutPrefix(c.Request().Header.Get(echo.HeaderAuthorization), "Bearer "); ok {
-				token = auth
-			}
-		}
-		if strings.HasPrefix(token, officerPrefix) {
-			return &APIError{Status: http.StatusForbidden, Code: "forbidden", Message: "officer credentials cannot be used on device endpoints"}
-		}
-		var cc cachedClient
-		_, err := s.authenticate(c, clientPrefix, token, errNoAPIKey, func(ctx context.Context, name string) ([]byte, bool, error) {
-			var err error
-			cc, err = s.client(ctx, name)
-			return cc.client.SecretHash, cc.client.RevokedAt != nil, err
-		})
-		if err != nil {
-			return err
-		}
-		c.Set(clientKey, &authedClient{name: cc.client.Name, scope: cc.scope})
-		return next(c)
+// AuthenticateClient checks a factory client's API key (the api-key
+// header snapd sends from the gadget's device-service headers) presented
+// from source, the peer's address.
+func (a *Appliance) AuthenticateClient(ctx context.Context, token, source string) (*Client, error) {
+	if strings.HasPrefix(token, officerPrefix) {
+		return nil, refused("forbidden", "officer credentials cannot be used on device endpoints")
 	}
+	var cc cachedClient
+	_, err := a.authenticate(ctx, source, clientPrefix, token, errNoAPIKey, func(ctx context.Context, name string) ([]byte, bool, error) {
+		var err error
+		cc, err = a.client(ctx, name)
+		return cc.client.SecretHash, cc.client.RevokedAt != nil, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Client{name: cc.client.Name, scope: cc.scope}, nil
 }
 
 // client returns API client name with its compiled scope, cached (see
-// keyCache): the record is read again after configTTL or after this
+// keyCache): the record is read again after CacheTTL or after this
 // process changed any client.
-func (s *Server) client(ctx context.Context, name string) (cachedClient, error) {
+func (a *Appliance) client(ctx context.Context, name string) (cachedClient, error) {
 	now := time.Now()
-	if cc, ok := cacheGet(s, s.cache.clients, name, now); ok {
+	if cc, ok := cacheGet(a, a.cache.clients, name, now); ok {
 		return cc, nil
 	}
-	cc := cachedClient{gen: s.db.ConfigGeneration(), at: now}
-	err := s.db.View(ctx, func(tx *store.Tx) error {
+	cc := cachedClient{gen: a.db.ConfigGeneration(), at: now}
+	err := a.db.View(ctx, func(tx *store.Tx) error {
 		var err error
 		cc.client, err = tx.GetClientByName(name)
 		return err
@@ -69,11 +60,6 @@ func (s *Server) client(ctx context.Context, name string) (cachedClient, error) 
 	if cc.scope, err = policy.NewClientScope(cc.client.Brand, cc.client.Models, cc.client.Types); err != nil {
 		return cc, err
 	}
-	cachePut(s, s.cache.clients, name, cc)
+	cachePut(a, a.cache.clients, name, cc)
 	return cc, nil
-}
-
-func clientOf(c echo.Context) *authedClient {
-	cl, _ := c.Get(clientKey).(*authedClient)
-	return cl
 }

@@ -28,45 +28,45 @@ const (
 // the token, the model dev-brand/dev-model bound to it with serials
 // assigned by the appliance, and an API client for that model (key in
 // devDir/api-key). Files are mode 0600. A restart changes nothing.
-func (s *Server) EnsureDemo(ctx context.Context, devDir string) error {
-	if !s.cfg.Dev {
+func (a *Appliance) EnsureDemo(ctx context.Context, devDir string) error {
+	if !a.cfg.Dev {
 		return errors.New("demo data only on a dev appliance")
 	}
 	tokenFile := filepath.Join(devDir, "officer-token")
-	creds, err := BootstrapOfficers(ctx, s.db, []string{DemoOfficer})
+	creds, err := BootstrapOfficers(ctx, a.db, []string{DemoOfficer})
 	switch {
 	case err == nil:
 		if err := writeSecretFile(tokenFile, creds[DemoOfficer]); err != nil {
 			return err
 		}
-		s.log.Info("demo officer created", "officer", DemoOfficer, "credential_file", tokenFile)
+		a.log.Info("demo officer created", "officer", DemoOfficer, "credential_file", tokenFile)
 	case errors.Is(err, ErrOfficersExist):
 	default:
 		return err
 	}
 	var k store.Key
-	err = s.db.View(ctx, func(tx *store.Tx) error {
+	err = a.db.View(ctx, func(tx *store.Tx) error {
 		var err error
 		k, err = tx.GetKey(DemoKey)
 		return err
 	})
 	if err == nil && k.State == store.KeyActive {
-		s.log.Info("demo data", "serial_key", DemoKey, "key_id", k.KeyID, "created", false)
+		a.log.Info("demo data", "serial_key", DemoKey, "key_id", k.KeyID, "created", false)
 		return nil
 	}
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
-	if _, err := s.propose(ctx, DemoOfficer, KindKeyGenerate, "generate the demo key",
+	if _, err := a.propose(ctx, DemoOfficer, KindKeyGenerate, "generate the demo key",
 		keyPayload{Name: DemoKey, Roles: json.RawMessage(demoRoleJSON)}); err != nil {
 		return fmt.Errorf("demo key: %w", err)
 	}
 	keys := map[string]string{"serial": DemoKey, "model": DemoKey, "system-user": DemoKey, "preseed": DemoKey}
-	if _, err := s.propose(ctx, DemoOfficer, KindModelSet, "bind the demo model",
+	if _, err := a.propose(ctx, DemoOfficer, KindModelSet, "bind the demo model",
 		modelPayload{Brand: DemoBrand, Model: DemoModel, Keys: keys, SerialSource: "assign", SerialPrefix: "dev-"}); err != nil {
 		return fmt.Errorf("demo model: %w", err)
 	}
-	out, err := s.propose(ctx, DemoOfficer, KindClientCreate, "create the demo API client",
+	out, err := a.propose(ctx, DemoOfficer, KindClientCreate, "create the demo API client",
 		clientPayload{Name: DemoClient, Brand: DemoBrand, Models: []string{DemoModel}, Types: []string{"serial", "model", "system-user", "preseed"}})
 	if err != nil {
 		return fmt.Errorf("demo client: %w", err)
@@ -75,7 +75,7 @@ func (s *Server) EnsureDemo(ctx context.Context, devDir string) error {
 	if err := writeSecretFile(apiKeyFile, out.Credential); err != nil {
 		return err
 	}
-	err = s.db.View(ctx, func(tx *store.Tx) error {
+	err = a.db.View(ctx, func(tx *store.Tx) error {
 		var err error
 		k, err = tx.GetKey(DemoKey)
 		return err
@@ -83,7 +83,7 @@ func (s *Server) EnsureDemo(ctx context.Context, devDir string) error {
 	if err != nil {
 		return err
 	}
-	s.log.Info("demo data", "serial_key", DemoKey, "key_id", k.KeyID, "created", true, "brand", DemoBrand, "model", DemoModel,
+	a.log.Info("demo data", "serial_key", DemoKey, "key_id", k.KeyID, "created", true, "brand", DemoBrand, "model", DemoModel,
 		"api_client", DemoClient, "api_key_file", apiKeyFile)
 	return nil
 }

@@ -3,7 +3,6 @@ package appliance
 import (
 	"regexp"
 	"runtime/debug"
-	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -13,15 +12,13 @@ import (
 	"github.com/keyrack/keyrack/hsm"
 )
 
-// metrics are keyrack's Prometheus series, on a registry of its own so
-// that nothing a library registers globally leaks onto /metrics. Labels
+// metrics are the core's Prometheus series (the front ends add their own
+// to the same registry), on a registry of its own so that nothing a
+// library registers globally leaks onto /metrics. Labels
 // take only values from closed sets (route templates, status classes):
 // never a serial, a key name or anything a client sent.
 type metrics struct {
 	reg        *prometheus.Registry
-	requests   *prometheus.CounterVec
-	latency    *prometheus.HistogramVec
-	inFlight   prometheus.Gauge
 	signatures *prometheus.CounterVec
 	signTime   *prometheus.HistogramVec
 	waitTime   prometheus.Histogram
@@ -34,22 +31,7 @@ type metrics struct {
 
 func newMetrics(mod *hsm.Module, db *store.DB, version string) *metrics {
 	reg := prometheus.NewRegistry()
-	m := &metrics{
-		reg: reg,
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "keyrack_http_requests_total",
-			Help: "HTTP requests answered, by route template and status class.",
-		}, []string{"route", "code"}),
-		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "keyrack_http_request_duration_seconds",
-			Help:    "HTTP request latency by route template.",
-			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
-		}, []string{"route"}),
-		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "keyrack_http_requests_in_flight",
-			Help: "HTTP requests being served.",
-		}),
-	}
+	m := &metrics{reg: reg}
 	m.signTime = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "keyrack_token_sign_duration_seconds",
 		Help:    "Time of one signature inside the token (C_SignInit + C_Sign), by result.",
@@ -144,7 +126,7 @@ func newMetrics(mod *hsm.Module, db *store.DB, version string) *metrics {
 		ConstLabels: prometheus.Labels{"version": version, "goversion": goVersion()},
 	})
 	build.Set(1)
-	reg.MustRegister(m.requests, m.latency, m.inFlight, build,
+	reg.MustRegister(build,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "keyrack_token_sessions",
 			Help: "Configured token worker sessions.",
@@ -172,10 +154,4 @@ func goVersion() string {
 		return bi.GoVersion
 	}
 	return "unknown"
-}
-
-// observe records a finished request under its route template.
-func (m *metrics) observe(route string, status int, took time.Duration) {
-	m.latency.WithLabelValues(route).Observe(took.Seconds())
-	m.requests.WithLabelValues(route, strconv.Itoa(status/100)+"xx").Inc()
 }

@@ -1,7 +1,6 @@
 package appliance
 
 import (
-	"net/http"
 	"strconv"
 	"sync"
 	"time"
@@ -72,8 +71,8 @@ func (l *authLimiter) fail(now time.Time, keys ...string) {
 	}
 }
 
-func rateLimited(d time.Duration) *APIError {
+func rateLimited(d time.Duration) *Error {
 	secs := int(d.Seconds()) + 1
-	return &APIError{Status: http.StatusTooManyRequests, Code: "rate-limited", RetryAfter: secs,
+	return &Error{Kind: RateLimited, Code: "rate-limited", RetryAfter: time.Duration(secs) * time.Second,
 		Message: "too many failed authentications from this address or for this name; retry in " + strconv.Itoa(secs) + "s"}
 }

@@ -20,11 +20,11 @@ import (
 // Only what has been pending for longer than staleAfter is touched: with
 // several appliances on one store (and maybe one token), a younger pending
 // record may be another appliance's ceremony or signature in progress.
-func (s *Server) reconcile(ctx context.Context, staleAfter time.Duration) error {
+func (a *Appliance) reconcile(ctx context.Context, staleAfter time.Duration) error {
 	cutoff := time.Now().Add(-staleAfter)
 	var keys []store.Key
 	var props []store.Proposal
-	err := s.db.View(ctx, func(tx *store.Tx) error {
+	err := a.db.View(ctx, func(tx *store.Tx) error {
 		var err error
 		if keys, err = tx.ListKeys(); err != nil {
 			return err
@@ -41,10 +41,10 @@ func (s *Server) reconcile(ctx context.Context, staleAfter time.Duration) error 
 			if k.UpdatedAt.After(cutoff) {
 				continue
 			}
-			if err := s.mod.DestroyKey(ctx, k.CKAID); err != nil && !errors.Is(err, hsm.ErrKeyNotFound) {
+			if err := a.mod.DestroyKey(ctx, k.CKAID); err != nil && !errors.Is(err, hsm.ErrKeyNotFound) {
 				return fmt.Errorf("reconcile: removing the half-made token object of key %q: %w", k.Name, err)
 			}
-			err := s.db.Update(ctx, func(tx *store.Tx) error {
+			err := a.db.Update(ctx, func(tx *store.Tx) error {
 				if err := tx.SetKeyState(k.Name, store.KeyPending, store.KeyFailed); err != nil {
 					return err
 				}
@@ -57,10 +57,10 @@ func (s *Server) reconcile(ctx context.Context, staleAfter time.Duration) error 
 			if err != nil {
 				return err
 			}
-			s.log.Warn("undid a key ceremony interrupted by a restart", "key", k.Name, "proposal", k.ProposalID)
+			a.log.Warn("undid a key ceremony interrupted by a restart", "key", k.Name, "proposal", k.ProposalID)
 		case store.KeyActive, store.KeyDisabled:
-			if _, err := s.mod.FindKey(ctx, k.CKAID); errors.Is(err, hsm.ErrKeyNotFound) {
-				s.log.Error("key record without its token object: it cannot sign", "key", k.Name, "key_id", k.KeyID)
+			if _, err := a.mod.FindKey(ctx, k.CKAID); errors.Is(err, hsm.ErrKeyNotFound) {
+				a.log.Error("key record without its token object: it cannot sign", "key", k.Name, "key_id", k.KeyID)
 			} else if err != nil {
 				return err
 			}
@@ -68,7 +68,7 @@ func (s *Server) reconcile(ctx context.Context, staleAfter time.Duration) error 
 	}
 	// Serials reserved but never issued: the signature, if one was made,
 	// was never recorded, so it was never sent. Undo the reservation.
-	err = s.db.Update(ctx, func(tx *store.Tx) error {
+	err = a.db.Update(ctx, func(tx *store.Tx) error {
 		stale, err := tx.StaleReservations(cutoff)
 		if err != nil {
 			return err
@@ -87,10 +87,10 @@ func (s *Server) reconcile(ctx context.Context, staleAfter time.Duration) error 
 		return err
 	}
 	for _, p := range props {
-		if len(p.Approvals) < s.cfg.Officers.Quorum || p.CreatedAt.After(cutoff) {
+		if len(p.Approvals) < a.cfg.Officers.Quorum || p.CreatedAt.After(cutoff) {
 			continue
 		}
-		err := s.db.Update(ctx, func(tx *store.Tx) error {
+		err := a.db.Update(ctx, func(tx *store.Tx) error {
 			if err := tx.DecideProposal(p.ID, store.ProposalFailed, "interrupted by a restart; propose again"); err != nil {
 				return err
 			}

@@ -9,11 +9,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
-
-	"github.com/labstack/echo/v4"
 
 	"github.com/keyrack/keyrack/appliance/store"
+	"github.com/keyrack/keyrack/appliance/wire"
 	"github.com/keyrack/keyrack/hsm"
 )
 
@@ -32,46 +30,39 @@ type replicatePayload struct {
 	TokenSerial string `json:"token-serial"`
 }
 
-var errReplicaMismatch = &APIError{Status: http.StatusBadRequest, Code: "wrong-key",
+var errReplicaMismatch = &Error{Kind: BadInput, Code: "wrong-key",
 	Message: "the wrapped key is not the key this record names (its public key differs)"}
 
-func (s *Server) proposeReplicate(c echo.Context) error {
-	name := c.Param("name")
-	var req struct {
-		Blob []byte `json:"blob"`
-	}
-	if _, err := decodeJSON(c, &req); err != nil {
-		return err
-	}
+// ProposeReplicate proposes putting key name, wrapped to this
+// appliance's import key, into this appliance's token.
+func (a *Appliance) ProposeReplicate(ctx context.Context, officer, name string, req wire.ReplicateRequest) (Outcome, error) {
 	if len(req.Blob) == 0 {
-		return badRequest("invalid-argument", "blob (the key wrapped to this appliance's import key, base64) is required")
+		return Outcome{}, badInput("invalid-argument", "blob (the key wrapped to this appliance's import key, base64) is required")
 	}
 	var rec store.Key
-	if err := s.db.View(c.Request().Context(), func(tx *store.Tx) error {
+	if err := a.db.View(ctx, func(tx *store.Tx) error {
 		var err error
 		rec, err = tx.GetKey(name)
 		return err
 	}); err != nil {
-		return err
+		return Outcome{}, err
 	}
-	if _, err := s.mod.FindKey(c.Request().Context(), rec.CKAID); err == nil {
-		return &APIError{Status: http.StatusConflict, Code: "key-present", Message: fmt.Sprintf("this appliance's token already holds key %q", name)}
+	if _, err := a.mod.FindKey(ctx, rec.CKAID); err == nil {
+		return Outcome{}, &Error{Kind: Conflict, Code: "key-present", Message: fmt.Sprintf("this appliance's token already holds key %q", name)}
 	} else if !errors.Is(err, hsm.ErrKeyNotFound) {
-		return err
+		return Outcome{}, err
 	}
-	serial, err := s.mod.TokenSerial()
+	serial, err := a.mod.TokenSerial()
 	if err != nil {
-		return err
+		return Outcome{}, err
 	}
 	sum := sha256.Sum256(req.Blob)
-	return s.answer(c, func() (Outcome, error) {
-		return s.propose(c.Request().Context(), officerOf(c), KindKeyReplicate,
-			fmt.Sprintf("put key %q into the token %s of this appliance (blob sha256 %s)", name, serial, hex.EncodeToString(sum[:8])),
-			replicatePayload{Name: name, Blob: req.Blob, TokenSerial: serial})
-	})
+	return a.propose(ctx, officer, KindKeyReplicate,
+		fmt.Sprintf("put key %q into the token %s of this appliance (blob sha256 %s)", name, serial, hex.EncodeToString(sum[:8])),
+		replicatePayload{Name: name, Blob: req.Blob, TokenSerial: serial})
 }
 
-func (s *Server) precheckReplicate(tx *store.Tx, raw []byte) error {
+func (a *Appliance) precheckReplicate(tx *store.Tx, raw []byte) error {
 	var p replicatePayload
 	if err := json.Unmarshal(raw, &p); err != nil {
 		return err
@@ -81,28 +72,28 @@ func (s *Server) precheckReplicate(tx *store.Tx, raw []byte) error {
 		return err
 	}
 	if k.State != store.KeyActive && k.State != store.KeyDisabled {
-		return &APIError{Status: http.StatusConflict, Code: "key-state", Message: fmt.Sprintf("key %q is %s", p.Name, k.State)}
+		return &Error{Kind: Conflict, Code: "key-state", Message: fmt.Sprintf("key %q is %s", p.Name, k.State)}
 	}
 	return nil
 }
 
 // executeReplicate unwraps the blob into this token under the record's
 // CKA_ID and keeps it only if it is the recorded key.
-func (s *Server) executeReplicate(ctx context.Context, p store.Proposal, actor string) error {
+func (a *Appliance) executeReplicate(ctx context.Context, p store.Proposal, actor string) error {
 	var rp replicatePayload
 	if err := json.Unmarshal([]byte(p.Payload), &rp); err != nil {
 		return err
 	}
-	serial, err := s.mod.TokenSerial()
+	serial, err := a.mod.TokenSerial()
 	if err != nil {
 		return err
 	}
 	if serial != rp.TokenSerial {
-		return &APIError{Status: http.StatusConflict, Code: "wrong-appliance",
+		return &Error{Kind: Conflict, Code: "wrong-appliance",
 			Message: fmt.Sprintf("this proposal is for the appliance with token %s; approve it there", rp.TokenSerial)}
 	}
 	var rec store.Key
-	if err := s.db.View(ctx, func(tx *store.Tx) error {
+	if err := a.db.View(ctx, func(tx *store.Tx) error {
 		var err error
 		rec, err = tx.GetKey(rp.Name)
 		return err
@@ -110,18 +101,18 @@ func (s *Server) executeReplicate(ctx context.Context, p store.Proposal, actor s
 		return err
 	}
 	ctx = context.WithoutCancel(ctx)
-	k, err := s.mod.ImportWrapped(ctx, s.importKey, rp.Blob, hsm.ImportSpec{Label: rp.Name, ID: rec.CKAID, MinBits: 4096})
+	k, err := a.mod.ImportWrapped(ctx, a.importKey, rp.Blob, hsm.ImportSpec{Label: rp.Name, ID: rec.CKAID, MinBits: 4096})
 	if err != nil {
 		return err
 	}
 	der, err := x509.MarshalPKIXPublicKey(k.Info().Public)
 	if err != nil || !bytes.Equal(der, rec.PublicKey) {
-		if derr := s.mod.DestroyKey(ctx, rec.CKAID); derr != nil {
-			s.log.Error("removing a replica that is not the recorded key", "key", rp.Name, "err", derr)
+		if derr := a.mod.DestroyKey(ctx, rec.CKAID); derr != nil {
+			a.log.Error("removing a replica that is not the recorded key", "key", rp.Name, "err", derr)
 		}
 		return errReplicaMismatch
 	}
-	return s.db.Update(ctx, func(tx *store.Tx) error {
+	return a.db.Update(ctx, func(tx *store.Tx) error {
 		if err := tx.DecideProposal(p.ID, store.ProposalExecuted, "key "+rp.Name+" replicated to token "+serial); err != nil {
 			return err
 		}

@@ -18,17 +18,17 @@ type roles struct {
 
 func parseRoles(raw json.RawMessage) (roles, error) {
 	if len(bytes.TrimSpace(raw)) == 0 || string(bytes.TrimSpace(raw)) == "null" {
-		return roles{}, badRequest("invalid-roles", "roles are required: a list of {\"type\": ..., \"models\": [regex, ...]}")
+		return roles{}, badInput("invalid-roles", "roles are required: a list of {\"type\": ..., \"models\": [regex, ...]}")
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	var specs []policy.RoleSpec
 	if err := dec.Decode(&specs); err != nil {
-		return roles{}, badRequest("invalid-roles", "roles: "+err.Error())
+		return roles{}, badInput("invalid-roles", "roles: "+err.Error())
 	}
 	scope, err := policy.NewKeyScope(specs)
 	if err != nil {
-		return roles{}, badRequest("invalid-roles", err.Error())
+		return roles{}, badInput("invalid-roles", err.Error())
 	}
 	canon, err := json.Marshal(scope.Specs())
 	if err != nil {
@@ -40,7 +40,7 @@ func parseRoles(raw json.RawMessage) (roles, error) {
 func checkClientScope(p clientPayload) error {
 	if _, err := policy.NewClientScope(p.Brand, p.Models, p.Types); err != nil {
 		if errors.Is(err, policy.ErrInvalid) {
-			return badRequest("invalid-scope", err.Error())
+			return badInput("invalid-scope", err.Error())
 		}
 		return fmt.Errorf("client scope: %w", err)
 	}

@@ -1,7 +1,6 @@
 package appliance
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha3"
 	"encoding/base64"
@@ -9,14 +8,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/labstack/echo/v4"
-	"github.com/snapcore/snapd/asserts"
 
 	"github.com/keyrack/keyrack/appliance/assertion"
 	"github.com/keyrack/keyrack/appliance/store"
@@ -28,7 +22,7 @@ import (
 // compiled roles and its token handle (which recovers by itself); and,
 // for a short time, API client records and what a request needs to find
 // its key: the model's configuration, the key's record and a Signer for
-// it. Those are read again after configTTL, or at once when this process
+// it. Those are read again after CacheTTL, or at once when this process
 // changes any key, model or client (the store's configuration
 // generation). On a store shared with other appliances, whose changes
 // this process does not hear of, model/key bindings are not cached, so a
@@ -52,12 +46,12 @@ type keyCache struct {
 	clients map[string]cachedClient
 }
 
-// configTTL bounds how long a cached model, key or client record is used.
+// CacheTTL bounds how long a cached model, key or client record is used.
 // It matters only for changes made by another appliance sharing the store
 // (this process's own changes clear the cache), and then only for
 // refusals the record would cause before signing: the checks that decide
 // whether a signature leaves are made in the recording transaction.
-const configTTL = 2 * time.Second
+const CacheTTL = 2 * time.Second
 
 // maxCachedConfig bounds the bindings and clients caches.
 const maxCachedConfig = 4096
@@ -86,22 +80,22 @@ func (c cachedClient) stamp() (uint64, time.Time) { return c.gen, c.at }
 
 // cacheGet returns what m holds under k if it may still be used: cached
 // under the store's current configuration generation, less than
-// configTTL ago.
-func cacheGet[K comparable, V interface{ stamp() (uint64, time.Time) }](s *Server, m map[K]V, k K, now time.Time) (V, bool) {
-	s.cache.mu.Lock()
+// CacheTTL ago.
+func cacheGet[K comparable, V interface{ stamp() (uint64, time.Time) }](a *Appliance, m map[K]V, k K, now time.Time) (V, bool) {
+	a.cache.mu.Lock()
 	v, ok := m[k]
-	s.cache.mu.Unlock()
+	a.cache.mu.Unlock()
 	if !ok {
 		return v, false
 	}
 	gen, at := v.stamp()
-	return v, gen == s.db.ConfigGeneration() && now.Sub(at) < configTTL
+	return v, gen == a.db.ConfigGeneration() && now.Sub(at) < CacheTTL
 }
 
 // cachePut stores v under k in m, which is emptied when full.
-func cachePut[K comparable, V any](s *Server, m map[K]V, k K, v V) {
-	s.cache.mu.Lock()
-	defer s.cache.mu.Unlock()
+func cachePut[K comparable, V any](a *Appliance, m map[K]V, k K, v V) {
+	a.cache.mu.Lock()
+	defer a.cache.mu.Unlock()
 	if len(m) >= maxCachedConfig {
 		clear(m)
 	}
@@ -132,44 +126,44 @@ type signingKey struct {
 	signer *assertion.Signer
 }
 
-var errNoSuchModel = &APIError{Status: http.StatusNotFound, Code: "model-not-set-up"}
+var errNoSuchModel = &Error{Kind: NotFound, Code: "model-not-set-up"}
 
 // keyFor returns the key bound to sign type t for brand/model, after
 // checking the key is active and its roles allow headers.
-func (s *Server) keyFor(ctx context.Context, brand, model string, t policy.AssertionType, headers map[string]any) (*signingKey, store.ModelConfig, error) {
-	b, err := s.binding(ctx, brand, model, t)
+func (a *Appliance) keyFor(ctx context.Context, brand, model string, t policy.AssertionType, headers map[string]any) (*signingKey, store.ModelConfig, error) {
+	b, err := a.binding(ctx, brand, model, t)
 	if err != nil {
 		return nil, b.mc, err
 	}
 	mc, rec := b.mc, b.rec
 	if rec.State != store.KeyActive {
-		return nil, mc, &APIError{Status: http.StatusForbidden, Code: "key-not-active",
+		return nil, mc, &Error{Kind: Refused, Code: "key-not-active",
 			Message: fmt.Sprintf("the %s key of model %s/%s is %s", t, brand, model, rec.State)}
 	}
-	r, err := s.cachedRoles(rec)
+	r, err := a.cachedRoles(rec)
 	if err != nil {
 		return nil, mc, err
 	}
 	if err := r.scope.Check(t, headers); err != nil {
-		s.metrics.refusals.WithLabelValues(refusalRule(err)).Inc()
+		a.metrics.refusals.WithLabelValues(refusalRule(err)).Inc()
 		return nil, mc, err
 	}
-	hk, err := s.cachedTokenKey(ctx, rec)
+	hk, err := a.cachedTokenKey(ctx, rec)
 	if err != nil {
 		return nil, mc, err
 	}
 	// The Signer derives the key id and keeps the once-per-key part of the
 	// self-check; a request rebinds it to the token key under its context.
-	s.cache.mu.Lock()
-	proto := s.cache.signers[rec.KeyID]
-	s.cache.mu.Unlock()
+	a.cache.mu.Lock()
+	proto := a.cache.signers[rec.KeyID]
+	a.cache.mu.Unlock()
 	if proto == nil {
 		if proto, err = assertion.NewSigner(hk); err != nil {
 			return nil, mc, err
 		}
-		s.cache.mu.Lock()
-		s.cache.signers[rec.KeyID] = proto
-		s.cache.mu.Unlock()
+		a.cache.mu.Lock()
+		a.cache.signers[rec.KeyID] = proto
+		a.cache.mu.Unlock()
 	}
 	signer, err := proto.Rebind(hk.WithContext(ctx))
 	if err != nil {
@@ -180,24 +174,24 @@ func (s *Server) keyFor(ctx context.Context, brand, model string, t policy.Asser
 
 // binding returns the model configuration of brand/model and the record
 // of its key for type t, cached (see keyCache).
-func (s *Server) binding(ctx context.Context, brand, model string, t policy.AssertionType) (binding, error) {
+func (a *Appliance) binding(ctx context.Context, brand, model string, t policy.AssertionType) (binding, error) {
 	bk := bindingKey{brand, model, t}
 	now := time.Now()
-	shared := s.db.Shared()
-	if b, ok := cacheGet(s, s.cache.bindings, bk, now); ok && !shared {
+	shared := a.db.Shared()
+	if b, ok := cacheGet(a, a.cache.bindings, bk, now); ok && !shared {
 		return b, nil
 	}
 	// The generation is read before the records: a change committed in
 	// between leaves the entry stale rather than wrong.
-	b := binding{gen: s.db.ConfigGeneration(), at: now}
-	err := s.db.View(ctx, func(tx *store.Tx) error {
+	b := binding{gen: a.db.ConfigGeneration(), at: now}
+	err := a.db.View(ctx, func(tx *store.Tx) error {
 		var err error
 		if b.mc, err = tx.GetModel(brand, model); err != nil {
 			return err
 		}
 		name, ok := b.mc.Keys[string(t)]
 		if !ok {
-			return &APIError{Status: http.StatusForbidden, Code: "no-key-for-type",
+			return &Error{Kind: Refused, Code: "no-key-for-type",
 				Message: fmt.Sprintf("model %s/%s has no key bound for %s assertions", brand, model, t)}
 		}
 		b.rec, err = tx.GetKey(name)
@@ -214,7 +208,7 @@ func (s *Server) binding(ctx context.Context, brand, model string, t policy.Asse
 	if shared {
 		return b, nil
 	}
-	cachePut(s, s.cache.bindings, bk, b)
+	cachePut(a, a.cache.bindings, bk, b)
 	return b, nil
 }
 
@@ -226,35 +220,35 @@ func refusalRule(err error) string {
 	return "other"
 }
 
-func (s *Server) cachedRoles(rec store.Key) (roles, error) {
-	s.cache.mu.Lock()
-	defer s.cache.mu.Unlock()
-	if r, ok := s.cache.roles[rec.Name]; ok {
+func (a *Appliance) cachedRoles(rec store.Key) (roles, error) {
+	a.cache.mu.Lock()
+	defer a.cache.mu.Unlock()
+	if r, ok := a.cache.roles[rec.Name]; ok {
 		return r, nil
 	}
 	r, err := parseRoles(json.RawMessage(rec.Roles))
 	if err != nil {
 		return roles{}, fmt.Errorf("key %q has unreadable roles: %w", rec.Name, err)
 	}
-	s.cache.roles[rec.Name] = r
+	a.cache.roles[rec.Name] = r
 	return r, nil
 }
 
-func (s *Server) cachedTokenKey(ctx context.Context, rec store.Key) (*hsm.Key, error) {
+func (a *Appliance) cachedTokenKey(ctx context.Context, rec store.Key) (*hsm.Key, error) {
 	id := hex.EncodeToString(rec.CKAID)
-	s.cache.mu.Lock()
-	hk, ok := s.cache.keys[id]
-	s.cache.mu.Unlock()
+	a.cache.mu.Lock()
+	hk, ok := a.cache.keys[id]
+	a.cache.mu.Unlock()
 	if ok {
 		return hk, nil
 	}
-	hk, err := s.mod.FindKey(ctx, rec.CKAID)
+	hk, err := a.mod.FindKey(ctx, rec.CKAID)
 	if err != nil {
 		return nil, err
 	}
-	s.cache.mu.Lock()
-	s.cache.keys[id] = hk
-	s.cache.mu.Unlock()
+	a.cache.mu.Lock()
+	a.cache.keys[id] = hk
+	a.cache.mu.Unlock()
 	return hk, nil
 }
 
@@ -267,7 +261,7 @@ func digest(b []byte) string {
 
 // logAndAudit records a released signature in the signing log and the
 // audit chain, in one transaction, before the answer is sent.
-func (s *Server) logAndAudit(tx *store.Tx, client string, t policy.AssertionType, k *signingKey, e store.LogEntry, a []byte, extra map[string]any) error {
+func (a *Appliance) logAndAudit(tx *store.Tx, client string, t policy.AssertionType, k *signingKey, e store.LogEntry, signed []byte, extra map[string]any) error {
 	// What was read before signing may be cached or out of date: the key
 	// and the client are checked again here, where the record is written,
 	// so nothing signed with a key disabled meanwhile, or for a client
@@ -278,7 +272,7 @@ func (s *Server) logAndAudit(tx *store.Tx, client string, t policy.AssertionType
 	}
 	if st != store.KeyActive {
 		return &discarded{reason: fmt.Sprintf("key %s became %s while signing", k.rec.Name, st),
-			err: &APIError{Status: http.StatusForbidden, Code: "key-not-active",
+			err: &Error{Kind: Refused, Code: "key-not-active",
 				Message: fmt.Sprintf("key %s became %s while signing; the signature was discarded", k.rec.Name, st)}}
 	}
 	revoked, err := tx.ClientRevoked(client)
@@ -288,7 +282,7 @@ func (s *Server) logAndAudit(tx *store.Tx, client string, t policy.AssertionType
 	if revoked {
 		return &discarded{reason: "client revoked while signing", err: errNoAPIKey}
 	}
-	e.Type, e.KeyID, e.Client, e.Digest = string(t), k.rec.KeyID, client, digest(a)
+	e.Type, e.KeyID, e.Client, e.Digest = string(t), k.rec.KeyID, client, digest(signed)
 	id, err := tx.LogSignature(e)
 	if err != nil {
 		return err
@@ -324,38 +318,20 @@ func failureOutcome(err error) string {
 	if errors.As(err, &d) {
 		return "discarded: " + d.reason
 	}
-	return "failed: " + toAPIError(err).Message
-}
-
-// writeAssertions answers with an assertion stream.
-func writeAssertions(c echo.Context, as ...asserts.Assertion) error {
-	var buf bytes.Buffer
-	enc := asserts.NewEncoder(&buf)
-	for _, a := range as {
-		if err := enc.Encode(a); err != nil {
-			return err
-		}
-	}
-	c.Response().Header().Set(echo.HeaderContentType, asserts.MediaType)
-	c.Response().Header().Set(echo.HeaderContentLength, strconv.Itoa(buf.Len()))
-	c.Response().WriteHeader(http.StatusOK)
-	_, err := c.Response().Write(buf.Bytes())
-	return err
+	return "failed: " + AsError(err).Message
 }
 
 // signatureMade is what follows every answer of the token: the signature
 // (or its failure) is counted, and the request gives up its place in the
 // signing queue, so that recording and answering do not hold the token
 // back from the next request.
-func (s *Server) signatureMade(c echo.Context, t policy.AssertionType, keyID string, err error) {
+func (a *Appliance) signatureMade(ctx context.Context, t policy.AssertionType, keyID string, err error) {
 	result := "ok"
 	if err != nil {
-		result = toAPIError(err).Code
+		result = AsError(err).Code
 	}
-	s.metrics.signatures.WithLabelValues(string(t), keyID, result).Inc()
-	if p, ok := c.Get(admittedKey).(*admitted); ok {
-		p.release()
-	}
+	a.metrics.signatures.WithLabelValues(string(t), keyID, result).Inc()
+	releasePlace(ctx)
 }
 
 func joinModels(ms []string) string { return strings.Join(ms, ",") }

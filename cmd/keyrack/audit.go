@@ -7,8 +7,8 @@ import (
 	"flag"
 	"fmt"
 
-	"github.com/keyrack/keyrack/appliance"
 	"github.com/keyrack/keyrack/appliance/store"
+	"github.com/keyrack/keyrack/appliance/wire"
 )
 
 // auditVerify walks the audit hash chain, from the store file (-db) or
@@ -48,7 +48,7 @@ func (c *cli) verifyOverAPI(ctx context.Context) (int64, error) {
 	v := store.NewAuditVerifier()
 	var after int64
 	for {
-		var ans appliance.AuditPage
+		var ans wire.AuditPage
 		if _, err := c.call(ctx, "GET", fmt.Sprintf("/v1/audit?after=%d&limit=1000", after), nil, &ans, true); err != nil {
 			return v.Count, err
 		}

@@ -10,6 +10,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/keyrack/keyrack/appliance/wire"
 )
 
 // credential returns the officer credential. It never appears in output.
@@ -72,12 +74,7 @@ func (c *cli) call(ctx context.Context, method, path string, in, out any, auth b
 		return resp.StatusCode, err
 	}
 	if resp.StatusCode/100 != 2 {
-		var eb struct {
-			Error struct {
-				Code    string `json:"code"`
-				Message string `json:"message"`
-			} `json:"error"`
-		}
+		var eb wire.ErrorBody
 		if json.Unmarshal(data, &eb) == nil && eb.Error.Message != "" {
 			return resp.StatusCode, &apiError{resp.StatusCode, eb.Error.Code, eb.Error.Message}
 		}
@@ -117,28 +114,9 @@ func (c *cli) withProgress(what string, fn func() error) error {
 	return err
 }
 
-type proposalView struct {
-	ID        string         `json:"id"`
-	Kind      string         `json:"kind"`
-	Summary   string         `json:"summary"`
-	Details   map[string]any `json:"details"`
-	Proposer  string         `json:"proposer"`
-	State     string         `json:"state"`
-	Result    string         `json:"result"`
-	Approvals []string       `json:"approvals"`
-	Quorum    int            `json:"quorum"`
-	ExpiresAt time.Time      `json:"expires-at"`
-}
-
-type ceremonyAnswer struct {
-	Proposal   proposalView `json:"proposal"`
-	Executed   bool         `json:"executed"`
-	Credential string       `json:"credential"`
-}
-
 // ceremony submits a proposal or an approval and says what happened.
 func (c *cli) ceremony(ctx context.Context, method, path string, in any, slow bool) error {
-	var ans ceremonyAnswer
+	var ans wire.CeremonyAnswer
 	call := func() error {
 		_, err := c.call(ctx, method, path, in, &ans, true)
 		return err
@@ -162,6 +140,8 @@ func (c *cli) ceremony(ctx context.Context, method, path string, in any, slow bo
 		fmt.Fprintf(c.stdout, "next       another officer runs: keyrack approve %s (before %s)\n", p.ID, p.ExpiresAt.Format(time.RFC3339))
 	}
 	if ans.Credential != "" {
+		// The CLI's own note rather than ans.CredentialNote: it also tells
+		// the officer what to do with the credential now.
 		fmt.Fprintf(c.stdout, "credential %s\n           shown once: the appliance keeps only its hash; hand it over now\n", ans.Credential)
 	}
 	return nil

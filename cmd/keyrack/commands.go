@@ -13,25 +13,11 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/keyrack/keyrack/appliance"
+	"github.com/keyrack/keyrack/appliance/wire"
 )
 
 func (c *cli) status(ctx context.Context) int {
-	var h struct {
-		Status  string `json:"status"`
-		Version string `json:"version"`
-		Token   struct {
-			Up         bool   `json:"up"`
-			Label      string `json:"label"`
-			Serial     string `json:"serial"`
-			Model      string `json:"model"`
-			Sessions   int    `json:"sessions"`
-			InUse      int    `json:"sessions_in_use"`
-			Recoveries uint64 `json:"recoveries"`
-			Error      string `json:"error"`
-		} `json:"token"`
-		Store string `json:"store"`
-	}
+	var h wire.Health
 	// Health answers 503 with the same body when the token is down.
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.url+"/v1/health", nil)
 	resp, err := http.DefaultClient.Do(req)
@@ -60,14 +46,6 @@ func (c *cli) status(ctx context.Context) int {
 	return 0
 }
 
-type importKeyView struct {
-	PublicKeyPEM string `json:"public_key_pem"`
-	Fingerprint  string `json:"fingerprint_sha256"`
-	Bits         int    `json:"bits"`
-	Method       string `json:"method"`
-	TokenMethod  string `json:"token_mechanism"`
-}
-
 func (c *cli) importKey(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("import-key", flag.ContinueOnError)
 	fs.SetOutput(c.stderr)
@@ -75,7 +53,7 @@ func (c *cli) importKey(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return usageErr("import-key [-o FILE]")
 	}
-	var ik importKeyView
+	var ik wire.ImportKey
 	if _, err := c.call(ctx, "GET", "/v1/import-key", nil, &ik, false); err != nil {
 		return err
 	}
@@ -92,7 +70,11 @@ func (c *cli) importKey(ctx context.Context, args []string) error {
 	return nil
 }
 
-type keyView struct {
+// shownKey is what `keys show` prints: the CLI's own output, kept as it
+// was for the officers and scripts reading it. wire.Key is not printed as
+// is because it has more fields (proposal, model-patterns, the token's
+// never-extractable) and leaves empty ones out, where this prints them.
+type shownKey struct {
 	Name        string          `json:"name"`
 	KeyID       string          `json:"sign-key-sha3-384"`
 	PublicKey   string          `json:"public-key"`
@@ -102,14 +84,46 @@ type keyView struct {
 	State       string          `json:"state"`
 	CreatedAt   time.Time       `json:"created-at"`
 	AccountKey  bool            `json:"account-key-present"`
-	Constraints json.RawMessage `json:"constraints"`
-	Token       *struct {
-		Present     bool   `json:"present"`
-		Origin      string `json:"origin"`
-		Sensitive   bool   `json:"sensitive"`
-		Extractable bool   `json:"extractable"`
-		Error       string `json:"error"`
-	} `json:"token"`
+	Constraints []any           `json:"constraints"`
+	Token       *shownToken     `json:"token"`
+}
+
+// shownToken is the token object in shownKey.
+type shownToken struct {
+	Present     bool   `json:"present"`
+	Origin      string `json:"origin"`
+	Sensitive   bool   `json:"sensitive"`
+	Extractable bool   `json:"extractable"`
+	Error       string `json:"error"`
+}
+
+func showKey(k wire.Key) shownKey {
+	s := shownKey{Name: k.Name, KeyID: k.KeyID, PublicKey: k.PublicKey, Bits: k.Bits, Roles: k.Roles, Origin: k.Origin,
+		State: k.State, CreatedAt: k.CreatedAt, AccountKey: k.AccountKey, Constraints: k.Constraints}
+	if t := k.TokenObject; t != nil {
+		s.Token = &shownToken{Present: t.Present, Origin: t.Origin, Sensitive: t.Sensitive, Extractable: t.Extractable, Error: t.Error}
+	}
+	return s
+}
+
+// shownProposal is what `proposals show` prints, kept as it was: wire.Proposal
+// also has created-at and decided-at, and leaves out an empty result.
+type shownProposal struct {
+	ID        string         `json:"id"`
+	Kind      string         `json:"kind"`
+	Summary   string         `json:"summary"`
+	Details   map[string]any `json:"details"`
+	Proposer  string         `json:"proposer"`
+	State     string         `json:"state"`
+	Result    string         `json:"result"`
+	Approvals []string       `json:"approvals"`
+	Quorum    int            `json:"quorum"`
+	ExpiresAt time.Time      `json:"expires-at"`
+}
+
+func showProposal(p wire.Proposal) shownProposal {
+	return shownProposal{ID: p.ID, Kind: p.Kind, Summary: p.Summary, Details: p.Details, Proposer: p.Proposer, State: p.State,
+		Result: p.Result, Approvals: p.Approvals, Quorum: p.Quorum, ExpiresAt: p.ExpiresAt}
 }
 
 func (c *cli) keys(ctx context.Context, args []string) error {
@@ -119,9 +133,7 @@ func (c *cli) keys(ctx context.Context, args []string) error {
 	}
 	switch sub {
 	case "list":
-		var ans struct {
-			Keys []keyView `json:"keys"`
-		}
+		var ans wire.KeyList
 		if _, err := c.call(ctx, "GET", "/v1/keys", nil, &ans, true); err != nil {
 			return err
 		}
@@ -135,11 +147,11 @@ func (c *cli) keys(ctx context.Context, args []string) error {
 		if len(args) != 1 {
 			return usageErr("keys show NAME")
 		}
-		var k keyView
+		var k wire.Key
 		if _, err := c.call(ctx, "GET", "/v1/keys/"+url.PathEscape(args[0]), nil, &k, true); err != nil {
 			return err
 		}
-		b, _ := json.MarshalIndent(k, "", "  ")
+		b, _ := json.MarshalIndent(showKey(k), "", "  ")
 		fmt.Fprintln(c.stdout, string(b))
 		return nil
 	case "generate", "import", "upload":
@@ -157,7 +169,7 @@ func (c *cli) keys(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		return c.ceremony(ctx, "POST", "/v1/keys/"+url.PathEscape(args[0])+"/replicate", map[string]any{"blob": b}, true)
+		return c.ceremony(ctx, "POST", "/v1/keys/"+url.PathEscape(args[0])+"/replicate", wire.ReplicateRequest{Blob: b}, true)
 	}
 	return usageErr("unknown keys command " + sub)
 }
@@ -180,7 +192,11 @@ func (c *cli) keyCeremony(ctx context.Context, sub string, args []string) error 
 	if len(roles) == 0 {
 		return usageErr("at least one -role is required: roles are fixed when a key enters the appliance")
 	}
-	req := map[string]any{"name": name, "roles": roles}
+	rolesJSON, err := json.Marshal(roles)
+	if err != nil {
+		return fmt.Errorf("encoding the roles: %w", err)
+	}
+	req := wire.KeyRequest{Name: name, Roles: rolesJSON}
 	switch sub {
 	case "import":
 		if *blob == "" {
@@ -190,7 +206,7 @@ func (c *cli) keyCeremony(ctx context.Context, sub string, args []string) error 
 		if err != nil {
 			return err
 		}
-		req["blob"] = b
+		req.Blob = b
 	case "upload":
 		if *keyFile == "" {
 			return usageErr("keys upload NAME -key FILE -role ...")
@@ -200,7 +216,7 @@ func (c *cli) keyCeremony(ctx context.Context, sub string, args []string) error 
 			return err
 		}
 		defer clear(b)
-		req["key"] = b
+		req.Key = b
 		fmt.Fprintln(c.stderr, "note: upload sends the plaintext key to the appliance; `keyrack wrap` + `keys import` never exposes it")
 	}
 	return c.ceremony(ctx, "POST", "/v1/keys/"+sub, req, true)
@@ -208,11 +224,11 @@ func (c *cli) keyCeremony(ctx context.Context, sub string, args []string) error 
 
 func (c *cli) proposals(ctx context.Context, args []string) error {
 	if len(args) == 2 && args[0] == "show" {
-		var p proposalView
+		var p wire.Proposal
 		if _, err := c.call(ctx, "GET", "/v1/proposals/"+url.PathEscape(args[1]), nil, &p, true); err != nil {
 			return err
 		}
-		b, _ := json.MarshalIndent(p, "", "  ")
+		b, _ := json.MarshalIndent(showProposal(p), "", "  ")
 		fmt.Fprintln(c.stdout, string(b))
 		return nil
 	}
@@ -226,9 +242,7 @@ func (c *cli) proposals(ctx context.Context, args []string) error {
 	if *state != "all" {
 		q = "?state=" + url.QueryEscape(*state)
 	}
-	var ans struct {
-		Proposals []proposalView `json:"proposals"`
-	}
+	var ans wire.ProposalList
 	if _, err := c.call(ctx, "GET", "/v1/proposals"+q, nil, &ans, true); err != nil {
 		return err
 	}
@@ -243,14 +257,7 @@ func (c *cli) proposals(ctx context.Context, args []string) error {
 func (c *cli) officers(ctx context.Context, args []string) error {
 	switch {
 	case len(args) == 0 || args[0] == "list":
-		var ans struct {
-			Officers []struct {
-				Name      string     `json:"name"`
-				CreatedAt time.Time  `json:"created-at"`
-				RevokedAt *time.Time `json:"revoked-at"`
-			} `json:"officers"`
-			Quorum int `json:"quorum"`
-		}
+		var ans wire.OfficerList
 		if _, err := c.call(ctx, "GET", "/v1/officers", nil, &ans, true); err != nil {
 			return err
 		}
@@ -264,7 +271,7 @@ func (c *cli) officers(ctx context.Context, args []string) error {
 		}
 		return nil
 	case len(args) == 2 && args[0] == "add":
-		return c.ceremony(ctx, "POST", "/v1/officers", map[string]string{"name": args[1]}, false)
+		return c.ceremony(ctx, "POST", "/v1/officers", wire.NameRequest{Name: args[1]}, false)
 	case len(args) == 2 && args[0] == "remove":
 		return c.ceremony(ctx, "DELETE", "/v1/officers/"+url.PathEscape(args[1]), nil, false)
 	}
@@ -274,15 +281,7 @@ func (c *cli) officers(ctx context.Context, args []string) error {
 func (c *cli) clients(ctx context.Context, args []string) error {
 	switch {
 	case len(args) == 0 || args[0] == "list":
-		var ans struct {
-			Clients []struct {
-				Name      string     `json:"name"`
-				Brand     string     `json:"brand"`
-				Models    []string   `json:"models"`
-				Types     []string   `json:"types"`
-				RevokedAt *time.Time `json:"revoked-at"`
-			} `json:"clients"`
-		}
+		var ans wire.ClientList
 		if _, err := c.call(ctx, "GET", "/v1/clients", nil, &ans, true); err != nil {
 			return err
 		}
@@ -306,7 +305,7 @@ func (c *cli) clients(ctx context.Context, args []string) error {
 		if err := fs.Parse(args[2:]); err != nil {
 			return usageErr("clients create NAME -brand B -model M ... -type T ...")
 		}
-		return c.ceremony(ctx, "POST", "/v1/clients", map[string]any{"name": args[1], "brand": *brand, "models": models, "types": types}, false)
+		return c.ceremony(ctx, "POST", "/v1/clients", wire.ClientRequest{Name: args[1], Brand: *brand, Models: models, Types: types}, false)
 	case len(args) == 2 && args[0] == "revoke":
 		return c.ceremony(ctx, "DELETE", "/v1/clients/"+url.PathEscape(args[1]), nil, false)
 	}
@@ -324,7 +323,7 @@ func (c *cli) audit(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return usageErr("audit [-after N] [-limit N]")
 	}
-	var ans appliance.AuditPage
+	var ans wire.AuditPage
 	if _, err := c.call(ctx, "GET", fmt.Sprintf("/v1/audit?after=%d&limit=%d", *after, *limit), nil, &ans, true); err != nil {
 		return err
 	}

@@ -10,21 +10,15 @@ import (
 	"net/url"
 	"strings"
 	"text/tabwriter"
+	"time"
+
+	"github.com/keyrack/keyrack/appliance/wire"
 )
 
 // models lists model bindings or proposes one.
 func (c *cli) models(ctx context.Context, args []string) error {
 	if len(args) == 0 || args[0] == "list" {
-		var ans struct {
-			Models []struct {
-				Brand        string            `json:"brand"`
-				Model        string            `json:"model"`
-				Keys         map[string]string `json:"keys"`
-				SerialSource string            `json:"serial-source"`
-				SerialPrefix string            `json:"serial-prefix"`
-				AllowRekey   bool              `json:"allow-rekey"`
-			} `json:"models"`
-		}
+		var ans wire.ModelList
 		if _, err := c.call(ctx, "GET", "/v1/models", nil, &ans, true); err != nil {
 			return err
 		}
@@ -57,8 +51,8 @@ func (c *cli) models(ctx context.Context, args []string) error {
 		}
 		km[t] = name
 	}
-	return c.ceremony(ctx, "POST", "/v1/models", map[string]any{"brand": args[1], "model": args[2], "keys": km,
-		"serial-source": *source, "serial-prefix": *prefix, "allow-rekey": *rekey}, false)
+	return c.ceremony(ctx, "POST", "/v1/models", wire.ModelBinding{Brand: args[1], Model: args[2], Keys: km,
+		SerialSource: *source, SerialPrefix: *prefix, AllowRekey: *rekey}, false)
 }
 
 // signingLog prints the signing log, as a table or CSV.
@@ -93,25 +87,16 @@ func (c *cli) signingLog(ctx context.Context, args []string) error {
 		_, err = io.Copy(c.stdout, resp.Body)
 		return err
 	}
-	var ans struct {
-		Entries []struct {
-			ID     int64  `json:"id"`
-			Time   string `json:"time"`
-			Type   string `json:"type"`
-			Brand  string `json:"brand"`
-			Model  string `json:"model"`
-			Serial string `json:"serial"`
-			Client string `json:"client"`
-			KeyID  string `json:"key-id"`
-		} `json:"entries"`
-	}
+	var ans wire.LogPage
 	if _, err := c.call(ctx, "GET", "/v1/signing-log?"+q.Encode(), nil, &ans, true); err != nil {
 		return err
 	}
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tTIME\tTYPE\tBRAND/MODEL\tSERIAL\tCLIENT\tKEY")
 	for _, e := range ans.Entries {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s/%s\t%s\t%s\t%.16s…\n", e.ID, e.Time, e.Type, e.Brand, e.Model, e.Serial, e.Client, e.KeyID)
+		// RFC3339Nano is how the time came over the wire, so the column
+		// shows exactly the string the appliance sent.
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s/%s\t%s\t%s\t%.16s…\n", e.ID, e.Time.Format(time.RFC3339Nano), e.Type, e.Brand, e.Model, e.Serial, e.Client, e.KeyID)
 	}
 	return tw.Flush()
 }

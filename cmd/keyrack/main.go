@@ -33,7 +33,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/keyrack/keyrack/appliance"
+	"github.com/keyrack/keyrack/appliance/wire"
 )
 
 func main() {
@@ -101,7 +101,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var err error
 	switch rest[0] {
 	case "version":
-		fmt.Fprintln(stdout, appliance.Version)
+		fmt.Fprintln(stdout, wire.Version)
 	case "status":
 		return c.status(ctx)
 	case "wrap":

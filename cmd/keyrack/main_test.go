@@ -19,6 +19,7 @@ import (
 
 	"github.com/keyrack/keyrack/appliance"
 	"github.com/keyrack/keyrack/appliance/assertion"
+	"github.com/keyrack/keyrack/appliance/httpapi"
 	"github.com/keyrack/keyrack/appliance/keyfile"
 	"github.com/keyrack/keyrack/appliance/keyfile/keyfiletest"
 	"github.com/keyrack/keyrack/appliance/store"
@@ -62,11 +63,11 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := appliance.New(ctx, cfg, mod, db, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	app, err := appliance.New(ctx, cfg, mod, db, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := httptest.NewServer(srv.Handler())
+	ts := httptest.NewServer(httpapi.New(app).Handler())
 	t.Cleanup(ts.Close)
 	e := &env{t: t, url: ts.URL, mod: mod, dir: dir, files: map[string]string{}}
 	for name, c := range creds {

@@ -123,11 +123,11 @@ func seedDemo(t *testing.T, cfgPath, dsn, work string) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	srv, err := appliance.New(ctx, cfg, mod, db, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	app, err := appliance.New(ctx, cfg, mod, db, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := srv.EnsureDemo(ctx, work); err != nil {
+	if err := app.EnsureDemo(ctx, work); err != nil {
 		t.Fatal(err)
 	}
 }

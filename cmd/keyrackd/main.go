@@ -25,7 +25,9 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/keyrack/keyrack/appliance"
+	"github.com/keyrack/keyrack/appliance/httpapi"
 	"github.com/keyrack/keyrack/appliance/store"
+	"github.com/keyrack/keyrack/appliance/wire"
 	"github.com/keyrack/keyrack/hsm"
 )
 
@@ -45,7 +47,7 @@ func run() int {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 
 	if *version {
-		fmt.Println(appliance.Version)
+		fmt.Println(wire.Version)
 		return 0
 	}
 	if *cpuprofile != "" {
@@ -202,21 +204,22 @@ func serve(cfg appliance.Config, devDir string, log *slog.Logger) error {
 		return fmt.Errorf("opening the store: %w", err)
 	}
 	defer db.Close()
-	srv, err := appliance.New(ctx, cfg, mod, db, log)
+	app, err := appliance.New(ctx, cfg, mod, db, log)
 	if err != nil {
 		return err
 	}
 	if cfg.Dev && devDir != "" {
-		if err := srv.EnsureDemo(ctx, devDir); err != nil {
+		if err := app.EnsureDemo(ctx, devDir); err != nil {
 			return err
 		}
 	}
+	api := httpapi.New(app)
 
 	ln, err := listener(cfg, log)
 	if err != nil {
 		return err
 	}
-	log.Info("keyrackd listening", "addr", ln.Addr().String(), "version", appliance.Version)
+	log.Info("keyrackd listening", "addr", ln.Addr().String(), "version", wire.Version)
 	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
 		log.Warn("sd_notify READY", "err", err)
 	}
@@ -227,7 +230,7 @@ func serve(cfg appliance.Config, devDir string, log *slog.Logger) error {
 	serving, stopServing := context.WithCancel(context.Background())
 	defer stopServing()
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(serving, ln) }()
+	go func() { errc <- api.Serve(serving, ln) }()
 	go watchdog(ctx, mod, log)
 	select {
 	case <-ctx.Done():

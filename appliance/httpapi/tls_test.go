@@ -1,4 +1,4 @@
-package appliance
+package httpapi
 
 import (
 	"context"
@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyrack/keyrack/appliance"
 	"github.com/keyrack/keyrack/appliance/store"
 )
 
@@ -66,7 +67,7 @@ func TestTLS(t *testing.T) {
 		os.WriteFile(p, b, 0o600)
 		return p
 	}
-	cfg, err := ParseConfig(strings.NewReader(fmt.Sprintf(`{"dev": true, "state_dir": %q,
+	cfg, err := appliance.ParseConfig(strings.NewReader(fmt.Sprintf(`{"dev": true, "state_dir": %q,
 		"tls": {"cert_file": %q, "key_file": %q, "client_ca_file": %q, "officer_client_cert": true},
 		"token": {"module": %q, "label": %q, "pin_file": %q}}`, dir,
 		write("srv.pem", srvCert), write("srv.key", srvKey), write("ca.pem", ca.pem),
@@ -81,8 +82,8 @@ func TestTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	creds, _ := BootstrapOfficers(ctx, db, []string{"alice"})
-	srv, err := New(ctx, cfg, testMod, db, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	creds, _ := appliance.BootstrapOfficers(ctx, db, []string{"alice"})
+	srv, err := newServer(ctx, cfg, db, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package appliance
+package httpapi
 
 import (
 	"fmt"
@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/keyrack/keyrack/appliance"
 )
 
 // TestSlowClients opens 50 connections that trickle their headers or
@@ -15,8 +17,8 @@ import (
 // requests are served meanwhile.
 func TestSlowClients(t *testing.T) {
 	e := newDeviceEnv(t, false)
-	e.srv.cfg.HTTP.ReadHeaderTimeout = Duration(time.Second)
-	e.srv.cfg.HTTP.ReadTimeout = Duration(2 * time.Second)
+	e.srv.cfg.HTTP.ReadHeaderTimeout = appliance.Duration(time.Second)
+	e.srv.cfg.HTTP.ReadTimeout = appliance.Duration(2 * time.Second)
 	addr, stop := e.serve()
 
 	var wg sync.WaitGroup

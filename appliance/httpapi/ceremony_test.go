@@ -1,4 +1,4 @@
-package appliance
+package httpapi
 
 import (
 	"bytes"
@@ -22,9 +22,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyrack/keyrack/appliance"
 	"github.com/keyrack/keyrack/appliance/keyfile/keyfiletest"
 	"github.com/keyrack/keyrack/appliance/store"
-	"github.com/keyrack/keyrack/hsm"
 	"github.com/keyrack/keyrack/hsm/keywrap"
 )
 
@@ -38,27 +38,32 @@ type ceremonyEnv struct {
 	creds map[string]string
 }
 
-func newCeremonyEnv(t *testing.T, quorum int, ttl string) *ceremonyEnv {
+// newCeremonyEnv makes the environment; opts change the configuration
+// before the appliance starts with it.
+func newCeremonyEnv(t *testing.T, quorum int, ttl string, opts ...func(*appliance.Config)) *ceremonyEnv {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
-	cfg, err := ParseConfig(strings.NewReader(fmt.Sprintf(
+	cfg, err := appliance.ParseConfig(strings.NewReader(fmt.Sprintf(
 		`{"dev": true, "state_dir": %q, "officers": {"quorum": %d, "proposal_ttl": %q},
 		  "token": {"module": %q, "label": %q, "pin_file": %q}}`,
 		dir, quorum, ttl, testTok.Module, testTok.Label, testTok.PINFile)))
 	if err != nil {
 		t.Fatal(err)
 	}
+	for _, o := range opts {
+		o(&cfg)
+	}
 	db, err := store.OpenSQLite(ctx, cfg.Store.Path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	creds, err := BootstrapOfficers(ctx, db, []string{"alice", "bob", "carol"})
+	creds, err := appliance.BootstrapOfficers(ctx, db, []string{"alice", "bob", "carol"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(ctx, cfg, testMod, db, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv, err := newServer(ctx, cfg, db, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -490,47 +495,5 @@ func TestBadRequests(t *testing.T) {
 		if resp.StatusCode != tc.status || resp.Header.Get("Content-Type") != "application/json" || !strings.Contains(string(raw), `"message"`) {
 			t.Errorf("%s: %d %s", name, resp.StatusCode, raw)
 		}
-	}
-}
-
-// TestReconcileInterruptedCeremony plays a crash between the token step
-// and the record's completion: at the next start the half-made key is
-// removed and the record marked failed.
-func TestReconcileInterruptedCeremony(t *testing.T) {
-	e := newCeremonyEnv(t, 2, "1h")
-	ctx := context.Background()
-	ckaID := []byte("interrupted-0001")
-	err := e.db.Update(ctx, func(tx *store.Tx) error {
-		if err := tx.InsertProposal(store.Proposal{ID: "p-int", Kind: KindKeyGenerate, Payload: "{}", Summary: "s", Proposer: "alice", ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
-			return err
-		}
-		return tx.InsertKey(store.Key{Name: "int-key", CKAID: ckaID, Origin: "generated", Roles: "[]", State: store.KeyPending, ProposalID: "p-int"})
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := testMod.GenerateRSA(ctx, hsm.KeySpec{Label: "int-key", ID: ckaID, Bits: 2048}); err != nil {
-		t.Fatal(err)
-	}
-	// The periodic repair leaves young pending work alone: it may be a
-	// ceremony in progress (here or on another appliance).
-	if err := e.srv.reconcile(ctx, staleAfter); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := testMod.FindKey(ctx, ckaID); err != nil {
-		t.Fatal("young pending work was undone")
-	}
-	// "Restart" on the embedded store: everything pending is undone.
-	if _, err := New(ctx, e.srv.cfg, testMod, e.db, e.srv.log); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := testMod.FindKey(ctx, ckaID); err == nil {
-		t.Fatal("the interrupted key's token object survived")
-	}
-	if k := e.key("int-key"); k.State != store.KeyFailed {
-		t.Fatalf("record state %s", k.State)
-	}
-	if !strings.Contains(strings.Join(e.auditActions(), "\n"), "system key.reconcile") {
-		t.Fatal("no audit event for the repair")
 	}
 }

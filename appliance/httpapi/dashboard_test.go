@@ -1,4 +1,4 @@
-package appliance
+package httpapi
 
 import (
 	"encoding/json"
@@ -11,7 +11,7 @@ import (
 // TestDashboardQueriesRealMetrics checks that every metric the shipped
 // Grafana dashboard queries is exported by a real appliance.
 func TestDashboardQueriesRealMetrics(t *testing.T) {
-	raw, err := os.ReadFile("../monitoring/grafana-dashboard.json")
+	raw, err := os.ReadFile("../../monitoring/grafana-dashboard.json")
 	if err != nil {
 		t.Fatal(err)
 	}

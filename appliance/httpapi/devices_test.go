@@ -1,4 +1,4 @@
-package appliance
+package httpapi
 
 import (
 	"bytes"
@@ -21,7 +21,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	"github.com/snapcore/snapd/asserts"
 
+	"github.com/keyrack/keyrack/appliance"
 	"github.com/keyrack/keyrack/appliance/store"
+	"github.com/keyrack/keyrack/appliance/wire"
 )
 
 // deviceEnv is an appliance with a brand key bound to brand-x/line-1
@@ -50,8 +52,8 @@ func (e *ceremonyEnv) quorum(officer, method, path string, body any) answer {
 	return b
 }
 
-func newDeviceEnv(t *testing.T, rekey bool) *deviceEnv {
-	e := &deviceEnv{ceremonyEnv: newCeremonyEnv(t, 2, "1h"), apiKeys: map[string]string{}}
+func newDeviceEnv(t *testing.T, rekey bool, opts ...func(*appliance.Config)) *deviceEnv {
+	e := &deviceEnv{ceremonyEnv: newCeremonyEnv(t, 2, "1h", opts...), apiKeys: map[string]string{}}
 	roles := []map[string]any{{"type": "serial", "models": []string{"line-.*"}}, {"type": "model", "models": []string{"line-.*"}},
 		{"type": "system-user", "models": []string{"line-.*"}}, {"type": "preseed", "models": []string{"line-.*"}}}
 	name := "brand-" + strings.ToLower(randomHex(4))
@@ -244,7 +246,7 @@ func decodeStream(t *testing.T, raw []byte) []asserts.Assertion {
 }
 
 func errCodeOf(raw []byte) string {
-	var eb errorBody
+	var eb wire.ErrorBody
 	json.Unmarshal(raw, &eb)
 	return eb.Error.Code
 }
@@ -590,8 +592,7 @@ func TestRemodel(t *testing.T) {
 }
 
 func TestExpiredRequestIDs(t *testing.T) {
-	e := newDeviceEnv(t, false)
-	e.srv.cfg.Devices.NonceTTL = Duration(50 * time.Millisecond)
+	e := newDeviceEnv(t, false, func(c *appliance.Config) { c.Devices.NonceTTL = appliance.Duration(50 * time.Millisecond) })
 	rid := e.requestID("line-a")
 	time.Sleep(100 * time.Millisecond)
 	model := e.modelAssertion("line-1")
@@ -599,7 +600,7 @@ func TestExpiredRequestIDs(t *testing.T) {
 	if code != 400 || errCodeOf(raw) != "request-id-expired" {
 		t.Fatalf("expired request-id: %d %s", code, raw)
 	}
-	e.srv.purgeNonces(context.Background())
+	e.srv.app.PurgeRequestIDs(context.Background())
 	code, _, raw = e.call("line-a", "POST", "/v1/serial", asserts.MediaType, stream(newDevice(t).serialRequest(t, rid, "line-1", "EX-1", nil), model), nil)
 	if code != 400 || errCodeOf(raw) != "invalid-request-id" {
 		t.Fatalf("purged request-id: %d %s", code, raw)
@@ -614,14 +615,14 @@ func TestExpiredRequestIDs(t *testing.T) {
 // request is answered 503 with Retry-After at once, as JSON.
 func TestOverloadAnswers503(t *testing.T) {
 	e := newDeviceEnv(t, false)
-	for i := 0; i < cap(e.srv.admit); i++ {
-		e.srv.admit <- struct{}{}
-	}
-	defer func() {
-		for i := 0; i < cap(e.srv.admit); i++ {
-			<-e.srv.admit
+	_, places := e.srv.app.SigningQueue()
+	for i := 0; i < places; i++ {
+		_, release, err := e.srv.app.Admit(context.Background())
+		if err != nil {
+			t.Fatal(err)
 		}
-	}()
+		defer release()
+	}
 	start := time.Now()
 	code, hdr, raw := e.call("line-a", "POST", "/v1/serial", asserts.MediaType, []byte("x"), nil)
 	if code != http.StatusServiceUnavailable || hdr.Get("Retry-After") == "" || hdr.Get("Content-Type") != "application/json" || errCodeOf(raw) != "overloaded" {
@@ -708,13 +709,13 @@ func TestChangesElsewhereStopSignatures(t *testing.T) {
 	}
 	// Once the cached record expires, the revoked client is refused at
 	// the door.
-	time.Sleep(configTTL + 100*time.Millisecond)
+	time.Sleep(appliance.CacheTTL + 100*time.Millisecond)
 	if code, _, raw := e.call("line-a", "POST", "/v1/request-id", "", nil, nil); code != 401 {
-		t.Fatalf("revoked client after %v: %d %s", configTTL, code, raw)
+		t.Fatalf("revoked client after %v: %d %s", appliance.CacheTTL, code, raw)
 	}
 	// Every place in the signing queue was given back exactly once
 	// (signed, discarded, refused).
-	if n := len(e.srv.admit); n != 0 {
+	if n, _ := e.srv.app.SigningQueue(); n != 0 {
 		t.Errorf("%d places in the signing queue still taken", n)
 	}
 }

@@ -1,4 +1,4 @@
-package appliance
+package httpapi
 
 import (
 	"crypto/rand"

@@ -1,4 +1,4 @@
-package appliance
+package httpapi
 
 import (
 	"context"
@@ -14,8 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyrack/keyrack/appliance/assertion"
+	"github.com/keyrack/keyrack/appliance"
 	"github.com/keyrack/keyrack/appliance/store"
+	"github.com/keyrack/keyrack/appliance/wire"
 	"github.com/keyrack/keyrack/hsm"
 	"github.com/keyrack/keyrack/softhsm"
 )
@@ -43,7 +44,7 @@ func runTests(m *testing.M) int {
 
 func newTestServer(t *testing.T) *httptest.Server {
 	t.Helper()
-	cfg, err := ParseConfig(strings.NewReader(fmt.Sprintf(
+	cfg, err := appliance.ParseConfig(strings.NewReader(fmt.Sprintf(
 		`{"dev": true, "token": {"module": %q, "label": %q, "pin_file": %q}}`,
 		testTok.Module, testTok.Label, testTok.PINFile)))
 	if err != nil {
@@ -56,7 +57,7 @@ func newTestServer(t *testing.T) *httptest.Server {
 	}
 	t.Cleanup(func() { db.Close() })
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv, err := New(context.Background(), cfg, testMod, db, log)
+	srv, err := newServer(context.Background(), cfg, db, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,6 +65,16 @@ func newTestServer(t *testing.T) *httptest.Server {
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)
 	return ts
+}
+
+// newServer opens the core on the package's token and db, and puts the
+// HTTP API in front of it.
+func newServer(ctx context.Context, cfg appliance.Config, db *store.DB, log *slog.Logger) (*Server, error) {
+	app, err := appliance.New(ctx, cfg, testMod, db, log)
+	if err != nil {
+		return nil, err
+	}
+	return New(app), nil
 }
 
 // restoreToken has the package's token lose, when t ends, every key made
@@ -119,7 +130,7 @@ func TestHealthFollowsToken(t *testing.T) {
 	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" {
 		t.Fatalf("health: %d %q %s", resp.StatusCode, resp.Header.Get("Content-Type"), body)
 	}
-	var h healthBody
+	var h wire.Health
 	if err := json.Unmarshal(body, &h); err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +148,7 @@ func TestHealthFollowsToken(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
 		t.Fatalf("health with token gone: %d, Retry-After %q, %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
 	}
-	h = healthBody{}
+	h = wire.Health{}
 	json.Unmarshal(body, &h)
 	if h.Status != "unavailable" || h.Token.Up || h.Token.Error == "" {
 		t.Fatalf("health body with token gone: %s", body)
@@ -196,7 +207,7 @@ func TestErrorsAreJSON(t *testing.T) {
 		}
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		var eb errorBody
+		var eb wire.ErrorBody
 		if resp.StatusCode != tc.status || resp.Header.Get("Content-Type") != "application/json" ||
 			json.Unmarshal(b, &eb) != nil || eb.Error.Code != tc.code || eb.Error.Message == "" {
 			t.Errorf("%s %s: %d %q %s", tc.method, tc.path, resp.StatusCode, resp.Header.Get("Content-Type"), b)
@@ -236,11 +247,18 @@ func TestErrorMapping(t *testing.T) {
 		{fmt.Errorf("x: %w", hsm.ErrKeyNotFound), 404, false},
 		{fmt.Errorf("x: %w", hsm.ErrKeyExists), 409, false},
 		{fmt.Errorf("plain"), 500, false},
-		// What the signing endpoints answer when the assertion package
-		// fails: the caller's bad input is 400, a token gone is 503.
-		{signingError(fmt.Errorf("%w: %w", assertion.ErrSigning, hsm.ErrTokenUnavailable), "invalid-headers"), 503, true},
-		{signingError(fmt.Errorf("%w: x", assertion.ErrInvalidHeaders), "invalid-headers"), 400, false},
-		{signingError(fmt.Errorf("%w: x", assertion.ErrSelfCheck), "invalid-headers"), 500, false},
+		{fmt.Errorf("x: %w", store.ErrFailed), 503, false},
+		// The core's own kinds, whatever their code (the signing paths'
+		// classification is TestErrorKinds in the core).
+		{&appliance.Error{Kind: appliance.BadInput, Code: "invalid-headers", Message: "m"}, 400, false},
+		{&appliance.Error{Kind: appliance.Unauthenticated, Code: "unauthorized", Message: "m"}, 401, false},
+		{&appliance.Error{Kind: appliance.Refused, Code: "key-not-active", Message: "m"}, 403, false},
+		{&appliance.Error{Kind: appliance.NotFound, Code: "model-not-set-up", Message: "m"}, 404, false},
+		{&appliance.Error{Kind: appliance.Conflict, Code: "serial-taken", Message: "m"}, 409, false},
+		{&appliance.Error{Kind: appliance.RateLimited, Code: "rate-limited", Message: "m", RetryAfter: 1500 * time.Millisecond}, 429, true},
+		{&appliance.Error{Kind: appliance.Unavailable, Code: "in-progress", Message: "m", RetryAfter: 2 * time.Second}, 503, true},
+		{&appliance.Error{Kind: appliance.Overloaded, Code: "overloaded", Message: "m", RetryAfter: time.Second}, 503, true},
+		{&appliance.Error{Kind: appliance.Internal, Code: "internal", Message: "internal error"}, 500, false},
 	} {
 		ae := toAPIError(tc.err)
 		if ae.Status != tc.status || (ae.RetryAfter > 0) != tc.retry {
@@ -249,5 +267,9 @@ func TestErrorMapping(t *testing.T) {
 		if ae.Status == 500 && ae.Message != "internal error" {
 			t.Errorf("a 500 leaks its cause: %q", ae.Message)
 		}
+	}
+	// Retry-After is whole seconds, rounded up: never 0 for a delay.
+	if ae := toAPIError(&appliance.Error{Kind: appliance.RateLimited, RetryAfter: 1500 * time.Millisecond}); ae.RetryAfter != 2 {
+		t.Errorf("Retry-After for 1.5 s: %d", ae.RetryAfter)
 	}
 }

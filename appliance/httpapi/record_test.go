@@ -1,4 +1,4 @@
-package appliance
+package httpapi
 
 import (
 	"bytes"
@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/keyrack/keyrack/appliance/store"
+	"github.com/keyrack/keyrack/appliance/wire"
 )
 
 // TestSignatureRecordedAfterClientLeaves: a caller that goes away after
@@ -205,7 +206,7 @@ func TestStoreSyncFailure(t *testing.T) {
 	// detail: the cause names files, which are for the operator.
 	failed := func(what string, code int, hdr http.Header, raw []byte) {
 		t.Helper()
-		var b errorBody
+		var b wire.ErrorBody
 		if err := json.Unmarshal(raw, &b); err != nil || code != http.StatusServiceUnavailable || b.Error.Code != "store-failed" ||
 			hdr.Get("Retry-After") != "" || strings.Contains(string(raw), wal) || strings.Contains(string(raw), "type: model") {
 			t.Fatalf("%s: %d %v %s (want 503 store-failed, no Retry-After, no path, no assertion)", what, code, hdr, raw)
@@ -216,7 +217,7 @@ func TestStoreSyncFailure(t *testing.T) {
 	code, hdr, raw = e.call("line-a", "POST", "/v1/request-id", "", nil, nil)
 	failed("request-id after the store failed", code, hdr, raw)
 	code, hdr, raw = e.call("", "GET", "/v1/health", "", nil, nil)
-	var h healthBody
+	var h wire.Health
 	if err := json.Unmarshal(raw, &h); err != nil || code != http.StatusServiceUnavailable || h.Status != "unavailable" ||
 		!strings.Contains(h.Store, "write-ahead log") || hdr.Get("Retry-After") != "" {
 		t.Fatalf("health with the store failed: %d %v %s", code, hdr, raw)

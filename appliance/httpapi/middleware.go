@@ -1,0 +1,112 @@
+package httpapi
+
+import (
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/keyrack/keyrack/appliance"
+)
+
+// observe is the outermost middleware. It renders a handler's error
+// right away, so that the status it logs and counts is the one sent, then
+// logs one line per request (route, status, duration: never headers or
+// bodies, which carry API keys and assertions) and updates the metrics.
+func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		s.metrics.inFlight.Inc()
+		defer s.metrics.inFlight.Dec()
+		start := time.Now()
+		if err := next(c); err != nil {
+			c.Error(err)
+		}
+		took := time.Since(start)
+		route := c.Path()
+		if route == "" || c.Response().Status == http.StatusNotFound && route == "/*" {
+			route = "unmatched"
+		}
+		status := c.Response().Status
+		s.metrics.observe(route, status, took)
+		s.log.Info("request", "method", c.Request().Method, "route", route,
+			"status", status, "duration_ms", took.Milliseconds(), "remote", c.RealIP())
+		return nil
+	}
+}
+
+// admission takes the request's place in the core's bounded signing
+// queue: a request that finds it full is answered 503 + Retry-After at
+// once. The place travels in the request's context and is given back when
+// the token has answered, or when the request ends.
+func (s *Server) admission(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		ctx, release, err := s.app.Admit(c.Request().Context())
+		if err != nil {
+			return err
+		}
+		defer release()
+		c.SetRequest(c.Request().WithContext(ctx))
+		return next(c)
+	}
+}
+
+const (
+	officerKey = "keyrack.officer"
+	clientKey  = "keyrack.client"
+)
+
+// bearer is the credential of an Authorization: Bearer header, or "".
+func bearer(c echo.Context) string {
+	token, ok := strings.CutPrefix(c.Request().Header.Get(echo.HeaderAuthorization), "Bearer ")
+	if !ok {
+		return ""
+	}
+	return token
+}
+
+// requireOfficer authenticates officer endpoints: a client certificate
+// where the configuration asks for one, and the officer's credential.
+func (s *Server) requireOfficer(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if s.cfg.TLS.OfficerClientCert {
+			if st := c.Request().TLS; st == nil || len(st.VerifiedChains) == 0 {
+				return errClientCertRequired
+			}
+		}
+		name, err := s.app.AuthenticateOfficer(c.Request().Context(), bearer(c), c.RealIP())
+		if err != nil {
+			return err
+		}
+		c.Set(officerKey, name)
+		return next(c)
+	}
+}
+
+func officerOf(c echo.Context) string {
+	name, _ := c.Get(officerKey).(string)
+	return name
+}
+
+// requireClient authenticates factory clients by the api-key header, the
+// header snapd sends from the gadget's device-service.headers (or a
+// Bearer credential).
+func (s *Server) requireClient(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		token := c.Request().Header.Get("api-key")
+		if token == "" {
+			token = bearer(c)
+		}
+		cl, err := s.app.AuthenticateClient(c.Request().Context(), token, c.RealIP())
+		if err != nil {
+			return err
+		}
+		c.Set(clientKey, cl)
+		return next(c)
+	}
+}
+
+func clientOf(c echo.Context) *appliance.Client {
+	cl, _ := c.Get(clientKey).(*appliance.Client)
+	return cl
+}

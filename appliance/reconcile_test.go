@@ -1,0 +1,53 @@
+package appliance
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keyrack/keyrack/appliance/store"
+	"github.com/keyrack/keyrack/hsm"
+)
+
+// TestReconcileInterruptedCeremony plays a crash between the token step
+// and the record's completion: at the next start the half-made key is
+// removed and the record marked failed.
+func TestReconcileInterruptedCeremony(t *testing.T) {
+	e := newCoreEnv(t)
+	ctx := context.Background()
+	ckaID := []byte("interrupted-0001")
+	err := e.db.Update(ctx, func(tx *store.Tx) error {
+		if err := tx.InsertProposal(store.Proposal{ID: "p-int", Kind: KindKeyGenerate, Payload: "{}", Summary: "s", Proposer: "alice", ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
+			return err
+		}
+		return tx.InsertKey(store.Key{Name: "int-key", CKAID: ckaID, Origin: "generated", Roles: "[]", State: store.KeyPending, ProposalID: "p-int"})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := testMod.GenerateRSA(ctx, hsm.KeySpec{Label: "int-key", ID: ckaID, Bits: 2048}); err != nil {
+		t.Fatal(err)
+	}
+	// The periodic repair leaves young pending work alone: it may be a
+	// ceremony in progress (here or on another appliance).
+	if err := e.app.reconcile(ctx, staleAfter); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := testMod.FindKey(ctx, ckaID); err != nil {
+		t.Fatal("young pending work was undone")
+	}
+	// "Restart" on the embedded store: everything pending is undone.
+	if _, err := New(ctx, e.app.cfg, testMod, e.db, e.app.log); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := testMod.FindKey(ctx, ckaID); err == nil {
+		t.Fatal("the interrupted key's token object survived")
+	}
+	if k := e.key("int-key"); k.State != store.KeyFailed {
+		t.Fatalf("record state %s", k.State)
+	}
+	if !strings.Contains(strings.Join(e.auditActions(), "\n"), "system key.reconcile") {
+		t.Fatal("no audit event for the repair")
+	}
+}

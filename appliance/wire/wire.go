@@ -1,0 +1,307 @@
+// Package wire holds the JSON bodies of keyrack's HTTP API: what the
+// daemon writes and the officers' CLI reads, and the requests the CLI
+// sends. One definition serves both sides, so they cannot drift apart.
+//
+// It may import the standard library only: the CLI links it, and must not
+// link the server, echo or the PKCS#11 binding through it.
+package wire
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Version is the build's version, set at build time (-ldflags -X).
+var Version = "dev"
+
+// ErrorBody is the shape of every error answer. snapd shows Message to the
+// user only when Content-Type is exactly application/json.
+type ErrorBody struct {
+	Error ErrorDetail `json:"error"`
+}
+
+// ErrorDetail is the stable code and the message of an error answer.
+type ErrorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// Health is GET /v1/health.
+type Health struct {
+	Status  string      `json:"status"`
+	Version string      `json:"version"`
+	Token   TokenStatus `json:"token"`
+	// Store is "ok", or why the store refuses writes until the daemon
+	// is restarted.
+	Store string `json:"store"`
+}
+
+// TokenStatus is what the last check of the token found.
+type TokenStatus struct {
+	Up           bool      `json:"up"`
+	Label        string    `json:"label,omitempty"`
+	Serial       string    `json:"serial,omitempty"`
+	Manufacturer string    `json:"manufacturer,omitempty"`
+	Model        string    `json:"model,omitempty"`
+	Sessions     int       `json:"sessions"`
+	InUse        int       `json:"sessions_in_use"`
+	Recoveries   uint64    `json:"recoveries"`
+	Error        string    `json:"error,omitempty"`
+	CheckedAt    time.Time `json:"checked_at"`
+}
+
+// ImportKey is GET /v1/import-key: the public half of the key officers
+// wrap brand keys to.
+type ImportKey struct {
+	PublicKeyPEM  string `json:"public_key_pem"`
+	Fingerprint   string `json:"fingerprint_sha256"`
+	Bits          int    `json:"bits"`
+	Method        string `json:"method"`
+	TokenMethod   string `json:"token_mechanism"`
+	WrapStructure string `json:"wrap_structure"`
+}
+
+// Key is a signing key's record, and with GET /v1/keys/NAME what the token
+// says of its object.
+type Key struct {
+	Name          string          `json:"name"`
+	KeyID         string          `json:"sign-key-sha3-384,omitempty"`
+	PublicKey     string          `json:"public-key,omitempty"`
+	Bits          int             `json:"bits"`
+	Roles         json.RawMessage `json:"roles"`
+	Origin        string          `json:"origin"`
+	State         string          `json:"state"`
+	CreatedAt     time.Time       `json:"created-at"`
+	AccountKey    bool            `json:"account-key-present"`
+	TokenObject   *TokenObject    `json:"token,omitempty"`
+	ProposalID    string          `json:"proposal"`
+	Constraints   []any           `json:"constraints,omitempty"`
+	ModelPatterns []string        `json:"model-patterns,omitempty"`
+}
+
+// TokenObject is what the token reports of a key's private object.
+type TokenObject struct {
+	Present          bool   `json:"present"`
+	Origin           string `json:"origin,omitempty"` // from CKA_LOCAL
+	Sensitive        bool   `json:"sensitive"`
+	Extractable      bool   `json:"extractable"`
+	NeverExtractable bool   `json:"never-extractable"`
+	Error            string `json:"error,omitempty"`
+}
+
+// KeyList is GET /v1/keys.
+type KeyList struct {
+	Keys []Key `json:"keys"`
+}
+
+// KeyRequest proposes a key: generate (name and roles), import (Blob, the
+// wrapped key) or upload (Key, the armored OpenPGP or PEM secret key).
+// Blob and Key are base64 in JSON.
+type KeyRequest struct {
+	Name  string          `json:"name"`
+	Roles json.RawMessage `json:"roles"`
+	Blob  []byte          `json:"blob,omitempty"`
+	Key   []byte          `json:"key,omitempty"`
+}
+
+// ReplicateRequest carries a key wrapped to this appliance's import key.
+type ReplicateRequest struct {
+	Blob []byte `json:"blob"`
+}
+
+// NameRequest names an officer to add.
+type NameRequest struct {
+	Name string `json:"name"`
+}
+
+// ClientRequest proposes an API client with its scope.
+type ClientRequest struct {
+	Name   string   `json:"name"`
+	Brand  string   `json:"brand"`
+	Models []string `json:"models"`
+	Types  []string `json:"types"`
+}
+
+// ModelBinding proposes which key signs which assertion type of a model,
+// and where its serials come from.
+type ModelBinding struct {
+	Brand        string            `json:"brand"`
+	Model        string            `json:"model"`
+	Keys         map[string]string `json:"keys"`          // assertion type -> key name
+	SerialSource string            `json:"serial-source"` // request (default) | assign
+	SerialPrefix string            `json:"serial-prefix,omitempty"`
+	AllowRekey   bool              `json:"allow-rekey,omitempty"`
+}
+
+// Proposal is a ceremony operation as officers see it before approving.
+type Proposal struct {
+	ID        string         `json:"id"`
+	Kind      string         `json:"kind"`
+	Summary   string         `json:"summary"`
+	Details   map[string]any `json:"details"`
+	Proposer  string         `json:"proposer"`
+	State     string         `json:"state"`
+	Result    string         `json:"result,omitempty"`
+	Approvals []string       `json:"approvals"`
+	Quorum    int            `json:"quorum"`
+	CreatedAt time.Time      `json:"created-at"`
+	ExpiresAt time.Time      `json:"expires-at"`
+	DecidedAt *time.Time     `json:"decided-at,omitempty"`
+}
+
+// ProposalList is GET /v1/proposals.
+type ProposalList struct {
+	Proposals []Proposal `json:"proposals"`
+}
+
+// CeremonyAnswer answers a proposal, an approval or a cancellation.
+type CeremonyAnswer struct {
+	Proposal Proposal `json:"proposal"`
+	Executed bool     `json:"executed"`
+	// Credential is a new officer's or client's secret, in the answer to
+	// the approval that created it, and nowhere else.
+	Credential     string `json:"credential,omitempty"`
+	CredentialNote string `json:"credential_note,omitempty"`
+}
+
+// Officer is one security officer.
+type Officer struct {
+	Name      string     `json:"name"`
+	CreatedAt time.Time  `json:"created-at"`
+	RevokedAt *time.Time `json:"revoked-at,omitempty"`
+}
+
+// OfficerList is GET /v1/officers.
+type OfficerList struct {
+	Officers []Officer `json:"officers"`
+	Quorum   int       `json:"quorum"`
+}
+
+// Client is one API client and its scope.
+type Client struct {
+	Name      string     `json:"name"`
+	Brand     string     `json:"brand"`
+	Models    []string   `json:"models"`
+	Types     []string   `json:"types"`
+	CreatedAt time.Time  `json:"created-at"`
+	RevokedAt *time.Time `json:"revoked-at,omitempty"`
+}
+
+// ClientList is GET /v1/clients.
+type ClientList struct {
+	Clients []Client `json:"clients"`
+}
+
+// Model is a model's binding to its keys.
+type Model struct {
+	Brand        string            `json:"brand"`
+	Model        string            `json:"model"`
+	Keys         map[string]string `json:"keys"`
+	SerialSource string            `json:"serial-source"`
+	SerialPrefix string            `json:"serial-prefix,omitempty"`
+	NextSerial   int64             `json:"next-serial,omitempty"`
+	AllowRekey   bool              `json:"allow-rekey"`
+	UpdatedAt    time.Time         `json:"updated-at"`
+}
+
+// ModelList is GET /v1/models.
+type ModelList struct {
+	Models []Model `json:"models"`
+}
+
+// AuditPage is the body of GET /v1/audit.
+type AuditPage struct {
+	Events []AuditEvent `json:"events"`
+}
+
+// AuditEvent is one audit event: details as the JSON object they are,
+// hashes in hex.
+type AuditEvent struct {
+	Seq      int64           `json:"seq"`
+	Time     time.Time       `json:"time"`
+	Actor    string          `json:"actor"`
+	Action   string          `json:"action"`
+	Subject  string          `json:"subject"`
+	Result   string          `json:"result"`
+	Details  json.RawMessage `json:"details"`
+	PrevHash string          `json:"prev_hash"`
+	Hash     string          `json:"hash"`
+}
+
+// LogEntry is one row of the signing log.
+type LogEntry struct {
+	ID          int64     `json:"id"`
+	Time        time.Time `json:"time"`
+	Type        string    `json:"type"`
+	KeyID       string    `json:"key-id"`
+	Brand       string    `json:"brand"`
+	Model       string    `json:"model"`
+	Serial      string    `json:"serial,omitempty"`
+	DeviceKeyID string    `json:"device-key-id,omitempty"`
+	Client      string    `json:"client"`
+	Revision    int       `json:"revision"`
+	Digest      string    `json:"digest"`
+}
+
+// LogPage is GET /v1/signing-log as JSON.
+type LogPage struct {
+	Entries []LogEntry `json:"entries"`
+}
+
+// KeyExport is GET /v1/keys/NAME/export: what registering the key with
+// the Brand Store takes.
+type KeyExport struct {
+	KeyID             string `json:"sign-key-sha3-384"`
+	AccountKeyRequest string `json:"account-key-request"`
+	PublicKey         string `json:"public-key"`
+	Constraints       []any  `json:"constraints"`
+	Note              string `json:"note"`
+}
+
+// AccountKeyStored answers PUT /v1/keys/NAME/account-key.
+type AccountKeyStored struct {
+	Name       string `json:"name"`
+	AccountKey bool   `json:"account-key-present"`
+	AccountID  string `json:"account-id"`
+}
+
+// RequestID answers POST /v1/request-id.
+type RequestID struct {
+	RequestID string `json:"request-id"`
+}
+
+// ModelSignRequest asks for a model assertion (POST /v1/model).
+type ModelSignRequest struct {
+	Headers map[string]any `json:"headers"`
+	Body    string         `json:"body,omitempty"`
+}
+
+// SystemUserRequest asks for a system-user assertion. The password is
+// hashed by the appliance and kept nowhere.
+type SystemUserRequest struct {
+	Email    string    `json:"email"`
+	Username string    `json:"username"`
+	Name     string    `json:"name"`
+	Password string    `json:"password,omitempty"`
+	SSHKeys  []string  `json:"ssh-keys,omitempty"`
+	Models   []string  `json:"models"`
+	Serials  []string  `json:"serials,omitempty"`
+	Since    time.Time `json:"since"`
+	Until    time.Time `json:"until"`
+}
+
+// PreseedRequest asks for a preseed assertion.
+type PreseedRequest struct {
+	Model           string        `json:"model"`
+	SystemLabel     string        `json:"system-label"`
+	Series          string        `json:"series,omitempty"`
+	ArtifactSHA3384 string        `json:"artifact-sha3-384"`
+	Snaps           []PreseedSnap `json:"snaps"`
+}
+
+// PreseedSnap is one snap of a preseed request.
+type PreseedSnap struct {
+	Name     string `json:"name"`
+	ID       string `json:"id,omitempty"`
+	Revision int    `json:"revision,omitempty"`
+}
