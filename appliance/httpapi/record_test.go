@@ -223,3 +223,67 @@ func TestStoreSyncFailure(t *testing.T) {
 		t.Fatalf("health with the store failed: %d %v %s", code, hdr, raw)
 	}
 }
+
+// TestQueuePlaceFreedWhenTokenAnswers: a request gives its place in the
+// signing queue back as soon as the token has answered it, not when its
+// record is written and its answer sent, so that a slow store never holds
+// the token back from the next request. The store's writer is held, so
+// the signed model assertion waits for its record meanwhile.
+func TestQueuePlaceFreedWhenTokenAnswers(t *testing.T) {
+	e := newDeviceEnv(t, false)
+	ctx := context.Background()
+	tokenSignatures := func() float64 {
+		_, _, m := e.call("", "GET", "/metrics", "", nil, nil)
+		return metricValue(t, m, `keyrack_token_sign_duration_seconds_count{result="ok"}`)
+	}
+	body, _ := json.Marshal(map[string]any{"headers": map[string]any{"model": "line-1", "architecture": "amd64",
+		"gadget": "pc", "kernel": "pc-kernel", "timestamp": "2026-01-01T00:00:00Z"}})
+	// Warm the caches: the model's binding is read once, before the hold.
+	if code, _, raw := e.call("line-a", "POST", "/v1/model", "application/json", body, nil); code != 200 {
+		t.Fatalf("model: %d %s", code, raw)
+	}
+	signedBefore := tokenSignatures()
+
+	entered, release := make(chan struct{}), make(chan struct{})
+	held := make(chan error, 1)
+	go func() {
+		held <- e.db.Update(ctx, func(*store.Tx) error {
+			close(entered)
+			<-release
+			return nil
+		})
+	}()
+	<-entered
+	answered := make(chan int, 1)
+	go func() {
+		code, _, _ := e.call("line-a", "POST", "/v1/model", "application/json", body, nil)
+		answered <- code
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for tokenSignatures() == signedBefore {
+		if time.Now().After(deadline) {
+			close(release)
+			t.Fatal("the token did not sign")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The signature is made and its record waits for the writer: the
+	// request is not answered, and holds no place.
+	time.Sleep(100 * time.Millisecond)
+	taken, _ := e.srv.app.SigningQueue()
+	select {
+	case code := <-answered:
+		t.Errorf("answered %d while its record could not be written", code)
+	default:
+	}
+	close(release)
+	if err := <-held; err != nil {
+		t.Fatal(err)
+	}
+	if taken != 0 {
+		t.Errorf("%d places in the signing queue taken while the signature waited for its record", taken)
+	}
+	if code := <-answered; code != 200 {
+		t.Fatalf("model after the writer was let go: %d", code)
+	}
+}
