@@ -52,4 +52,8 @@
 // credential at each login and never kept; no error text carries a PIN.
 // Private keys are created sensitive and non-extractable and are used only
 // through their handles.
+//
+// It imports nothing of keyrack's. keyrackd opens the Module and hands it to
+// the core (package appliance); the HTTP API and the officers' CLI never
+// link it.
 package hsm

@@ -34,4 +34,7 @@
 //
 // Policy (which client may ask for which model, which key signs what) and
 // storage are the caller's. This package knows snap assertions only.
+//
+// It imports nothing of keyrack's (snapd's asserts and x/crypto's openpgp
+// only): the token's key arrives as a crypto.Signer.
 package assertion

@@ -3,6 +3,9 @@
 // the device key with the model assertion), for demos, end-to-end checks
 // and load generation. It uses snapd's own asserts package to make and
 // check what a device makes and checks.
+//
+// It imports nothing of keyrack's, so the officers' CLI (keyrack device
+// register) and the benchmark can both link it.
 package device
 
 import (

@@ -4,6 +4,8 @@
 // today), PKCS#8 and PKCS#1 PEM, or PKCS#8 DER. It only parses and checks;
 // the key then goes straight into the wrap-and-unwrap path, and callers
 // zero it with Zero.
+//
+// It imports nothing of keyrack's.
 package keyfile
 
 import (

@@ -6,6 +6,9 @@
 // nor the reverse. SQL statements use $N placeholders and portable types so
 // that the same statements run on SQLite (embedded default) and PostgreSQL;
 // only the schema differs per dialect.
+//
+// It imports nothing of keyrack's: the core (package appliance) decides, the
+// store records. The API (package httpapi) never reaches it directly.
 package store
 
 import (

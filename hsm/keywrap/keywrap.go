@@ -12,6 +12,9 @@
 //
 // The officer's side (keyrack wrap) and the appliance's armored-upload
 // path use Wrap; tests use Unwrap to check blobs without a token.
+//
+// It imports nothing of keyrack's, so the officers' CLI can link it
+// without the PKCS#11 binding.
 package keywrap
 
 import (
