@@ -30,6 +30,11 @@ const (
 	KindClientRevoke  = "client.revoke"
 )
 
+// The payloads below are what a proposal stores and officers approve. They
+// are kept apart from the API's request types (package wire), even where
+// the fields are the same, so that a change to the API never changes what
+// is on record for proposals already made.
+
 // keyPayload is the payload of key.generate and key.import. Blob is the
 // wrapped key (never plaintext): an armored upload is wrapped to the
 // import key before it becomes a proposal.
@@ -197,12 +202,7 @@ func (a *Appliance) cancel(ctx context.Context, officer, id string) (Outcome, er
 }
 
 func (a *Appliance) outcome(ctx context.Context, id string, executed bool, credential string) (Outcome, error) {
-	var p store.Proposal
-	err := a.db.View(ctx, func(tx *store.Tx) error {
-		var err error
-		p, err = tx.GetProposal(id)
-		return err
-	})
+	p, err := a.proposalRecord(ctx, id)
 	return Outcome{Proposal: a.proposalView(p), Executed: executed, Credential: credential}, err
 }
 
@@ -350,12 +350,8 @@ func keyTransition(kind string, from store.KeyState) error {
 // pending key record), the second the result, so that a crash in between
 // is found and cleaned up at the next start (reconcile).
 func (a *Appliance) execute(ctx context.Context, id, officer string) (Outcome, error) {
-	var p store.Proposal
-	if err := a.db.View(ctx, func(tx *store.Tx) error {
-		var err error
-		p, err = tx.GetProposal(id)
-		return err
-	}); err != nil {
+	p, err := a.proposalRecord(ctx, id)
+	if err != nil {
 		return Outcome{}, err
 	}
 	actor := "officer:" + officer

@@ -44,12 +44,7 @@ func (a *Appliance) EnsureDemo(ctx context.Context, devDir string) error {
 	default:
 		return err
 	}
-	var k store.Key
-	err = a.db.View(ctx, func(tx *store.Tx) error {
-		var err error
-		k, err = tx.GetKey(DemoKey)
-		return err
-	})
+	k, err := a.keyRecord(ctx, DemoKey)
 	if err == nil && k.State == store.KeyActive {
 		a.log.Info("demo data", "serial_key", DemoKey, "key_id", k.KeyID, "created", false)
 		return nil
@@ -75,12 +70,7 @@ func (a *Appliance) EnsureDemo(ctx context.Context, devDir string) error {
 	if err := writeSecretFile(apiKeyFile, out.Credential); err != nil {
 		return err
 	}
-	err = a.db.View(ctx, func(tx *store.Tx) error {
-		var err error
-		k, err = tx.GetKey(DemoKey)
-		return err
-	})
-	if err != nil {
+	if k, err = a.keyRecord(ctx, DemoKey); err != nil {
 		return err
 	}
 	a.log.Info("demo data", "serial_key", DemoKey, "key_id", k.KeyID, "created", true, "brand", DemoBrand, "model", DemoModel,

@@ -66,31 +66,3 @@ func newCoreEnv(t *testing.T) *coreEnv {
 	}
 	return &coreEnv{t: t, app: app, db: db}
 }
-
-func (e *coreEnv) key(name string) store.Key {
-	e.t.Helper()
-	var k store.Key
-	err := e.db.View(context.Background(), func(tx *store.Tx) error {
-		var err error
-		k, err = tx.GetKey(name)
-		return err
-	})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return k
-}
-
-func (e *coreEnv) auditActions() []string {
-	var evs []store.AuditEvent
-	e.db.View(context.Background(), func(tx *store.Tx) error {
-		var err error
-		evs, err = tx.AuditEvents(0, 1000)
-		return err
-	})
-	var out []string
-	for _, ev := range evs {
-		out = append(out, ev.Actor+" "+ev.Action+" "+ev.Result)
-	}
-	return out
-}

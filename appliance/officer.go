@@ -60,6 +60,28 @@ func (a *Appliance) keyView(ctx context.Context, k store.Key, withToken bool) wi
 	return b
 }
 
+// keyRecord reads key name's record.
+func (a *Appliance) keyRecord(ctx context.Context, name string) (store.Key, error) {
+	var k store.Key
+	err := a.db.View(ctx, func(tx *store.Tx) error {
+		var err error
+		k, err = tx.GetKey(name)
+		return err
+	})
+	return k, err
+}
+
+// proposalRecord reads proposal id.
+func (a *Appliance) proposalRecord(ctx context.Context, id string) (store.Proposal, error) {
+	var p store.Proposal
+	err := a.db.View(ctx, func(tx *store.Tx) error {
+		var err error
+		p, err = tx.GetProposal(id)
+		return err
+	})
+	return p, err
+}
+
 // ListKeys lists every key record.
 func (a *Appliance) ListKeys(ctx context.Context) ([]wire.Key, error) {
 	var keys []store.Key
@@ -79,12 +101,8 @@ func (a *Appliance) ListKeys(ctx context.Context) ([]wire.Key, error) {
 
 // GetKey is one key's record with what the token says of its object.
 func (a *Appliance) GetKey(ctx context.Context, name string) (wire.Key, error) {
-	var k store.Key
-	if err := a.db.View(ctx, func(tx *store.Tx) error {
-		var err error
-		k, err = tx.GetKey(name)
-		return err
-	}); err != nil {
+	k, err := a.keyRecord(ctx, name)
+	if err != nil {
 		return wire.Key{}, err
 	}
 	return a.keyView(ctx, k, true), nil
@@ -227,12 +245,8 @@ func (a *Appliance) ListProposals(ctx context.Context, state string) ([]wire.Pro
 
 // GetProposal is one proposal.
 func (a *Appliance) GetProposal(ctx context.Context, id string) (wire.Proposal, error) {
-	var p store.Proposal
-	if err := a.db.View(ctx, func(tx *store.Tx) error {
-		var err error
-		p, err = tx.GetProposal(id)
-		return err
-	}); err != nil {
+	p, err := a.proposalRecord(ctx, id)
+	if err != nil {
 		return wire.Proposal{}, err
 	}
 	return a.proposalView(p), nil

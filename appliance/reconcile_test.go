@@ -44,10 +44,18 @@ func TestReconcileInterruptedCeremony(t *testing.T) {
 	if _, err := testMod.FindKey(ctx, ckaID); err == nil {
 		t.Fatal("the interrupted key's token object survived")
 	}
-	if k := e.key("int-key"); k.State != store.KeyFailed {
-		t.Fatalf("record state %s", k.State)
+	if k, err := e.app.GetKey(ctx, "int-key"); err != nil || k.State != string(store.KeyFailed) {
+		t.Fatalf("record state %s (%v)", k.State, err)
 	}
-	if !strings.Contains(strings.Join(e.auditActions(), "\n"), "system key.reconcile") {
+	evs, err := e.app.AuditEvents(ctx, 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var actions []string
+	for _, ev := range evs {
+		actions = append(actions, ev.Actor+" "+ev.Action+" "+ev.Result)
+	}
+	if !strings.Contains(strings.Join(actions, "\n"), "system key.reconcile") {
 		t.Fatal("no audit event for the repair")
 	}
 }

@@ -25,12 +25,8 @@ import (
 
 // activeKey returns the record and token key of an active key.
 func (a *Appliance) activeKey(ctx context.Context, name string) (store.Key, *hsm.Key, error) {
-	var k store.Key
-	if err := a.db.View(ctx, func(tx *store.Tx) error {
-		var err error
-		k, err = tx.GetKey(name)
-		return err
-	}); err != nil {
+	k, err := a.keyRecord(ctx, name)
+	if err != nil {
 		return store.Key{}, nil, err
 	}
 	if k.State != store.KeyActive {

@@ -39,12 +39,8 @@ func (a *Appliance) ProposeReplicate(ctx context.Context, officer, name string, 
 	if len(req.Blob) == 0 {
 		return Outcome{}, badInput("invalid-argument", "blob (the key wrapped to this appliance's import key, base64) is required")
 	}
-	var rec store.Key
-	if err := a.db.View(ctx, func(tx *store.Tx) error {
-		var err error
-		rec, err = tx.GetKey(name)
-		return err
-	}); err != nil {
+	rec, err := a.keyRecord(ctx, name)
+	if err != nil {
 		return Outcome{}, err
 	}
 	if _, err := a.mod.FindKey(ctx, rec.CKAID); err == nil {
@@ -92,12 +88,8 @@ func (a *Appliance) executeReplicate(ctx context.Context, p store.Proposal, acto
 		return &Error{Kind: Conflict, Code: "wrong-appliance",
 			Message: fmt.Sprintf("this proposal is for the appliance with token %s; approve it there", rp.TokenSerial)}
 	}
-	var rec store.Key
-	if err := a.db.View(ctx, func(tx *store.Tx) error {
-		var err error
-		rec, err = tx.GetKey(rp.Name)
-		return err
-	}); err != nil {
+	rec, err := a.keyRecord(ctx, rp.Name)
+	if err != nil {
 		return err
 	}
 	ctx = context.WithoutCancel(ctx)

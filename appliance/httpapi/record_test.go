@@ -7,12 +7,41 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/keyrack/keyrack/appliance/store"
 	"github.com/keyrack/keyrack/appliance/wire"
 )
+
+// holdWriter keeps the store's writer busy in an update of its own until
+// the returned function is called (or the test ends), so that whatever
+// writes next waits.
+func holdWriter(t *testing.T, db *store.DB) (letGo func()) {
+	t.Helper()
+	entered, release := make(chan struct{}), make(chan struct{})
+	held := make(chan error, 1)
+	go func() {
+		held <- db.Update(context.Background(), func(*store.Tx) error {
+			close(entered)
+			<-release
+			return nil
+		})
+	}()
+	<-entered
+	var once sync.Once
+	letGo = func() {
+		once.Do(func() {
+			close(release)
+			if err := <-held; err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	t.Cleanup(letGo)
+	return letGo
+}
 
 // TestSignatureRecordedAfterClientLeaves: a caller that goes away after
 // the token signed for it, while the signature waits to be recorded,
@@ -73,23 +102,7 @@ func TestSignatureRecordedAfterClientLeaves(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			rowsBefore, signedBefore, eventsBefore := logRows(tc.logType), tokenSignatures(), lastEvent().Seq
 
-			// Hold the writer.
-			entered, release := make(chan struct{}), make(chan struct{})
-			held := make(chan error, 1)
-			go func() {
-				held <- e.db.Update(ctx, func(*store.Tx) error {
-					close(entered)
-					<-release
-					return nil
-				})
-			}()
-			<-entered
-			released := false
-			defer func() {
-				if !released {
-					close(release)
-				}
-			}()
+			letGo := holdWriter(t, e.db)
 
 			reqCtx, leave := context.WithCancel(ctx)
 			defer leave()
@@ -129,11 +142,7 @@ func TestSignatureRecordedAfterClientLeaves(t *testing.T) {
 			// Give the server time to see the connection close (it
 			// cancels the request's context then), then let the writer go.
 			time.Sleep(200 * time.Millisecond)
-			close(release)
-			released = true
-			if err := <-held; err != nil {
-				t.Fatal(err)
-			}
+			letGo()
 
 			deadline = time.Now().Add(10 * time.Second)
 			for lastEvent().Seq == eventsBefore {
@@ -231,7 +240,6 @@ func TestStoreSyncFailure(t *testing.T) {
 // the signed model assertion waits for its record meanwhile.
 func TestQueuePlaceFreedWhenTokenAnswers(t *testing.T) {
 	e := newDeviceEnv(t, false)
-	ctx := context.Background()
 	tokenSignatures := func() float64 {
 		_, _, m := e.call("", "GET", "/metrics", "", nil, nil)
 		return metricValue(t, m, `keyrack_token_sign_duration_seconds_count{result="ok"}`)
@@ -244,16 +252,7 @@ func TestQueuePlaceFreedWhenTokenAnswers(t *testing.T) {
 	}
 	signedBefore := tokenSignatures()
 
-	entered, release := make(chan struct{}), make(chan struct{})
-	held := make(chan error, 1)
-	go func() {
-		held <- e.db.Update(ctx, func(*store.Tx) error {
-			close(entered)
-			<-release
-			return nil
-		})
-	}()
-	<-entered
+	letGo := holdWriter(t, e.db)
 	answered := make(chan int, 1)
 	go func() {
 		code, _, _ := e.call("line-a", "POST", "/v1/model", "application/json", body, nil)
@@ -262,7 +261,6 @@ func TestQueuePlaceFreedWhenTokenAnswers(t *testing.T) {
 	deadline := time.Now().Add(30 * time.Second)
 	for tokenSignatures() == signedBefore {
 		if time.Now().After(deadline) {
-			close(release)
 			t.Fatal("the token did not sign")
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -276,10 +274,7 @@ func TestQueuePlaceFreedWhenTokenAnswers(t *testing.T) {
 		t.Errorf("answered %d while its record could not be written", code)
 	default:
 	}
-	close(release)
-	if err := <-held; err != nil {
-		t.Fatal(err)
-	}
+	letGo()
 	if taken != 0 {
 		t.Errorf("%d places in the signing queue taken while the signature waited for its record", taken)
 	}
