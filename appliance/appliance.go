@@ -15,6 +15,8 @@ package appliance
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -29,6 +31,7 @@ import (
 // Appliance is the core of a running keyrackd: a token, a store and the
 // configuration they run under.
 type Appliance struct {
+	id        string // see ensureApplianceID
 	cfg       Config
 	mod       *hsm.Module
 	db        *store.DB
@@ -41,6 +44,8 @@ type Appliance struct {
 	admit chan struct{}
 	// limiter throttles failed authentications.
 	limiter *authLimiter
+	// loginFails aggregates failed officer logins for the audit chain.
+	loginFails loginFails
 }
 
 // New opens the core on an open token module and store: it finds or makes
@@ -51,6 +56,11 @@ func New(ctx context.Context, cfg Config, mod *hsm.Module, db *store.DB, log *sl
 			bindings: map[bindingKey]binding{}, clients: map[string]cachedClient{}},
 		admit:   make(chan struct{}, cfg.Limits.SigningSlots(mod.Sessions())),
 		limiter: newAuthLimiter(cfg.Limits.AuthFailures, time.Duration(cfg.Limits.AuthWindow))}
+	id, err := ensureApplianceID(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	a.id = id
 	ik, err := ensureImportKey(ctx, mod, db)
 	if err != nil {
 		return nil, err
@@ -66,7 +76,41 @@ func New(ctx context.Context, cfg Config, mod *hsm.Module, db *store.DB, log *sl
 	if err := a.reconcile(ctx, startup); err != nil {
 		return nil, err
 	}
+	if err := a.ensureQuorum(ctx); err != nil {
+		return nil, err
+	}
+	if err := a.checkQuorumReachable(ctx); err != nil {
+		return nil, err
+	}
 	return a, nil
+}
+
+// ErrQuorumUnreachable refuses to start an appliance whose quorum is more
+// than the officers who could approve: no ceremony could ever pass.
+var ErrQuorumUnreachable = errors.New("the quorum is larger than the number of active officers")
+
+// checkQuorumReachable refuses a quorum that the active officers cannot
+// meet. An appliance with no officer yet starts (its officers are
+// bootstrapped next), and says so.
+func (a *Appliance) checkQuorumReachable(ctx context.Context) error {
+	var n, q int
+	if err := a.db.View(ctx, func(tx *store.Tx) error {
+		var err error
+		if q, err = quorumIn(tx); err != nil {
+			return err
+		}
+		n, err = tx.CountActiveOfficers()
+		return err
+	}); err != nil {
+		return err
+	}
+	switch {
+	case n == 0:
+		a.log.Warn("no officer with a key yet: bootstrap the officers (keyrackd -bootstrap-officers NAME=KEY.pub,...)")
+	case n < q:
+		return fmt.Errorf("%w: quorum %d, %d active officers with keys", ErrQuorumUnreachable, q, n)
+	}
+	return nil
 }
 
 // Config is the configuration the appliance runs under.
@@ -131,6 +175,10 @@ func (a *Appliance) RunJanitor(ctx context.Context) {
 			return
 		case <-t.C:
 			a.PurgeRequestIDs(ctx)
+			a.flushLoginFailures(ctx)
+			if err := a.db.UpdateUnsynced(ctx, func(tx *store.Tx) error { return tx.PurgeLogins(time.Now()) }); err != nil {
+				a.log.Warn("purging expired officer sessions and challenges", "err", err)
+			}
 			if err := a.reconcile(ctx, staleAfter); err != nil {
 				a.log.Warn("reconciling interrupted work", "err", err)
 			}

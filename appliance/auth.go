@@ -15,14 +15,17 @@ import (
 	"github.com/keyrack/keyrack/appliance/store"
 )
 
-// Credentials are "krk_<kind>_<name>_<64 hex>": the prefix tells an officer
-// credential from a factory API key at a glance (and lets the appliance
-// refuse an API key on an officer endpoint with a useful message); the name
-// finds the record; 256 random bits make a slow hash pointless, so the store
-// keeps SHA-256 of the whole credential and compares in constant time.
+// API keys are "krk_c_<name>_<64 hex>": the prefix tells a factory API key
+// from an officer's session token (krk_s_) at a glance, and lets the
+// appliance refuse one where the other belongs with a useful message; the
+// name finds the record; 256 random bits make a slow hash pointless, so
+// the store keeps SHA-256 of the whole credential and compares in constant
+// time. Officers have no such credential: they are keys (identity.go).
 const (
+	clientPrefix = "krk_c_"
+	// officerPrefix is what officer credentials looked like before
+	// officers had keys: refused everywhere now, with a message.
 	officerPrefix = "krk_o_"
-	clientPrefix  = "krk_c_"
 )
 
 // namePattern is what officer and client names may look like: they appear
@@ -67,33 +70,6 @@ func credentialName(prefix, token string) (string, bool) {
 
 func credentialMatches(token string, hash []byte) bool {
 	return subtle.ConstantTimeCompare(hashCredential(token), hash) == 1
-}
-
-var errUnauthenticated = &Error{Kind: Unauthenticated, Code: "unauthorized",
-	Message: "missing or invalid officer credential (Authorization: Bearer krk_o_...)"}
-
-// AuthenticateOfficer checks an officer credential presented from source
-// (the peer's address, never a header the client chose: failed logins are
-// counted against it) and returns the officer's name.
-func (a *Appliance) AuthenticateOfficer(ctx context.Context, token, source string) (string, error) {
-	if token == "" {
-		if d := a.limiter.blocked(time.Now(), "addr:"+source); d > 0 {
-			return "", rateLimited(d)
-		}
-		return "", errUnauthenticated
-	}
-	if strings.HasPrefix(token, clientPrefix) {
-		return "", refused("forbidden", "factory API keys cannot be used on officer endpoints")
-	}
-	return a.authenticate(ctx, source, officerPrefix, token, errUnauthenticated, func(ctx context.Context, name string) ([]byte, bool, error) {
-		var o store.Officer
-		err := a.db.View(ctx, func(tx *store.Tx) error {
-			var err error
-			o, err = tx.GetOfficerByName(name)
-			return err
-		})
-		return o.SecretHash, o.RevokedAt != nil, err
-	})
 }
 
 // authenticate checks a credential of the kind prefix and returns its

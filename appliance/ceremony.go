@@ -4,20 +4,23 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
+	"github.com/keyrack/keyrack/appliance/officerkey"
 	"github.com/keyrack/keyrack/appliance/store"
 	"github.com/keyrack/keyrack/appliance/wire"
 	"github.com/keyrack/keyrack/hsm"
 )
 
 // Proposal kinds: every ceremony operation is one of these, and takes
-// effect only after Quorum distinct officers approved it (the proposer's
-// submission is the first approval).
+// effect only after Quorum distinct active officers signed it (the
+// proposer's signature counts as one, like any other).
 const (
 	KindKeyGenerate   = "key.generate"
 	KindKeyImport     = "key.import"
@@ -26,6 +29,7 @@ const (
 	KindKeyDestroy    = "key.destroy"
 	KindOfficerAdd    = "officer.add"
 	KindOfficerRemove = "officer.remove"
+	KindOfficerRotate = "officer.rotate"
 	KindClientCreate  = "client.create"
 	KindClientRevoke  = "client.revoke"
 )
@@ -46,10 +50,23 @@ type keyPayload struct {
 	// Fingerprint of an uploaded OpenPGP key, so officers approve the key
 	// they expect.
 	Fingerprint string `json:"fingerprint,omitempty"`
+	// KeyID is the sign-key-sha3-384 of the key inside the blob, as the
+	// proposer's `keyrack wrap` printed it (or as computed from an
+	// upload): officers approve that key, and the import is refused if the
+	// token unwraps another.
+	KeyID string `json:"sign-key-sha3-384,omitempty"`
 }
 
 type namePayload struct {
 	Name string `json:"name"`
+}
+
+// officerPayload is the payload of officer.add and officer.rotate: the
+// officer and the public key they made (authorized_keys form).
+type officerPayload struct {
+	Name       string `json:"name"`
+	PublicKey  string `json:"public-key"`
+	CertSHA256 string `json:"client-cert-sha256,omitempty"`
 }
 
 type clientPayload struct {
@@ -84,72 +101,135 @@ func newProposalID() string {
 }
 
 // propose checks a ceremony request now (so officers learn of a mistake
-// before approving it), records it with the proposer's approval, and
-// executes it at once when the quorum is 1 (dev mode only).
+// before approving it) and records it with its canonical content, which
+// every approval signs, the proposer's included: a proposal does nothing
+// until Quorum distinct active officers have signed it.
 func (a *Appliance) propose(ctx context.Context, officer, kind, summary string, payload any) (Outcome, error) {
 	raw, err := json.Marshal(payload)
 	if err != nil {
 		return Outcome{}, err
 	}
-	p := store.Proposal{ID: newProposalID(), Kind: kind, Payload: string(raw), Summary: summary, Proposer: officer,
-		ExpiresAt: time.Now().Add(time.Duration(a.cfg.Officers.ProposalTTL))}
+	p := store.Proposal{ID: newProposalID(), Kind: kind, Payload: string(raw), Summary: summary, Proposer: officer}
 	err = a.db.Update(ctx, func(tx *store.Tx) error {
-		if err := a.precheck(tx, kind, raw); err != nil {
+		if err := a.precheck(tx, officer, kind, raw); err != nil {
+			return err
+		}
+		// The store keeps microseconds: the content must say what the
+		// record will say when it is made again from it.
+		p.CreatedAt = tx.Now().UTC().Truncate(time.Microsecond)
+		p.ExpiresAt = p.CreatedAt.Add(time.Duration(a.cfg.Officers.ProposalTTL))
+		var err error
+		if p.Content, err = a.contentOf(p); err != nil {
 			return err
 		}
 		if err := tx.InsertProposal(p); err != nil {
 			return err
 		}
-		if err := tx.AddApproval(p.ID, officer); err != nil {
+		q, err := quorumIn(tx)
+		if err != nil {
 			return err
 		}
-		_, err := tx.Audit("officer:"+officer, "proposal.create", kind+" "+p.ID, "ok",
-			map[string]any{"summary": summary, "quorum": a.cfg.Officers.Quorum})
+		_, err = tx.Audit("officer:"+officer, "proposal.create", kind+" "+p.ID, "ok",
+			map[string]any{"summary": summary, "quorum": q, "content": p.Content})
 		return err
 	})
 	if err != nil {
+		if ae := AsError(err); ae.Kind == BadInput || ae.Kind == Conflict || ae.Kind == NotFound || ae.Kind == Refused {
+			a.refusal(ctx, "officer:"+officer, "proposal.create", kind, ae.Message, "")
+		}
 		return Outcome{}, err
-	}
-	if a.cfg.Officers.Quorum <= 1 {
-		return a.execute(ctx, p.ID, officer)
 	}
 	return a.outcome(ctx, p.ID, false, "")
 }
 
-// approve adds officer's approval and executes the proposal when it is
-// the approval that reaches the quorum. Approvals are counted inside one
-// transaction, so exactly one approver executes.
-func (a *Appliance) approve(ctx context.Context, officer, id string) (Outcome, error) {
-	var reached bool
+// executionLease is how long an appliance may take to carry out a
+// proposal before the janitor takes it for interrupted: far longer than
+// any ceremony takes (key generation, seconds).
+const executionLease = 10 * time.Minute
+
+var errBadApproval = &Error{Kind: Refused, Code: "bad-approval",
+	Message: "the approval's signature does not verify with your key over this proposal's content: sign the content shown by the appliance"}
+
+// approve adds officer's signed approval. The approval that makes the
+// quorum, counted in the same transaction over approvals that still hold
+// (validApprovals), moves the proposal to executing under a lease, so
+// exactly one approver carries it out.
+func (a *Appliance) approve(ctx context.Context, officer, id string, signature []byte) (Outcome, error) {
+	var reached, expired bool
+	var why error
 	err := a.db.Update(ctx, func(tx *store.Tx) error {
 		p, err := tx.GetProposal(id)
 		if err != nil {
 			return err
 		}
-		if p.State != store.ProposalPending {
+		switch {
+		case p.State == store.ProposalExecuting:
+			return errQuorumReached
+		case p.State != store.ProposalPending:
 			return errProposalDecided
-		}
-		if tx.Now().After(p.ExpiresAt) {
+		case tx.Now().After(p.ExpiresAt):
+			expired = true
 			return errExpired
 		}
-		for _, a := range p.Approvals {
-			if a == officer {
-				return errAlreadyApproved
+		for _, ap := range p.Approvals {
+			if ap.Officer == officer {
+				why = errAlreadyApproved
+				return nil
 			}
 		}
-		if len(p.Approvals) >= a.cfg.Officers.Quorum {
-			return errQuorumReached
-		}
-		if err := tx.AddApproval(id, officer); err != nil {
+		o, err := tx.GetOfficerByName(officer)
+		if err != nil {
 			return err
 		}
-		reached = len(p.Approvals)+1 == a.cfg.Officers.Quorum
-		_, err = tx.Audit("officer:"+officer, "proposal.approve", p.Kind+" "+id, "ok",
-			map[string]any{"approvals": len(p.Approvals) + 1, "quorum": a.cfg.Officers.Quorum})
-		return err
+		pub, err := officerKey(o)
+		if err != nil {
+			return err
+		}
+		content, err := a.contentOf(p)
+		if err != nil {
+			return err
+		}
+		if content != p.Content {
+			why = errContentChanged
+			return nil
+		}
+		if err := officerkey.Verify(pub, officerkey.DomainApproval, []byte(content), signature); err != nil {
+			why = errBadApproval
+			return nil
+		}
+		if err := tx.AddApproval(id, officer, signature); err != nil {
+			if errors.Is(err, store.ErrExists) {
+				why = errAlreadyApproved
+				return nil
+			}
+			return err
+		}
+		p.Approvals = append(p.Approvals, store.Approval{Officer: officer, Signature: signature})
+		n, err := a.validApprovals(tx, p)
+		if err != nil {
+			return err
+		}
+		q, err := quorumIn(tx)
+		if err != nil {
+			return err
+		}
+		if _, err = tx.Audit("officer:"+officer, "proposal.approve", p.Kind+" "+id, "ok",
+			map[string]any{"approvals": n, "quorum": q, "fingerprint": officerkey.Fingerprint(pub),
+				"signature": base64.StdEncoding.EncodeToString(signature)}); err != nil {
+			return err
+		}
+		if n < q {
+			return nil
+		}
+		reached = true
+		return tx.BeginExecution(id, tx.Now().Add(executionLease))
 	})
-	if errors.Is(err, errExpired) {
+	if expired {
 		a.expire(ctx, id, officer)
+	}
+	if err == nil && why != nil {
+		a.refusal(ctx, "officer:"+officer, "proposal.approve", id, AsError(why).Message, "")
+		err = why
 	}
 	if err != nil {
 		return Outcome{}, err
@@ -183,13 +263,14 @@ func (a *Appliance) cancel(ctx context.Context, officer, id string) (Outcome, er
 		if err != nil {
 			return err
 		}
-		if len(p.Approvals) >= a.cfg.Officers.Quorum {
+		switch p.State {
+		case store.ProposalPending:
+		case store.ProposalExecuting:
 			return errQuorumReached
+		default:
+			return errProposalDecided
 		}
 		if err := tx.DecideProposal(id, store.ProposalCancelled, "cancelled by "+officer); err != nil {
-			if errors.Is(err, store.ErrConflict) {
-				return errProposalDecided
-			}
 			return err
 		}
 		_, err = tx.Audit("officer:"+officer, "proposal.cancel", p.Kind+" "+id, "ok", nil)
@@ -202,14 +283,14 @@ func (a *Appliance) cancel(ctx context.Context, officer, id string) (Outcome, er
 }
 
 func (a *Appliance) outcome(ctx context.Context, id string, executed bool, credential string) (Outcome, error) {
-	p, err := a.proposalRecord(ctx, id)
-	return Outcome{Proposal: a.proposalView(p), Executed: executed, Credential: credential}, err
+	p, err := a.GetProposal(ctx, id)
+	return Outcome{Proposal: p, Executed: executed, Credential: credential}, err
 }
 
 // precheck validates a proposal against the current state, so that a
 // proposal that cannot succeed is refused before officers spend approvals
 // on it. execute checks again: state may change in between.
-func (a *Appliance) precheck(tx *store.Tx, kind string, raw []byte) error {
+func (a *Appliance) precheck(tx *store.Tx, proposer, kind string, raw []byte) error {
 	switch kind {
 	case KindKeyGenerate, KindKeyImport:
 		var p keyPayload
@@ -238,7 +319,7 @@ func (a *Appliance) precheck(tx *store.Tx, kind string, raw []byte) error {
 		}
 		return keyTransition(kind, k.State)
 	case KindOfficerAdd:
-		var p namePayload
+		var p officerPayload
 		if err := json.Unmarshal(raw, &p); err != nil {
 			return err
 		}
@@ -248,6 +329,24 @@ func (a *Appliance) precheck(tx *store.Tx, kind string, raw []byte) error {
 		if _, err := tx.GetOfficerByName(p.Name); err == nil {
 			return &Error{Kind: Conflict, Code: "officer-exists", Message: fmt.Sprintf("officer %q exists", p.Name)}
 		}
+		pub, err := parseOfficerKey(p.PublicKey)
+		if err != nil {
+			return err
+		}
+		return checkKeyUnused(tx, pub, "")
+	case KindOfficerRotate:
+		var p officerPayload
+		if err := json.Unmarshal(raw, &p); err != nil {
+			return err
+		}
+		if p.Name != proposer {
+			return refused("rotate-own-key", "an officer rotates their own key only: the proposal is signed with the key it replaces")
+		}
+		pub, err := parseOfficerKey(p.PublicKey)
+		if err != nil {
+			return err
+		}
+		return checkKeyUnused(tx, pub, "")
 	case KindOfficerRemove:
 		var p namePayload
 		if err := json.Unmarshal(raw, &p); err != nil {
@@ -288,6 +387,9 @@ func (a *Appliance) precheck(tx *store.Tx, kind string, raw []byte) error {
 		return a.checkModelPayload(tx, &p)
 	case KindKeyReplicate:
 		return a.precheckReplicate(tx, raw)
+	case KindQuorumSet:
+		_, err := a.checkQuorumValue(tx, raw)
+		return err
 	default:
 		return badInput("unknown-kind", "unknown proposal kind "+kind)
 	}
@@ -306,9 +408,13 @@ func (a *Appliance) checkOfficerRemoval(tx *store.Tx, name string) error {
 	if err != nil {
 		return err
 	}
-	if n-1 < a.cfg.Officers.Quorum {
+	q, err := quorumIn(tx)
+	if err != nil {
+		return err
+	}
+	if n-1 < q {
 		return &Error{Kind: Conflict, Code: "quorum-unreachable",
-			Message: fmt.Sprintf("removing %q would leave %d officers, fewer than the quorum of %d", name, n-1, a.cfg.Officers.Quorum)}
+			Message: fmt.Sprintf("removing %q would leave %d officers, fewer than the quorum of %d", name, n-1, q)}
 	}
 	return nil
 }
@@ -366,7 +472,7 @@ func (a *Appliance) execute(ctx context.Context, id, officer string) (Outcome, e
 		execErr = a.executeKeyDestroy(ctx, p, actor)
 	case KindKeyReplicate:
 		execErr = a.executeReplicate(ctx, p, actor)
-	case KindOfficerAdd, KindOfficerRemove, KindClientCreate, KindClientRevoke, KindModelSet:
+	case KindOfficerAdd, KindOfficerRemove, KindOfficerRotate, KindClientCreate, KindClientRevoke, KindModelSet, KindQuorumSet:
 		credential, execErr = a.executePrincipal(ctx, p, actor)
 	default:
 		execErr = fmt.Errorf("unknown proposal kind %q", p.Kind)
@@ -376,6 +482,31 @@ func (a *Appliance) execute(ctx context.Context, id, officer string) (Outcome, e
 		return Outcome{}, execErr
 	}
 	return a.outcome(ctx, id, true, credential)
+}
+
+var errQuorumLost = &Error{Kind: Conflict, Code: "quorum-lost",
+	Message: "the proposal no longer has its quorum of approvals by active officers (an approver was removed or changed key); propose it again"}
+
+// checkQuorum counts proposal id's approvals again in tx, the transaction
+// that acts on them: only signatures by officers active at this moment
+// count.
+func (a *Appliance) checkQuorum(tx *store.Tx, id string) error {
+	p, err := tx.GetProposal(id)
+	if err != nil {
+		return err
+	}
+	n, err := a.validApprovals(tx, p)
+	if err != nil {
+		return err
+	}
+	q, err := quorumIn(tx)
+	if err != nil {
+		return err
+	}
+	if n < q {
+		return errQuorumLost
+	}
+	return nil
 }
 
 // failProposal records a failed execution, unless the execution already
@@ -411,6 +542,9 @@ func (a *Appliance) executeKey(ctx context.Context, p store.Proposal, actor stri
 	}
 	// 1. The intent, durable before the token is touched.
 	err = a.db.Update(ctx, func(tx *store.Tx) error {
+		if err := a.checkQuorum(tx, p.ID); err != nil {
+			return err
+		}
 		if err := tx.InsertKey(store.Key{Name: kp.Name, CKAID: ckaID, Origin: origin, Roles: roles.canonical,
 			State: store.KeyPending, ProposalID: p.ID}); err != nil {
 			if errors.Is(err, store.ErrExists) {
@@ -436,9 +570,13 @@ func (a *Appliance) executeKey(ctx context.Context, p store.Proposal, actor stri
 		a.abandonKey(ctx, p, kp.Name, actor, err)
 		return err
 	}
-	// 3. The result.
+	// 3. The result, if the token holds the key the officers approved.
 	pub := k.Info().Public
 	keyID, err := snapKeyID(pub)
+	if err == nil && kp.KeyID != "" && keyID != kp.KeyID {
+		err = &Error{Kind: BadInput, Code: "wrong-key",
+			Message: fmt.Sprintf("the wrapped key is %s, not the key %s the proposal names; nothing was imported", keyID, kp.KeyID)}
+	}
 	if err == nil {
 		var der []byte
 		der, err = x509.MarshalPKIXPublicKey(pub)
@@ -495,6 +633,9 @@ func (a *Appliance) executeKeyState(ctx context.Context, p store.Proposal, actor
 		from, to = store.KeyDisabled, store.KeyActive
 	}
 	return a.db.Update(ctx, func(tx *store.Tx) error {
+		if err := a.checkQuorum(tx, p.ID); err != nil {
+			return err
+		}
 		k, err := tx.GetKey(np.Name)
 		if err != nil {
 			return err
@@ -522,6 +663,9 @@ func (a *Appliance) executeKeyDestroy(ctx context.Context, p store.Proposal, act
 	}
 	var k store.Key
 	err := a.db.Update(ctx, func(tx *store.Tx) error {
+		if err := a.checkQuorum(tx, p.ID); err != nil {
+			return err
+		}
 		var err error
 		if k, err = tx.GetKey(np.Name); err != nil {
 			return err
@@ -559,22 +703,45 @@ func (a *Appliance) executeKeyDestroy(ctx context.Context, p store.Proposal, act
 func (a *Appliance) executePrincipal(ctx context.Context, p store.Proposal, actor string) (string, error) {
 	var credential string
 	err := a.db.Update(ctx, func(tx *store.Tx) error {
+		if err := a.checkQuorum(tx, p.ID); err != nil {
+			return err
+		}
 		var subject string
 		var details map[string]any
 		switch p.Kind {
-		case KindOfficerAdd:
-			var np namePayload
-			if err := json.Unmarshal([]byte(p.Payload), &np); err != nil {
+		case KindOfficerAdd, KindOfficerRotate:
+			var op officerPayload
+			if err := json.Unmarshal([]byte(p.Payload), &op); err != nil {
 				return err
 			}
-			tok, hash, err := newCredential(officerPrefix, np.Name)
+			pub, err := parseOfficerKey(op.PublicKey)
 			if err != nil {
 				return err
 			}
-			if _, err := tx.InsertOfficer(np.Name, hash); err != nil {
+			if err := checkKeyUnused(tx, pub, ""); err != nil {
 				return err
 			}
-			credential, subject = tok, np.Name
+			if p.Kind == KindOfficerAdd {
+				_, err = tx.InsertOfficer(op.Name, officerkey.Authorized(pub), op.CertSHA256)
+			} else {
+				cert := op.CertSHA256
+				if cert == "" {
+					var o store.Officer
+					if o, err = tx.GetOfficerByName(op.Name); err != nil {
+						return err
+					}
+					cert = o.CertSHA256
+				}
+				// The old key's sessions end with it.
+				if err = tx.SetOfficerKey(op.Name, officerkey.Authorized(pub), cert); err == nil {
+					err = tx.EndSessions(op.Name)
+				}
+			}
+			if err != nil {
+				return err
+			}
+			subject = op.Name
+			details = map[string]any{"public_key": officerkey.Authorized(pub), "fingerprint": officerkey.Fingerprint(pub)}
 		case KindOfficerRemove:
 			var np namePayload
 			if err := json.Unmarshal([]byte(p.Payload), &np); err != nil {
@@ -586,7 +753,17 @@ func (a *Appliance) executePrincipal(ctx context.Context, p store.Proposal, acto
 			if err := tx.RevokeOfficer(np.Name); err != nil {
 				return err
 			}
+			// What the removed officer approved or proposed stops counting
+			// now, and their sessions end.
+			cancelled, err := tx.VoidApprovals(np.Name, "cancelled: its proposer "+np.Name+" was removed")
+			if err != nil {
+				return err
+			}
+			if err := tx.EndSessions(np.Name); err != nil {
+				return err
+			}
 			subject = np.Name
+			details = map[string]any{"cancelled": cancelled}
 		case KindClientCreate:
 			var cp clientPayload
 			if err := json.Unmarshal([]byte(p.Payload), &cp); err != nil {
@@ -607,6 +784,15 @@ func (a *Appliance) executePrincipal(ctx context.Context, p store.Proposal, acto
 			if subject, details, err = a.executeModelSet(tx, p); err != nil {
 				return err
 			}
+		case KindQuorumSet:
+			q, err := a.checkQuorumValue(tx, []byte(p.Payload))
+			if err != nil {
+				return err
+			}
+			if err := tx.ChangeSetting(quorumSetting, strconv.Itoa(q)); err != nil {
+				return err
+			}
+			subject, details = strconv.Itoa(q), map[string]any{"quorum": q}
 		case KindClientRevoke:
 			var np namePayload
 			if err := json.Unmarshal([]byte(p.Payload), &np); err != nil {

@@ -25,7 +25,7 @@ var errNoAPIKey = &Error{Kind: Unauthenticated, Code: "unauthorized",
 // header snapd sends from the gadget's device-service headers) presented
 // from source, the peer's address.
 func (a *Appliance) AuthenticateClient(ctx context.Context, token, source string) (*Client, error) {
-	if strings.HasPrefix(token, officerPrefix) {
+	if strings.HasPrefix(token, officerPrefix) || strings.HasPrefix(token, sessionPrefix) {
 		return nil, refused("forbidden", "officer credentials cannot be used on device endpoints")
 	}
 	var cc cachedClient

@@ -46,7 +46,8 @@ type coreEnv struct {
 	db  *store.DB
 }
 
-func newCoreEnv(t *testing.T) *coreEnv {
+// newCoreEnv makes the core; opts change its configuration first.
+func newCoreEnv(t *testing.T, opts ...func(*Config)) *coreEnv {
 	t.Helper()
 	ctx := context.Background()
 	cfg, err := ParseConfig(strings.NewReader(fmt.Sprintf(
@@ -54,6 +55,9 @@ func newCoreEnv(t *testing.T) *coreEnv {
 		t.TempDir(), testTok.Module, testTok.Label, testTok.PINFile)))
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, o := range opts {
+		o(&cfg)
 	}
 	db, err := store.OpenSQLite(ctx, cfg.Store.Path)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 
 	"github.com/keyrack/keyrack/appliance/keyfile"
+	"github.com/keyrack/keyrack/appliance/officerkey"
 	"github.com/keyrack/keyrack/appliance/store"
 	"github.com/keyrack/keyrack/appliance/wire"
 	"github.com/keyrack/keyrack/hsm/keywrap"
@@ -121,7 +122,10 @@ func (a *Appliance) ProposeGenerate(ctx context.Context, officer string, req wir
 // ProposeImport proposes a key wrapped to the import key (req.Blob).
 func (a *Appliance) ProposeImport(ctx context.Context, officer string, req wire.KeyRequest) (Outcome, error) {
 	if len(req.Blob) == 0 || req.Key != nil {
-		return Outcome{}, badInput("invalid-argument", "import takes name, roles and blob (the wrapped key, base64)")
+		return Outcome{}, badInput("invalid-argument", "import takes name, roles, blob (the wrapped key, base64) and sign-key-sha3-384")
+	}
+	if req.KeyID == "" {
+		return Outcome{}, badInput("invalid-argument", "import takes the wrapped key's sign-key-sha3-384, as `keyrack wrap` prints it: officers approve that key, and the import is refused if the blob holds another")
 	}
 	head := a.importKey.Info().Public.Size()
 	if len(req.Blob) < head+24 || (len(req.Blob)-head)%8 != 0 {
@@ -129,8 +133,8 @@ func (a *Appliance) ProposeImport(ctx context.Context, officer string, req wire.
 	}
 	sum := sha256.Sum256(req.Blob)
 	return a.propose(ctx, officer, KindKeyImport,
-		fmt.Sprintf("import wrapped key %q (blob sha256 %s) with roles %s", req.Name, hex.EncodeToString(sum[:8]), compactJSON(req.Roles)),
-		keyPayload{Name: req.Name, Roles: req.Roles, Blob: req.Blob, Source: "wrapped"})
+		fmt.Sprintf("import wrapped key %q %s (blob sha256 %s) with roles %s", req.Name, req.KeyID, hex.EncodeToString(sum[:]), compactJSON(req.Roles)),
+		keyPayload{Name: req.Name, Roles: req.Roles, Blob: req.Blob, Source: "wrapped", KeyID: req.KeyID})
 }
 
 // ProposeUpload takes a plaintext key (req.Key, Serial Vault style),
@@ -144,6 +148,11 @@ func (a *Appliance) ProposeUpload(ctx context.Context, officer string, req wire.
 	key, info, err := keyfile.Parse(req.Key, 4096)
 	if err != nil {
 		return Outcome{}, badInput("bad-key", err.Error())
+	}
+	keyID, err := snapKeyID(&key.PublicKey)
+	if err != nil {
+		keyfile.Zero(key)
+		return Outcome{}, err
 	}
 	der, err := keyfile.PKCS8(key)
 	keyfile.Zero(key)
@@ -160,8 +169,8 @@ func (a *Appliance) ProposeUpload(ctx context.Context, officer string, req wire.
 		what += " " + info.Fingerprint
 	}
 	return a.propose(ctx, officer, KindKeyImport,
-		fmt.Sprintf("import uploaded %s RSA-%d key %q with roles %s", what, info.Bits, req.Name, compactJSON(req.Roles)),
-		keyPayload{Name: req.Name, Roles: req.Roles, Blob: blob, Source: "armored-upload", Fingerprint: info.Fingerprint})
+		fmt.Sprintf("import uploaded %s RSA-%d key %q %s with roles %s", what, info.Bits, req.Name, keyID, compactJSON(req.Roles)),
+		keyPayload{Name: req.Name, Roles: req.Roles, Blob: blob, Source: "armored-upload", Fingerprint: info.Fingerprint, KeyID: keyID})
 }
 
 // ProposeKeyChange proposes disabling, enabling or destroying a key (kind
@@ -175,9 +184,35 @@ func (a *Appliance) ProposeKeyChange(ctx context.Context, officer, kind, name st
 	return a.propose(ctx, officer, kind, fmt.Sprintf("%s key %q", kind, name), namePayload{Name: name})
 }
 
-// ProposeOfficerAdd proposes a new officer.
-func (a *Appliance) ProposeOfficerAdd(ctx context.Context, officer string, req wire.NameRequest) (Outcome, error) {
-	return a.propose(ctx, officer, KindOfficerAdd, fmt.Sprintf("add officer %q", req.Name), namePayload{Name: req.Name})
+// ProposeOfficerAdd proposes a new officer with the public key they made.
+// Approvers see the key's fingerprint in the summary.
+func (a *Appliance) ProposeOfficerAdd(ctx context.Context, officer string, req wire.OfficerRequest) (Outcome, error) {
+	pub, err := parseOfficerKey(req.PublicKey)
+	if err != nil {
+		return Outcome{}, err
+	}
+	if err := validCertSHA256(req.ClientCertSHA256); err != nil {
+		return Outcome{}, err
+	}
+	return a.propose(ctx, officer, KindOfficerAdd, fmt.Sprintf("add officer %q with key %s", req.Name, officerkey.Fingerprint(pub)),
+		officerPayload{Name: req.Name, PublicKey: officerkey.Authorized(pub), CertSHA256: req.ClientCertSHA256})
+}
+
+// ProposeOfficerRotate proposes replacing officer's own key: the proposal
+// is signed with the old key like any approval, and takes the quorum.
+func (a *Appliance) ProposeOfficerRotate(ctx context.Context, officer string, req wire.OfficerRequest) (Outcome, error) {
+	pub, err := parseOfficerKey(req.PublicKey)
+	if err != nil {
+		return Outcome{}, err
+	}
+	if req.Name == "" {
+		req.Name = officer
+	}
+	if err := validCertSHA256(req.ClientCertSHA256); err != nil {
+		return Outcome{}, err
+	}
+	return a.propose(ctx, officer, KindOfficerRotate, fmt.Sprintf("replace the key of officer %q with %s", req.Name, officerkey.Fingerprint(pub)),
+		officerPayload{Name: req.Name, PublicKey: officerkey.Authorized(pub), CertSHA256: req.ClientCertSHA256})
 }
 
 // ProposeOfficerRemove proposes removing an officer.
@@ -196,9 +231,9 @@ func (a *Appliance) ProposeClientRevoke(ctx context.Context, officer, name strin
 	return a.propose(ctx, officer, KindClientRevoke, fmt.Sprintf("revoke API client %q", name), namePayload{Name: name})
 }
 
-// Approve adds officer's approval to proposal id (see approve).
-func (a *Appliance) Approve(ctx context.Context, officer, id string) (Outcome, error) {
-	return a.approve(ctx, officer, id)
+// Approve adds officer's signed approval to proposal id (see approve).
+func (a *Appliance) Approve(ctx context.Context, officer, id string, req wire.ApproveRequest) (Outcome, error) {
+	return a.approve(ctx, officer, id, req.Signature)
 }
 
 // Cancel withdraws proposal id (see cancel).
@@ -208,15 +243,15 @@ func (a *Appliance) Cancel(ctx context.Context, officer, id string) (Outcome, er
 
 // proposalView shows what officers approve. A wrapped blob is shown by its
 // digest: it is large and only the token can read it.
-func (a *Appliance) proposalView(p store.Proposal) wire.Proposal {
+func proposalView(p store.Proposal, quorum int) wire.Proposal {
 	details := map[string]any{}
 	_ = json.Unmarshal([]byte(p.Payload), &details)
 	if blob, ok := details["blob"].(string); ok {
 		sum := sha256.Sum256([]byte(blob))
 		details["blob"] = fmt.Sprintf("%d bytes base64, sha256 %s", len(blob), hex.EncodeToString(sum[:]))
 	}
-	return wire.Proposal{ID: p.ID, Kind: p.Kind, Summary: p.Summary, Details: details, Proposer: p.Proposer,
-		State: string(p.State), Result: p.Result, Approvals: p.Approvals, Quorum: a.cfg.Officers.Quorum,
+	return wire.Proposal{ID: p.ID, Kind: p.Kind, Summary: p.Summary, Content: p.Content, Details: details, Proposer: p.Proposer,
+		State: string(p.State), Result: p.Result, Approvals: p.Officers(), Quorum: quorum,
 		CreatedAt: p.CreatedAt, ExpiresAt: p.ExpiresAt, DecidedAt: p.DecidedAt}
 }
 
@@ -229,8 +264,12 @@ func (a *Appliance) ListProposals(ctx context.Context, state string) ([]wire.Pro
 		return nil, badInput("invalid-argument", "state must be pending, executed, failed, cancelled or expired")
 	}
 	var ps []store.Proposal
+	var q int
 	if err := a.db.View(ctx, func(tx *store.Tx) error {
 		var err error
+		if q, err = quorumIn(tx); err != nil {
+			return err
+		}
 		ps, err = tx.ListProposals(st, 200)
 		return err
 	}); err != nil {
@@ -238,33 +277,49 @@ func (a *Appliance) ListProposals(ctx context.Context, state string) ([]wire.Pro
 	}
 	out := make([]wire.Proposal, 0, len(ps))
 	for _, p := range ps {
-		out = append(out, a.proposalView(p))
+		out = append(out, proposalView(p, q))
 	}
 	return out, nil
 }
 
 // GetProposal is one proposal.
 func (a *Appliance) GetProposal(ctx context.Context, id string) (wire.Proposal, error) {
-	p, err := a.proposalRecord(ctx, id)
-	if err != nil {
+	var p store.Proposal
+	var q int
+	if err := a.db.View(ctx, func(tx *store.Tx) error {
+		var err error
+		if q, err = quorumIn(tx); err != nil {
+			return err
+		}
+		p, err = tx.GetProposal(id)
+		return err
+	}); err != nil {
 		return wire.Proposal{}, err
 	}
-	return a.proposalView(p), nil
+	return proposalView(p, q), nil
 }
 
 // ListOfficers lists the officers, removed ones included, and the quorum.
 func (a *Appliance) ListOfficers(ctx context.Context) (wire.OfficerList, error) {
 	var os []store.Officer
+	var q int
 	if err := a.db.View(ctx, func(tx *store.Tx) error {
 		var err error
+		if q, err = quorumIn(tx); err != nil {
+			return err
+		}
 		os, err = tx.ListOfficers()
 		return err
 	}); err != nil {
 		return wire.OfficerList{}, err
 	}
-	out := wire.OfficerList{Officers: make([]wire.Officer, 0, len(os)), Quorum: a.cfg.Officers.Quorum}
+	out := wire.OfficerList{Officers: make([]wire.Officer, 0, len(os)), Quorum: q}
 	for _, o := range os {
-		out.Officers = append(out.Officers, wire.Officer{Name: o.Name, CreatedAt: o.CreatedAt, RevokedAt: o.RevokedAt})
+		v := wire.Officer{Name: o.Name, PublicKey: o.PublicKey, CreatedAt: o.CreatedAt, RevokedAt: o.RevokedAt}
+		if pub, err := officerKey(o); err == nil {
+			v.KeyFP = officerkey.Fingerprint(pub)
+		}
+		out.Officers = append(out.Officers, v)
 	}
 	return out, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/keyrack/keyrack/appliance/officerkey"
 	"github.com/keyrack/keyrack/appliance/store"
 	"github.com/keyrack/keyrack/hsm"
 )
@@ -14,7 +15,7 @@ import (
 // pending key record means the token step may or may not have happened, so
 // any object with its CKA_ID is destroyed and the record and its proposal
 // are marked failed (officers propose again; nothing is half-imported).
-// Proposals that reached their quorum but were never carried out are
+// Proposals whose execution was interrupted (their lease ran out) are
 // marked failed likewise. Keys whose token object vanished are reported.
 //
 // Only what has been pending for longer than staleAfter is touched: with
@@ -29,7 +30,7 @@ func (a *Appliance) reconcile(ctx context.Context, staleAfter time.Duration) err
 		if keys, err = tx.ListKeys(); err != nil {
 			return err
 		}
-		props, err = tx.ListProposals(store.ProposalPending, 1000)
+		props, err = tx.ListProposals(store.ProposalExecuting, 1000)
 		return err
 	})
 	if err != nil {
@@ -86,8 +87,10 @@ func (a *Appliance) reconcile(ctx context.Context, staleAfter time.Duration) err
 	if err != nil {
 		return err
 	}
+	// Proposals whose execution was interrupted: their lease has run out
+	// (or, at the start of an embedded store, every one).
 	for _, p := range props {
-		if len(p.Approvals) < a.cfg.Officers.Quorum || p.CreatedAt.After(cutoff) {
+		if p.LeaseEnd == nil || staleAfter > 0 && p.LeaseEnd.After(time.Now()) {
 			continue
 		}
 		err := a.db.Update(ctx, func(tx *store.Tx) error {
@@ -105,13 +108,24 @@ func (a *Appliance) reconcile(ctx context.Context, staleAfter time.Duration) err
 }
 
 // ErrOfficersExist refuses a bootstrap on an appliance that has officers.
-var ErrOfficersExist = errors.New("the appliance already has officers: add more through an officer.add ceremony")
+var ErrOfficersExist = errors.New("the appliance already has officers with keys: add more through an officer.add ceremony")
 
-// BootstrapOfficers creates the first officers of an appliance that has
-// none, and returns their credentials (shown once, stored as hashes).
-func BootstrapOfficers(ctx context.Context, db *store.DB, names []string) (map[string]string, error) {
-	creds := map[string]string{}
-	err := db.Update(ctx, func(tx *store.Tx) error {
+// OfficerKey names an officer and the public key they made
+// (authorized_keys form).
+type OfficerKey struct {
+	Name      string
+	PublicKey string
+	// CertSHA256 binds the officer's TLS client certificate (SHA-256 of
+	// its DER, hex), or is "".
+	CertSHA256 string
+}
+
+// BootstrapOfficers enrols the first officers of an appliance, each with
+// the public key they made: nothing secret is made or shown. It is refused
+// once any officer has a key. Officers recorded before officers had keys
+// (who can do nothing) get the key given for their name.
+func BootstrapOfficers(ctx context.Context, db *store.DB, officers []OfficerKey) error {
+	return db.Update(ctx, func(tx *store.Tx) error {
 		n, err := tx.CountActiveOfficers()
 		if err != nil {
 			return err
@@ -119,26 +133,38 @@ func BootstrapOfficers(ctx context.Context, db *store.DB, names []string) (map[s
 		if n > 0 {
 			return ErrOfficersExist
 		}
-		for _, name := range names {
-			if err := validName("officer", name); err != nil {
+		for _, ok := range officers {
+			if err := validName("officer", ok.Name); err != nil {
 				return err
 			}
-			tok, hash, err := newCredential(officerPrefix, name)
+			pub, err := parseOfficerKey(ok.PublicKey)
+			if err != nil {
+				return fmt.Errorf("officer %s: %w", ok.Name, err)
+			}
+			if err := checkKeyUnused(tx, pub, ok.Name); err != nil {
+				return err
+			}
+			if err := validCertSHA256(ok.CertSHA256); err != nil {
+				return err
+			}
+			line := officerkey.Authorized(pub)
+			o, err := tx.GetOfficerByName(ok.Name)
+			switch {
+			case errors.Is(err, store.ErrNotFound):
+				_, err = tx.InsertOfficer(ok.Name, line, ok.CertSHA256)
+			case err == nil && o.RevokedAt == nil:
+				err = tx.SetOfficerKey(ok.Name, line, ok.CertSHA256)
+			case err == nil:
+				err = conflict("officer-revoked", fmt.Sprintf("officer %q was removed", ok.Name))
+			}
 			if err != nil {
 				return err
 			}
-			if _, err := tx.InsertOfficer(name, hash); err != nil {
+			if _, err := tx.Audit("system", "officer.bootstrap", ok.Name, "ok",
+				map[string]any{"public_key": line, "fingerprint": officerkey.Fingerprint(pub), "client_cert_sha256": ok.CertSHA256}); err != nil {
 				return err
 			}
-			if _, err := tx.Audit("system", "officer.bootstrap", name, "ok", nil); err != nil {
-				return err
-			}
-			creds[name] = tok
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	return creds, nil
 }

@@ -59,3 +59,30 @@ func TestReconcileInterruptedCeremony(t *testing.T) {
 		t.Fatal("no audit event for the repair")
 	}
 }
+
+// TestReconcileExpiredLease: a proposal whose execution was interrupted
+// (its lease ran out) is failed by the janitor; one still under its lease
+// is left to the appliance carrying it out.
+func TestReconcileExpiredLease(t *testing.T) {
+	e := newCoreEnv(t)
+	ctx := context.Background()
+	for id, lease := range map[string]time.Duration{"p-stale": -time.Minute, "p-live": time.Hour} {
+		err := e.db.Update(ctx, func(tx *store.Tx) error {
+			if err := tx.InsertProposal(store.Proposal{ID: id, Kind: KindClientRevoke, Payload: `{"name":"x"}`, Summary: "s", Proposer: "alice", ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
+				return err
+			}
+			return tx.BeginExecution(id, time.Now().Add(lease))
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.app.reconcile(ctx, staleAfter); err != nil {
+		t.Fatal(err)
+	}
+	for id, want := range map[string]string{"p-stale": "failed", "p-live": "executing"} {
+		if p, err := e.app.GetProposal(ctx, id); err != nil || p.State != want {
+			t.Errorf("%s: %s (%v), want %s", id, p.State, err, want)
+		}
+	}
+}

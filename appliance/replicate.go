@@ -88,8 +88,15 @@ func (a *Appliance) executeReplicate(ctx context.Context, p store.Proposal, acto
 		return &Error{Kind: Conflict, Code: "wrong-appliance",
 			Message: fmt.Sprintf("this proposal is for the appliance with token %s; approve it there", rp.TokenSerial)}
 	}
-	rec, err := a.keyRecord(ctx, rp.Name)
-	if err != nil {
+	var rec store.Key
+	if err := a.db.View(ctx, func(tx *store.Tx) error {
+		if err := a.checkQuorum(tx, p.ID); err != nil {
+			return err
+		}
+		var err error
+		rec, err = tx.GetKey(rp.Name)
+		return err
+	}); err != nil {
 		return err
 	}
 	ctx = context.WithoutCancel(ctx)

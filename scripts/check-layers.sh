@@ -46,10 +46,15 @@ list=$(nonstd_deps ./appliance/wire | grep -vx "$mod/appliance/wire" || true)
 check "$list" '.' "$mod/appliance/wire links" "wire may use the standard library only"
 
 # The leaves import nothing of ours.
-for leaf in policy hsm hsm/keywrap appliance/store appliance/assertion appliance/keyfile; do
+for leaf in policy hsm hsm/keywrap appliance/store appliance/assertion appliance/keyfile appliance/officerkey; do
 	list=$(deps "./$leaf" | grep -vx "$mod/$leaf")
 	check "$list" "^$mod/" "$mod/$leaf links" "a leaf package imports nothing of ours"
 done
+
+# The offline verifier of officers' approvals reads the store's types and
+# checks signatures: nothing of the core.
+list=$(deps ./appliance/auditverify | grep -E "^$mod/" | grep -vxE "$mod/appliance/(auditverify|store|officerkey)" || true)
+check "$list" '.' "$mod/appliance/auditverify links" "auditverify links store and officerkey only"
 
 # The officers' CLI: the wire types, never the server, echo or PKCS#11.
 list=$(deps ./cmd/keyrack)

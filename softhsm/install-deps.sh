@@ -4,7 +4,9 @@
 # (tests make OpenPGP keys the way `snap create-key` does), systemd-analyze
 # (the unit's security check), PostgreSQL (the store tests run against a
 # throwaway cluster they start themselves), ps (a test reads the daemon's
-# threads' scheduling class) and a C compiler (cgo).
+# threads' scheduling class), OpenSSH's client tools (officer keys: tests
+# check interoperation with ssh-keygen and sign through a real ssh-agent) and
+# a C compiler (cgo).
 set -euo pipefail
 need=()
 [ -e /usr/lib/softhsm/libsofthsm2.so ] || ls /usr/lib/*/softhsm/libsofthsm2.so >/dev/null 2>&1 || need+=(softhsm2)
@@ -13,6 +15,7 @@ command -v gpg >/dev/null 2>&1 || need+=(gnupg)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v ps >/dev/null 2>&1 || need+=(procps)
+{ command -v ssh-agent && command -v ssh-add && command -v ssh-keygen; } >/dev/null 2>&1 || need+=(openssh-client)
 command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 if [ ${#need[@]} -gt 0 ]; then
 	if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi

@@ -8,6 +8,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/sha512"
 	"crypto/x509"
 	"encoding/json"
@@ -22,20 +23,40 @@ import (
 	"testing"
 	"time"
 
+	"github.com/snapcore/snapd/asserts"
+
 	"github.com/keyrack/keyrack/appliance"
 	"github.com/keyrack/keyrack/appliance/keyfile/keyfiletest"
+	"github.com/keyrack/keyrack/appliance/officerkey"
 	"github.com/keyrack/keyrack/appliance/store"
 	"github.com/keyrack/keyrack/hsm/keywrap"
+	"golang.org/x/crypto/ssh"
 )
 
 // ceremonyEnv is an appliance with its own store on the package's token,
-// quorum 2 and three officers.
+// quorum 2 and three officers, each with an Ed25519 key of their own and
+// logged in (creds holds their session tokens).
 type ceremonyEnv struct {
 	t     *testing.T
 	srv   *Server
 	ts    *httptest.Server
 	db    *store.DB
+	keys  map[string]ssh.Signer
 	creds map[string]string
+}
+
+// newOfficerKey makes an officer key as `keyrack officer keygen` does.
+func newOfficerKey(t *testing.T) ssh.Signer {
+	t.Helper()
+	priv, _, err := officerkey.Generate("test", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := officerkey.LoadSigner(priv, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 // newCeremonyEnv makes the environment; opts change the configuration
@@ -59,8 +80,13 @@ func newCeremonyEnv(t *testing.T, quorum int, ttl string, opts ...func(*applianc
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	creds, err := appliance.BootstrapOfficers(ctx, db, []string{"alice", "bob", "carol"})
-	if err != nil {
+	keys := map[string]ssh.Signer{}
+	var officers []appliance.OfficerKey
+	for _, name := range []string{"alice", "bob", "carol"} {
+		keys[name] = newOfficerKey(t)
+		officers = append(officers, appliance.OfficerKey{Name: name, PublicKey: officerkey.Authorized(keys[name].PublicKey())})
+	}
+	if err := appliance.BootstrapOfficers(ctx, db, officers); err != nil {
 		t.Fatal(err)
 	}
 	srv, err := newServer(ctx, cfg, db, slog.New(slog.NewTextHandler(io.Discard, nil)))
@@ -70,7 +96,66 @@ func newCeremonyEnv(t *testing.T, quorum int, ttl string, opts ...func(*applianc
 	restoreToken(t)
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)
-	return &ceremonyEnv{t: t, srv: srv, ts: ts, db: db, creds: creds}
+	e := &ceremonyEnv{t: t, srv: srv, ts: ts, db: db, keys: keys, creds: map[string]string{}}
+	for name := range keys {
+		e.creds[name] = e.login(name, keys[name])
+	}
+	return e
+}
+
+// login logs officer in with key: a challenge, signed, for a session.
+func (e *ceremonyEnv) login(officer string, key ssh.Signer) string {
+	e.t.Helper()
+	ch := e.do("", "POST", "/v1/login/challenge", map[string]any{"officer": officer})
+	content, _ := ch.Body["content"].(string)
+	if ch.Status != http.StatusOK || content == "" {
+		e.t.Fatalf("login challenge for %s: %d %s", officer, ch.Status, ch.Raw)
+	}
+	sig, err := officerkey.Sign(key, officerkey.DomainLogin, []byte(content))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	a := e.do("", "POST", "/v1/login", map[string]any{"id": ch.Body["id"], "signature": sig})
+	tok, _ := a.Body["token"].(string)
+	if a.Status != http.StatusOK || tok == "" {
+		e.t.Fatalf("login of %s: %d %s", officer, a.Status, a.Raw)
+	}
+	return tok
+}
+
+// approve signs proposal id's content as officer (with the officer's own
+// key) and sends the approval.
+func (e *ceremonyEnv) approve(officer, id string) answer {
+	e.t.Helper()
+	return e.approveWith(officer, e.keys[officer], id)
+}
+
+// approveWith sends officer's approval of id signed with key, whoever's
+// key it is.
+func (e *ceremonyEnv) approveWith(officer string, key ssh.Signer, id string) answer {
+	e.t.Helper()
+	p := e.do(officer, "GET", "/v1/proposals/"+id, nil)
+	content, _ := p.Body["content"].(string)
+	if p.Status != http.StatusOK || content == "" {
+		e.t.Fatalf("proposal %s: %d %s", id, p.Status, p.Raw)
+	}
+	sig, err := officerkey.Sign(key, officerkey.DomainApproval, []byte(content))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return e.do(officer, "POST", "/v1/proposals/"+id+"/approve", map[string]any{"signature": sig})
+}
+
+// propose sends a proposal as officer and, once it is accepted, the
+// proposer's own signed approval: what `keyrack` does for a proposer. It
+// answers with the approval's answer (or the proposal's refusal).
+func (e *ceremonyEnv) propose(officer, method, path string, body any) answer {
+	e.t.Helper()
+	a := e.do(officer, method, path, body)
+	if a.Status/100 != 2 || a.proposalID() == "" {
+		return a
+	}
+	return e.approve(officer, a.proposalID())
 }
 
 type answer struct {
@@ -155,11 +240,17 @@ var serialRoles = []map[string]any{{"type": "serial", "models": []string{"line-.
 
 func TestQuorumGenerate(t *testing.T) {
 	e := newCeremonyEnv(t, 2, "1h")
+	// The proposal alone is no approval, not even the proposer's: it
+	// answers 202 with no approvals and the content officers sign.
 	a := e.do("alice", "POST", "/v1/keys/generate", map[string]any{"name": "q-key", "roles": serialRoles})
-	if a.Status != http.StatusAccepted || a.Body["executed"] != false {
+	if a.Status != http.StatusAccepted || a.Body["executed"] != false || approvalsOf(a) != "" || contentOf(a) == "" {
 		t.Fatalf("proposal: %d %s", a.Status, a.Raw)
 	}
 	id := a.proposalID()
+	// The proposer's signed approval counts as one.
+	if a := e.approve("alice", id); a.Status != http.StatusAccepted || a.Body["executed"] != false || approvalsOf(a) != "alice" {
+		t.Fatalf("the proposer's approval: %d %s", a.Status, a.Raw)
+	}
 	// One officer's approval does nothing.
 	if k := e.srv; k != nil {
 		var err error
@@ -169,13 +260,13 @@ func TestQuorumGenerate(t *testing.T) {
 		}
 	}
 	// The same officer twice does not count twice.
-	if a := e.do("alice", "POST", "/v1/proposals/"+id+"/approve", nil); a.Status != http.StatusConflict || a.errCode() != "already-approved" {
+	if a := e.approve("alice", id); a.Status != http.StatusConflict || a.errCode() != "already-approved" {
 		t.Fatalf("second approval by the proposer: %d %s", a.Status, a.Raw)
 	}
 	if _, err := testMod.FindKeyByLabel(context.Background(), "q-key"); err == nil {
 		t.Fatal("the token has the key before the quorum")
 	}
-	a = e.do("bob", "POST", "/v1/proposals/"+id+"/approve", nil)
+	a = e.approve("bob", id)
 	if a.Status != http.StatusOK || a.Body["executed"] != true {
 		t.Fatalf("quorum approval: %d %s", a.Status, a.Raw)
 	}
@@ -191,11 +282,11 @@ func TestQuorumGenerate(t *testing.T) {
 		t.Fatalf("token object %+v", i)
 	}
 	// A third approval after execution is refused.
-	if a := e.do("carol", "POST", "/v1/proposals/"+id+"/approve", nil); a.Status != http.StatusConflict {
+	if a := e.approve("carol", id); a.Status != http.StatusConflict {
 		t.Fatalf("approval after execution: %d %s", a.Status, a.Raw)
 	}
 	// Refuse to overwrite: the name is taken.
-	if a := e.do("carol", "POST", "/v1/keys/generate", map[string]any{"name": "q-key", "roles": serialRoles}); a.Status != http.StatusConflict {
+	if a := e.propose("carol", "POST", "/v1/keys/generate", map[string]any{"name": "q-key", "roles": serialRoles}); a.Status != http.StatusConflict {
 		t.Fatalf("generate over an existing name: %d %s", a.Status, a.Raw)
 	}
 	// GET shows it.
@@ -208,7 +299,7 @@ func TestQuorumGenerate(t *testing.T) {
 		t.Fatalf("GET key token part: %s", g.Raw)
 	}
 	acts := strings.Join(e.auditActions(), "\n")
-	for _, want := range []string{"officer:alice proposal.create ok", "officer:bob proposal.approve ok", "officer:bob key.generate ok"} {
+	for _, want := range []string{"officer:alice proposal.create ok", "officer:alice proposal.approve ok", "officer:bob proposal.approve ok", "officer:bob key.generate ok"} {
 		if !strings.Contains(acts, want) {
 			t.Errorf("audit lacks %q:\n%s", want, acts)
 		}
@@ -218,23 +309,42 @@ func TestQuorumGenerate(t *testing.T) {
 	}
 }
 
+// approvalsOf lists the approvers of an answer's proposal, comma-separated.
+func approvalsOf(a answer) string {
+	p, _ := a.Body["proposal"].(map[string]any)
+	list, _ := p["approvals"].([]any)
+	var names []string
+	for _, n := range list {
+		s, _ := n.(string)
+		names = append(names, s)
+	}
+	return strings.Join(names, ",")
+}
+
+// contentOf is an answer's proposal's content, what approvals sign.
+func contentOf(a answer) string {
+	p, _ := a.Body["proposal"].(map[string]any)
+	c, _ := p["content"].(string)
+	return c
+}
+
 func TestDisableIsNeverOneClick(t *testing.T) {
 	e := newCeremonyEnv(t, 2, "1h")
-	id := e.do("alice", "POST", "/v1/keys/generate", map[string]any{"name": "d-key", "roles": serialRoles}).proposalID()
-	e.do("bob", "POST", "/v1/proposals/"+id+"/approve", nil)
-	a := e.do("alice", "POST", "/v1/keys/d-key/disable", nil)
+	id := e.propose("alice", "POST", "/v1/keys/generate", map[string]any{"name": "d-key", "roles": serialRoles}).proposalID()
+	e.approve("bob", id)
+	a := e.propose("alice", "POST", "/v1/keys/d-key/disable", nil)
 	if a.Status != http.StatusAccepted || e.key("d-key").State != store.KeyActive {
 		t.Fatalf("one officer disabled a key: %d %s", a.Status, a.Raw)
 	}
-	if a := e.do("carol", "POST", "/v1/proposals/"+a.proposalID()+"/approve", nil); a.Status != 200 {
+	if a := e.approve("carol", a.proposalID()); a.Status != 200 {
 		t.Fatalf("%d %s", a.Status, a.Raw)
 	}
 	if st := e.key("d-key").State; st != store.KeyDisabled {
 		t.Fatalf("state %s", st)
 	}
 	// Destroy: gone from the token, record kept as destroyed.
-	a = e.do("bob", "POST", "/v1/keys/d-key/destroy", nil)
-	e.do("carol", "POST", "/v1/proposals/"+a.proposalID()+"/approve", nil)
+	a = e.propose("bob", "POST", "/v1/keys/d-key/destroy", nil)
+	e.approve("carol", a.proposalID())
 	k := e.key("d-key")
 	if k.State != store.KeyDestroyed {
 		t.Fatalf("after destroy: %s", k.State)
@@ -243,26 +353,53 @@ func TestDisableIsNeverOneClick(t *testing.T) {
 		t.Fatal("destroyed key still in the token")
 	}
 	// Any officer can cancel a pending proposal; none can act alone.
-	a = e.do("alice", "POST", "/v1/keys/generate", map[string]any{"name": "c-key", "roles": serialRoles})
+	a = e.propose("alice", "POST", "/v1/keys/generate", map[string]any{"name": "c-key", "roles": serialRoles})
 	if c := e.do("bob", "POST", "/v1/proposals/"+a.proposalID()+"/cancel", nil); c.Status != 200 {
 		t.Fatalf("cancel: %d %s", c.Status, c.Raw)
 	}
-	if c := e.do("carol", "POST", "/v1/proposals/"+a.proposalID()+"/approve", nil); c.Status != http.StatusConflict {
+	if c := e.approve("carol", a.proposalID()); c.Status != http.StatusConflict {
 		t.Fatalf("approving a cancelled proposal: %d %s", c.Status, c.Raw)
 	}
 }
 
+// loginAnswer asks for a challenge for officer and answers it with a
+// signature by key over the challenge's content in domain: what a login
+// is, with every part the caller's choice, so that the ways one fails can
+// be tried. It returns the answer to POST /v1/login.
+func (e *ceremonyEnv) loginAnswer(officer string, key ssh.Signer, domain string) answer {
+	e.t.Helper()
+	ch := e.do("", "POST", "/v1/login/challenge", map[string]any{"officer": officer})
+	content, _ := ch.Body["content"].(string)
+	if ch.Status != http.StatusOK || content == "" {
+		e.t.Fatalf("login challenge for %s: %d %s", officer, ch.Status, ch.Raw)
+	}
+	sig, err := officerkey.Sign(key, domain, []byte(content))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return e.do("", "POST", "/v1/login", map[string]any{"id": ch.Body["id"], "signature": sig})
+}
+
 func TestAuthentication(t *testing.T) {
-	e := newCeremonyEnv(t, 2, "1h")
+	// This test fails more authentications from its one address than the
+	// default limit lets through in a window; the throttling itself is
+	// TestAuthFailuresAreThrottled's and TestLoginFailuresAreThrottled's.
+	e := newCeremonyEnv(t, 2, "1h", func(c *appliance.Config) { c.Limits.AuthFailures = 1000 })
+	// Officers have no credential of their own any more, only sessions
+	// (krk_s_) they log in for with their key: a credential of the old
+	// krk_o_ form, right name or not, and a session token nobody was given
+	// are refused like garbage.
 	for name, tc := range map[string]struct {
 		cred   string
 		status int
 	}{
-		"none":         {"", 401},
-		"garbage":      {"hello", 401},
-		"wrong secret": {"krk_o_alice_" + strings.Repeat("0", 64), 401},
-		"unknown":      {"krk_o_mallory_" + strings.Repeat("0", 64), 401},
-		"API key":      {"krk_c_line-1_" + strings.Repeat("0", 64), 403},
+		"none":            {"", 401},
+		"garbage":         {"hello", 401},
+		"old credential":  {"krk_o_alice_" + strings.Repeat("0", 64), 401},
+		"old unknown":     {"krk_o_mallory_" + strings.Repeat("0", 64), 401},
+		"unknown session": {"krk_s_" + strings.Repeat("0", 64), 401},
+		"changed session": {e.creds["alice"][:len(e.creds["alice"])-1] + flipHex(e.creds["alice"][len(e.creds["alice"])-1:]), 401},
+		"API key":         {"krk_c_line-1_" + strings.Repeat("0", 64), 403},
 	} {
 		req, _ := http.NewRequest("GET", e.ts.URL+"/v1/keys", nil)
 		if tc.cred != "" {
@@ -277,43 +414,106 @@ func TestAuthentication(t *testing.T) {
 			t.Errorf("%s: %d, want %d", name, resp.StatusCode, tc.status)
 		}
 	}
-	// Add an officer through the quorum; the credential comes back once.
-	a := e.do("alice", "POST", "/v1/officers", map[string]string{"name": "dave"})
-	a = e.do("bob", "POST", "/v1/proposals/"+a.proposalID()+"/approve", nil)
-	cred, _ := a.Body["credential"].(string)
-	if !strings.HasPrefix(cred, "krk_o_dave_") {
-		t.Fatalf("no credential for the new officer: %s", a.Raw)
+	// Failed logins: each gets the same 401 and no session.
+	mallory := newOfficerKey(t)
+	for name, tc := range map[string]struct {
+		officer string
+		key     ssh.Signer
+		domain  string
+	}{
+		"bad signature":   {"alice", e.keys["alice"], officerkey.DomainApproval}, // alice's key, but not a login signature
+		"unknown officer": {"mallory", mallory, officerkey.DomainLogin},
+		"wrong key":       {"alice", e.keys["bob"], officerkey.DomainLogin},
+	} {
+		if a := e.loginAnswer(tc.officer, tc.key, tc.domain); a.Status != http.StatusUnauthorized || a.errCode() != "login-failed" || a.Body["token"] != nil {
+			t.Errorf("%s: %d %s", name, a.Status, a.Raw)
+		}
 	}
+	// Add an officer through the quorum, with the key they made. Nothing
+	// secret comes back: the old model's credential, shown once, is gone;
+	// instead the new officer logs in with their key, and with no other.
+	daveKey := newOfficerKey(t)
+	davePub := officerkey.Authorized(daveKey.PublicKey())
+	a := e.propose("alice", "POST", "/v1/officers", map[string]string{"name": "dave", "public-key": davePub + " dave@laptop"})
+	if a.Status != http.StatusAccepted {
+		t.Fatalf("propose dave: %d %s", a.Status, a.Raw)
+	}
+	a = e.approve("bob", a.proposalID())
+	if a.Status != http.StatusOK || a.Body["executed"] != true {
+		t.Fatalf("add dave: %d %s", a.Status, a.Raw)
+	}
+	if _, ok := a.Body["credential"]; ok || strings.Contains(a.Raw, "krk_") {
+		t.Fatalf("adding an officer answered with a credential: %s", a.Raw)
+	}
+	if a := e.loginAnswer("dave", e.keys["alice"], officerkey.DomainLogin); a.Status != http.StatusUnauthorized || a.Body["token"] != nil {
+		t.Fatalf("dave logged in with another officer's key: %d %s", a.Status, a.Raw)
+	}
+	if a := e.loginAnswer("dave", newOfficerKey(t), officerkey.DomainLogin); a.Status != http.StatusUnauthorized || a.Body["token"] != nil {
+		t.Fatalf("dave logged in with a key of nobody's: %d %s", a.Status, a.Raw)
+	}
+	cred := e.login("dave", daveKey)
 	if g := e.do(cred, "GET", "/v1/officers", nil); g.Status != 200 {
 		t.Fatalf("new officer cannot authenticate: %d", g.Status)
 	}
-	// The credential is stored only as a hash.
+	// What the store keeps of an officer is their public key (the old
+	// model kept a hash of the credential): no secret, nothing the session
+	// token can be read from; the session itself is kept as a hash.
 	var o store.Officer
-	e.db.View(context.Background(), func(tx *store.Tx) error { o, _ = tx.GetOfficerByName("dave"); return nil })
-	if bytes.Contains(o.SecretHash, []byte(cred)) || len(o.SecretHash) != 32 {
-		t.Fatal("officer secret not stored as a hash")
+	var sessionOfficer, rawLookup string
+	e.db.View(context.Background(), func(tx *store.Tx) error {
+		o, _ = tx.GetOfficerByName("dave")
+		h := sha256.Sum256([]byte(cred))
+		byHash, _ := tx.GetSession(h[:])
+		byToken, _ := tx.GetSession([]byte(cred))
+		sessionOfficer, rawLookup = byHash.Officer, byToken.Officer
+		return nil
+	})
+	if o.PublicKey != davePub {
+		t.Fatalf("dave's record keeps %q, want his public key %q", o.PublicKey, davePub)
+	}
+	if sessionOfficer != "dave" || rawLookup != "" {
+		t.Fatalf("session not stored as its hash: by hash %q, by token %q", sessionOfficer, rawLookup)
 	}
 	// Removing officers down to below the quorum is refused.
 	for _, name := range []string{"carol", "dave"} {
-		a := e.do("alice", "DELETE", "/v1/officers/"+name, nil)
+		a := e.propose("alice", "DELETE", "/v1/officers/"+name, nil)
 		if a.Status != http.StatusAccepted {
 			t.Fatalf("remove %s: %d %s", name, a.Status, a.Raw)
 		}
-		e.do("bob", "POST", "/v1/proposals/"+a.proposalID()+"/approve", nil)
+		if a := e.approve("bob", a.proposalID()); a.Status != http.StatusOK {
+			t.Fatalf("approve removing %s: %d %s", name, a.Status, a.Raw)
+		}
 	}
+	// A removed officer's session ends, and they cannot log in again.
 	if g := e.do(cred, "GET", "/v1/officers", nil); g.Status != 401 {
 		t.Fatalf("removed officer still authenticates: %d", g.Status)
 	}
-	if a := e.do("alice", "DELETE", "/v1/officers/bob", nil); a.Status != http.StatusConflict || a.errCode() != "quorum-unreachable" {
+	if a := e.loginAnswer("dave", daveKey, officerkey.DomainLogin); a.Status != http.StatusUnauthorized || a.Body["token"] != nil {
+		t.Fatalf("removed officer logged in: %d %s", a.Status, a.Raw)
+	}
+	if a := e.propose("alice", "DELETE", "/v1/officers/bob", nil); a.Status != http.StatusConflict || a.errCode() != "quorum-unreachable" {
 		t.Fatalf("removal below quorum: %d %s", a.Status, a.Raw)
 	}
 }
 
+// flipHex is another hex digit than d.
+func flipHex(d string) string {
+	if d == "0" {
+		return "1"
+	}
+	return "0"
+}
+
 func TestProposalExpiry(t *testing.T) {
-	e := newCeremonyEnv(t, 2, "50ms")
-	a := e.do("alice", "POST", "/v1/keys/generate", map[string]any{"name": "x-key", "roles": serialRoles})
-	time.Sleep(100 * time.Millisecond)
-	if b := e.do("bob", "POST", "/v1/proposals/"+a.proposalID()+"/approve", nil); b.Status != http.StatusConflict || b.errCode() != "proposal-expired" {
+	// The proposer's own approval must come in time: a TTL of 500ms (not
+	// 50ms as before proposals took a second request) leaves room for it.
+	e := newCeremonyEnv(t, 2, "500ms")
+	a := e.propose("alice", "POST", "/v1/keys/generate", map[string]any{"name": "x-key", "roles": serialRoles})
+	if a.Status != http.StatusAccepted {
+		t.Fatalf("proposal: %d %s", a.Status, a.Raw)
+	}
+	time.Sleep(600 * time.Millisecond)
+	if b := e.approve("bob", a.proposalID()); b.Status != http.StatusConflict || b.errCode() != "proposal-expired" {
 		t.Fatalf("late approval: %d %s", b.Status, b.Raw)
 	}
 	if g := e.do("bob", "GET", "/v1/proposals/"+a.proposalID(), nil); g.Body["state"] != "expired" {
@@ -359,14 +559,21 @@ func TestWrappedImport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := e.do("alice", "POST", "/v1/keys/import", map[string]any{"name": "w-key", "roles": serialRoles, "blob": blob})
+	// An import names the key inside the blob (what `keyrack wrap` prints).
+	brandID := asserts.RSAPublicKey(&brand.PublicKey).ID()
+	a := e.propose("alice", "POST", "/v1/keys/import", map[string]any{"name": "w-key", "roles": serialRoles, "blob": blob, "sign-key-sha3-384": brandID})
 	if a.Status != http.StatusAccepted {
 		t.Fatalf("%d %s", a.Status, a.Raw)
 	}
+	// Neither the proposal nor its content, which approvals sign, carries
+	// the blob: its digest stands for it.
 	if !strings.Contains(a.Raw, "sha256") || strings.Contains(a.Raw, string(mustB64(blob))) {
 		t.Fatalf("proposal shows the blob instead of its digest: %s", a.Raw)
 	}
-	a = e.do("bob", "POST", "/v1/proposals/"+a.proposalID()+"/approve", nil)
+	if c := contentOf(a); !strings.Contains(c, "blob-sha256") || strings.Contains(c, string(mustB64(blob))) {
+		t.Fatalf("proposal content carries the blob instead of its digest: %s", c)
+	}
+	a = e.approve("bob", a.proposalID())
 	if a.Status != 200 {
 		t.Fatalf("%d %s", a.Status, a.Raw)
 	}
@@ -392,8 +599,8 @@ func TestWrappedImport(t *testing.T) {
 	other, _ := rsa.GenerateKey(rand.Reader, 3072)
 	bad, _ := keywrap.Wrap(&other.PublicKey, der)
 	before := countTokenKeys(t)
-	a = e.do("alice", "POST", "/v1/keys/import", map[string]any{"name": "bad-key", "roles": serialRoles, "blob": bad})
-	b := e.do("bob", "POST", "/v1/proposals/"+a.proposalID()+"/approve", nil)
+	a = e.propose("alice", "POST", "/v1/keys/import", map[string]any{"name": "bad-key", "roles": serialRoles, "blob": bad, "sign-key-sha3-384": brandID})
+	b := e.approve("bob", a.proposalID())
 	if b.Status != http.StatusBadRequest || b.errCode() != "bad-wrapped-key" {
 		t.Fatalf("foreign blob: %d %s", b.Status, b.Raw)
 	}
@@ -416,11 +623,11 @@ func mustB64(b []byte) []byte {
 func TestArmoredUpload(t *testing.T) {
 	e := newCeremonyEnv(t, 2, "1h")
 	plain := keyfiletest.GPGExport(t, 4096, "")
-	a := e.do("alice", "POST", "/v1/keys/upload", map[string]any{"name": "u-key", "roles": serialRoles, "key": plain})
+	a := e.propose("alice", "POST", "/v1/keys/upload", map[string]any{"name": "u-key", "roles": serialRoles, "key": plain})
 	if a.Status != http.StatusAccepted {
 		t.Fatalf("%d %s", a.Status, a.Raw)
 	}
-	if a := e.do("bob", "POST", "/v1/proposals/"+a.proposalID()+"/approve", nil); a.Status != 200 {
+	if a := e.approve("bob", a.proposalID()); a.Status != 200 {
 		t.Fatalf("%d %s", a.Status, a.Raw)
 	}
 	if k := e.key("u-key"); k.State != store.KeyActive || k.Origin != "imported" {
@@ -469,17 +676,18 @@ func TestBadRequests(t *testing.T) {
 		method, path, ct, body string
 		status                 int
 	}{
-		"not json":        {"POST", "/v1/keys/generate", "application/json", "{", 400},
-		"wrong type":      {"POST", "/v1/keys/generate", "text/plain", `{}`, 415},
-		"unknown field":   {"POST", "/v1/keys/generate", "application/json", `{"name":"a","roles":[],"pin":"1"}`, 400},
-		"bad name":        {"POST", "/v1/keys/generate", "application/json", `{"name":"A B","roles":[{"type":"serial"}]}`, 400},
-		"no roles":        {"POST", "/v1/keys/generate", "application/json", `{"name":"a"}`, 400},
-		"unknown role":    {"POST", "/v1/keys/generate", "application/json", `{"name":"a","roles":[{"type":"snap-declaration"}]}`, 400},
-		"bad regex":       {"POST", "/v1/keys/generate", "application/json", `{"name":"a","roles":[{"type":"serial","models":["("]}]}`, 400},
-		"short blob":      {"POST", "/v1/keys/import", "application/json", `{"name":"a","roles":[{"type":"serial"}],"blob":"AAAA"}`, 400},
-		"no such key":     {"POST", "/v1/keys/nope/disable", "", "", 404},
-		"no proposal":     {"POST", "/v1/proposals/nope/approve", "", "", 404},
-		"bad audit query": {"GET", "/v1/audit?limit=0", "", "", 400},
+		"not json":         {"POST", "/v1/keys/generate", "application/json", "{", 400},
+		"wrong type":       {"POST", "/v1/keys/generate", "text/plain", `{}`, 415},
+		"unknown field":    {"POST", "/v1/keys/generate", "application/json", `{"name":"a","roles":[],"pin":"1"}`, 400},
+		"bad name":         {"POST", "/v1/keys/generate", "application/json", `{"name":"A B","roles":[{"type":"serial"}]}`, 400},
+		"no roles":         {"POST", "/v1/keys/generate", "application/json", `{"name":"a"}`, 400},
+		"unknown role":     {"POST", "/v1/keys/generate", "application/json", `{"name":"a","roles":[{"type":"snap-declaration"}]}`, 400},
+		"bad regex":        {"POST", "/v1/keys/generate", "application/json", `{"name":"a","roles":[{"type":"serial","models":["("]}]}`, 400},
+		"short blob":       {"POST", "/v1/keys/import", "application/json", `{"name":"a","roles":[{"type":"serial"}],"blob":"AAAA","sign-key-sha3-384":"x"}`, 400},
+		"no such key":      {"POST", "/v1/keys/nope/disable", "", "", 404},
+		"no proposal":      {"POST", "/v1/proposals/nope/approve", "application/json", `{"signature":"AAAA"}`, 404},
+		"approval no json": {"POST", "/v1/proposals/nope/approve", "", "", 415},
+		"bad audit query":  {"GET", "/v1/audit?limit=0", "", "", 400},
 	} {
 		req, _ := http.NewRequest(tc.method, e.ts.URL+tc.path, strings.NewReader(tc.body))
 		if tc.ct != "" {

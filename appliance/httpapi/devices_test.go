@@ -37,7 +37,7 @@ type deviceEnv struct {
 
 func (e *ceremonyEnv) quorum(officer, method, path string, body any) answer {
 	e.t.Helper()
-	a := e.do(officer, method, path, body)
+	a := e.propose(officer, method, path, body)
 	if a.Status != http.StatusAccepted {
 		e.t.Fatalf("%s %s: %d %s", method, path, a.Status, a.Raw)
 	}
@@ -45,7 +45,7 @@ func (e *ceremonyEnv) quorum(officer, method, path string, body any) answer {
 	if officer == "bob" {
 		other = "carol"
 	}
-	b := e.do(other, "POST", "/v1/proposals/"+a.proposalID()+"/approve", nil)
+	b := e.approve(other, a.proposalID())
 	if b.Status != http.StatusOK {
 		e.t.Fatalf("approving %s %s: %d %s", method, path, b.Status, b.Raw)
 	}
@@ -318,8 +318,14 @@ func TestDeviceRegistration(t *testing.T) {
 			t.Errorf("%s: %d %s", name, code, raw)
 		}
 	}
+	// An officer's session (officers have no other credential now) is
+	// refused on a device endpoint, as is a credential of the old
+	// officer form.
 	if code, _, _ := e.call("", "POST", "/v1/request-id", "", nil, map[string]string{"api-key": e.creds["alice"]}); code != 403 {
-		t.Errorf("officer credential on a device endpoint: %d", code)
+		t.Errorf("officer session on a device endpoint: %d", code)
+	}
+	if code, _, _ := e.call("", "POST", "/v1/request-id", "", nil, map[string]string{"api-key": "krk_o_alice_" + strings.Repeat("0", 64)}); code != 403 {
+		t.Errorf("old officer credential on a device endpoint: %d", code)
 	}
 	if code, _, _ := e.call("", "POST", "/v1/request-id", "", nil, nil); code != 401 {
 		t.Errorf("no api key: %d", code)
@@ -515,12 +521,14 @@ func TestOtherAssertionsThroughTheAPI(t *testing.T) {
 	if err := db.Check(decodeStream(t, raw)[0]); err != nil {
 		t.Fatalf("preseed: %v", err)
 	}
-	// Nothing secret reached the audit log: no credential, no password.
+	// Nothing secret reached the audit log: no credential, no officer
+	// session token (what officers hold now instead of a krk_o_
+	// credential), no password.
 	var evs []store.AuditEvent
 	e.db.View(context.Background(), func(tx *store.Tx) error { evs, _ = tx.AuditEvents(0, 10000); return nil })
 	for _, ev := range evs {
 		all := ev.Actor + ev.Action + ev.Subject + ev.Result + ev.Details
-		for _, secret := range append([]string{"pw-secret", "krk_o_", "krk_c_"}, e.apiKeys["line-a"]) {
+		for _, secret := range append([]string{"pw-secret", "krk_o_", "krk_s_", "krk_c_", e.creds["alice"], e.creds["bob"], e.creds["carol"]}, e.apiKeys["line-a"]) {
 			if strings.Contains(all, secret) {
 				t.Fatalf("audit event %d carries a secret (%q): %s", ev.Seq, secret, all)
 			}

@@ -1,6 +1,9 @@
 package httpapi
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -65,22 +68,52 @@ func bearer(c echo.Context) string {
 	return token
 }
 
-// requireOfficer authenticates officer endpoints: a client certificate
-// where the configuration asks for one, and the officer's credential.
-func (s *Server) requireOfficer(next echo.HandlerFunc) echo.HandlerFunc {
+// officerChannel guards everything officers send (logins, session tokens,
+// signatures, key material). On an appliance that is not a dev appliance
+// it refuses plain HTTP from anywhere but this machine: secrets cross the
+// network only over TLS. Where the configuration asks for officers'
+// client certificates, it refuses a connection without a verified one.
+func (s *Server) officerChannel(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
+		if !s.cfg.Dev && c.Request().TLS == nil && !loopback(c.RealIP()) {
+			return errTLSRequired
+		}
 		if s.cfg.TLS.OfficerClientCert {
 			if st := c.Request().TLS; st == nil || len(st.VerifiedChains) == 0 {
 				return errClientCertRequired
 			}
 		}
-		name, err := s.app.AuthenticateOfficer(c.Request().Context(), bearer(c), c.RealIP())
+		return next(c)
+	}
+}
+
+func loopback(addr string) bool {
+	ip := net.ParseIP(addr)
+	return ip != nil && ip.IsLoopback()
+}
+
+// requireOfficer authenticates officer endpoints: the channel
+// (officerChannel), then the officer's session.
+func (s *Server) requireOfficer(next echo.HandlerFunc) echo.HandlerFunc {
+	return s.officerChannel(func(c echo.Context) error {
+		name, err := s.app.AuthenticateOfficer(c.Request().Context(), bearer(c), c.RealIP(), clientCert(c))
 		if err != nil {
 			return err
 		}
 		c.Set(officerKey, name)
 		return next(c)
+	})
+}
+
+// clientCert is the SHA-256 (hex) of the TLS client certificate the
+// connection presented, or "".
+func clientCert(c echo.Context) string {
+	st := c.Request().TLS
+	if st == nil || len(st.PeerCertificates) == 0 {
+		return ""
 	}
+	sum := sha256.Sum256(st.PeerCertificates[0].Raw)
+	return hex.EncodeToString(sum[:])
 }
 
 func officerOf(c echo.Context) string {

@@ -16,6 +16,8 @@ import (
 
 func (s *Server) officerRoutes(e *echo.Echo) {
 	e.GET("/v1/import-key", s.getImportKey)
+	e.POST("/v1/login/challenge", s.loginChallenge, s.officerChannel)
+	e.POST("/v1/login", s.login, s.officerChannel)
 	// The officer middleware goes on each route: on a group, echo would
 	// also answer unknown /v1 paths with 401 instead of 404.
 	officer := func(method, path string, h echo.HandlerFunc) {
@@ -30,18 +32,22 @@ func (s *Server) officerRoutes(e *echo.Echo) {
 	officer(http.MethodPost, "/keys/:name/enable", s.proposeKeyChange(appliance.KindKeyEnable))
 	officer(http.MethodPost, "/keys/:name/destroy", s.proposeKeyChange(appliance.KindKeyDestroy))
 	officer(http.MethodPost, "/keys/:name/replicate", s.proposeReplicate)
+	officer(http.MethodPost, "/keys/:name/freeze", s.freezeKey)
 	officer(http.MethodGet, "/keys/:name/export", s.exportKey)
 	officer(http.MethodPut, "/keys/:name/account-key", s.putAccountKey)
 	officer(http.MethodGet, "/proposals", s.listProposals)
 	officer(http.MethodGet, "/proposals/:id", s.getProposal)
-	officer(http.MethodPost, "/proposals/:id/approve", s.byID(s.app.Approve))
+	officer(http.MethodPost, "/proposals/:id/approve", s.approve)
 	officer(http.MethodPost, "/proposals/:id/cancel", s.byID(s.app.Cancel))
 	officer(http.MethodGet, "/officers", s.listOfficers)
-	officer(http.MethodPost, "/officers", s.proposeOfficerAdd)
+	officer(http.MethodPost, "/officers", s.proposeOfficer(s.app.ProposeOfficerAdd))
+	officer(http.MethodPost, "/officers/rotate", s.proposeOfficer(s.app.ProposeOfficerRotate))
+	officer(http.MethodPost, "/quorum", s.proposeQuorum)
 	officer(http.MethodDelete, "/officers/:name", s.byName(s.app.ProposeOfficerRemove))
 	officer(http.MethodGet, "/clients", s.listClients)
 	officer(http.MethodPost, "/clients", s.proposeClientCreate)
 	officer(http.MethodDelete, "/clients/:name", s.byName(s.app.ProposeClientRevoke))
+	officer(http.MethodPost, "/clients/:name/revoke", s.revokeClient)
 	officer(http.MethodGet, "/audit", s.listAudit)
 	officer(http.MethodGet, "/models", s.listModels)
 	officer(http.MethodPost, "/models", s.proposeModelSet)
@@ -158,6 +164,24 @@ func (s *Server) proposeKeyChange(kind string) echo.HandlerFunc {
 	}
 }
 
+// freezeKey stops a key at once, on one officer's word.
+func (s *Server) freezeKey(c echo.Context) error {
+	k, err := s.app.FreezeKey(c.Request().Context(), officerOf(c), c.Param("name"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(c, http.StatusOK, k)
+}
+
+// revokeClient revokes an API client at once, on one officer's word.
+func (s *Server) revokeClient(c echo.Context) error {
+	cl, err := s.app.RevokeClient(c.Request().Context(), officerOf(c), c.Param("name"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(c, http.StatusOK, cl)
+}
+
 func (s *Server) proposeReplicate(c echo.Context) error {
 	var req wire.ReplicateRequest
 	if _, err := decodeJSON(c, &req); err != nil {
@@ -187,13 +211,61 @@ func (s *Server) putAccountKey(c echo.Context) error {
 	return writeJSON(c, http.StatusOK, stored)
 }
 
-func (s *Server) proposeOfficerAdd(c echo.Context) error {
-	var req wire.NameRequest
+// proposeOfficer proposes an officer with their key, or a new key.
+func (s *Server) proposeOfficer(propose func(ctx context.Context, officer string, req wire.OfficerRequest) (appliance.Outcome, error)) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		var req wire.OfficerRequest
+		if _, err := decodeJSON(c, &req); err != nil {
+			return err
+		}
+		out, err := propose(c.Request().Context(), officerOf(c), req)
+		return answerStep(c, out, err)
+	}
+}
+
+func (s *Server) proposeQuorum(c echo.Context) error {
+	var req wire.QuorumRequest
 	if _, err := decodeJSON(c, &req); err != nil {
 		return err
 	}
-	out, err := s.app.ProposeOfficerAdd(c.Request().Context(), officerOf(c), req)
+	out, err := s.app.ProposeQuorum(c.Request().Context(), officerOf(c), req)
 	return answerStep(c, out, err)
+}
+
+func (s *Server) approve(c echo.Context) error {
+	var req wire.ApproveRequest
+	if _, err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	out, err := s.app.Approve(c.Request().Context(), officerOf(c), c.Param("id"), req)
+	return answerStep(c, out, err)
+}
+
+// loginChallenge gives an officer a challenge to sign with their key.
+func (s *Server) loginChallenge(c echo.Context) error {
+	var req wire.LoginRequest
+	if _, err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	ch, err := s.app.LoginChallenge(c.Request().Context(), req, c.RealIP())
+	if err != nil {
+		return err
+	}
+	return writeJSON(c, http.StatusOK, ch)
+}
+
+// login opens an officer session for a signed challenge.
+func (s *Server) login(c echo.Context) error {
+	var req wire.LoginAnswer
+	if _, err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	sess, err := s.app.Login(c.Request().Context(), req, c.RealIP(), clientCert(c))
+	if err != nil {
+		return err
+	}
+	c.Response().Header().Set("Cache-Control", "no-store")
+	return writeJSON(c, http.StatusOK, sess)
 }
 
 func (s *Server) proposeClientCreate(c echo.Context) error {

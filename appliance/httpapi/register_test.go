@@ -59,8 +59,8 @@ func (e *ceremonyEnv) putAccountKey(name string, data []byte) answer {
 func TestRegistration(t *testing.T) {
 	e := newCeremonyEnv(t, 2, "1h")
 	roles := []map[string]any{{"type": "serial", "models": []string{"line-.*", "bench"}}}
-	id := e.do("alice", "POST", "/v1/keys/generate", map[string]any{"name": "r-key", "roles": roles}).proposalID()
-	e.do("bob", "POST", "/v1/proposals/"+id+"/approve", nil)
+	id := e.propose("alice", "POST", "/v1/keys/generate", map[string]any{"name": "r-key", "roles": roles}).proposalID()
+	e.approve("bob", id)
 	k := e.key("r-key")
 	pubAny, _ := x509.ParsePKIXPublicKey(k.PublicKey)
 	pub := pubAny.(*rsa.PublicKey)

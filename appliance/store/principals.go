@@ -8,20 +8,33 @@ import (
 	"time"
 )
 
-// Officer is a security officer. Only a hash of the credential is stored.
+// Officer is a security officer, known by the public key they made and
+// keep. No officer secret is stored.
 type Officer struct {
-	ID         int64
-	Name       string
-	SecretHash []byte
+	ID   int64
+	Name string
+	// PublicKey is the officer's key in authorized_keys form; "" for an
+	// officer enrolled before officers had keys, who can do nothing until
+	// a key is bound (SetOfficerKey).
+	PublicKey string
+	// CertSHA256 is the SHA-256 (hex) of the TLS client certificate bound
+	// to the officer at enrolment, or "".
+	CertSHA256 string
 	CreatedAt  time.Time
 	RevokedAt  *time.Time
 }
 
-// InsertOfficer adds an officer; a used name is ErrExists.
-func (t *Tx) InsertOfficer(name string, secretHash []byte) (int64, error) {
+// Active says the officer may log in and approve: not removed, and
+// holding a key.
+func (o Officer) Active() bool { return o.RevokedAt == nil && o.PublicKey != "" }
+
+// InsertOfficer adds an officer with their public key; a used name is
+// ErrExists.
+func (t *Tx) InsertOfficer(name, publicKey, certSHA256 string) (int64, error) {
 	var id int64
-	err := t.queryRow(`INSERT INTO officers (name, secret_hash, created_us) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING id`,
-		name, secretHash, micros(t.now)).Scan(&id)
+	// secret_hash is what officers had before keys; it stays empty.
+	err := t.queryRow(`INSERT INTO officers (name, secret_hash, public_key, cert_sha256, created_us) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING id`,
+		name, []byte{}, publicKey, certSHA256, micros(t.now)).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, fmt.Errorf("store: officer %q: %w", name, ErrExists)
 	}
@@ -31,13 +44,13 @@ func (t *Tx) InsertOfficer(name string, secretHash []byte) (int64, error) {
 	return id, nil
 }
 
-const officerCols = `id, name, secret_hash, created_us, revoked_us`
+const officerCols = `id, name, public_key, cert_sha256, created_us, revoked_us`
 
 func scanOfficer(row interface{ Scan(...any) error }) (Officer, error) {
 	var o Officer
 	var created int64
 	var revoked sql.NullInt64
-	if err := row.Scan(&o.ID, &o.Name, &o.SecretHash, &created, &revoked); err != nil {
+	if err := row.Scan(&o.ID, &o.Name, &o.PublicKey, &o.CertSHA256, &created, &revoked); err != nil {
 		return Officer{}, err
 	}
 	o.CreatedAt, o.RevokedAt = fromMicros(created), timePtr(revoked)
@@ -86,11 +99,94 @@ func (t *Tx) RevokeOfficer(name string) error {
 	return expectOne(res, err, "revoking officer "+name)
 }
 
-// CountActiveOfficers returns how many officers are not revoked.
+// CountActiveOfficers returns how many officers can approve: not revoked,
+// and holding a key.
 func (t *Tx) CountActiveOfficers() (int, error) {
+	var n int
+	err := t.queryRow(`SELECT count(*) FROM officers WHERE revoked_us IS NULL AND public_key <> ''`).Scan(&n)
+	return n, err
+}
+
+// CountOfficers returns how many officers are not revoked, with a key or
+// not.
+func (t *Tx) CountOfficers() (int, error) {
 	var n int
 	err := t.queryRow(`SELECT count(*) FROM officers WHERE revoked_us IS NULL`).Scan(&n)
 	return n, err
+}
+
+// SetOfficerKey replaces an active officer's public key and bound client
+// certificate.
+func (t *Tx) SetOfficerKey(name, publicKey, certSHA256 string) error {
+	res, err := t.exec(`UPDATE officers SET public_key = $1, cert_sha256 = $2 WHERE name = $3 AND revoked_us IS NULL`, publicKey, certSHA256, name)
+	return expectOne(res, err, "setting the key of officer "+name)
+}
+
+// InsertChallenge records a login challenge for officer, usable once
+// until expires.
+func (t *Tx) InsertChallenge(id, officer, challenge string, expires time.Time) error {
+	res, err := t.exec(`INSERT INTO officer_challenges (id, officer, challenge, expires_us) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`,
+		id, officer, challenge, micros(expires))
+	return inserted(res, err, "challenge "+id)
+}
+
+// CountChallenges returns how many login challenges are outstanding.
+func (t *Tx) CountChallenges() (int, error) {
+	var n int
+	err := t.queryRow(`SELECT count(*) FROM officer_challenges`).Scan(&n)
+	return n, err
+}
+
+// TakeChallenge removes a login challenge and returns its officer,
+// challenge and expiry; a challenge is used once, whatever the outcome.
+func (t *Tx) TakeChallenge(id string) (officer, challenge string, expires time.Time, err error) {
+	var exp int64
+	err = t.queryRow(`DELETE FROM officer_challenges WHERE id = $1 RETURNING officer, challenge, expires_us`, id).Scan(&officer, &challenge, &exp)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", "", time.Time{}, fmt.Errorf("store: challenge: %w", ErrNotFound)
+	}
+	return officer, challenge, fromMicros(exp), err
+}
+
+// Session is an officer session, found by the hash of its token.
+type Session struct {
+	Officer    string
+	CertSHA256 string // the client certificate it was opened with, or ""
+	Expires    time.Time
+}
+
+// InsertSession records an officer session by the hash of its token.
+func (t *Tx) InsertSession(tokenHash []byte, s Session) error {
+	res, err := t.exec(`INSERT INTO officer_sessions (token_hash, officer, cert_sha256, expires_us) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`,
+		tokenHash, s.Officer, s.CertSHA256, micros(s.Expires))
+	return inserted(res, err, "session")
+}
+
+// GetSession returns the session of a token's hash.
+func (t *Tx) GetSession(tokenHash []byte) (Session, error) {
+	var s Session
+	var exp int64
+	err := t.queryRow(`SELECT officer, cert_sha256, expires_us FROM officer_sessions WHERE token_hash = $1`, tokenHash).Scan(&s.Officer, &s.CertSHA256, &exp)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Session{}, fmt.Errorf("store: session: %w", ErrNotFound)
+	}
+	s.Expires = fromMicros(exp)
+	return s, err
+}
+
+// EndSessions ends every session of officer (removed, or with a new key).
+func (t *Tx) EndSessions(officer string) error {
+	_, err := t.exec(`DELETE FROM officer_sessions WHERE officer = $1`, officer)
+	return err
+}
+
+// PurgeLogins deletes expired sessions and challenges.
+func (t *Tx) PurgeLogins(now time.Time) error {
+	if _, err := t.exec(`DELETE FROM officer_sessions WHERE expires_us < $1`, micros(now)); err != nil {
+		return err
+	}
+	_, err := t.exec(`DELETE FROM officer_challenges WHERE expires_us < $1`, micros(now))
+	return err
 }
 
 // Client is a factory API client with its scope.
@@ -203,4 +299,10 @@ func (t *Tx) Setting(name string) (string, error) {
 func (t *Tx) SetSetting(name, value string) error {
 	res, err := t.exec(`INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING`, name, value)
 	return inserted(res, err, fmt.Sprintf("setting %q", name))
+}
+
+// ChangeSetting changes a setting that exists.
+func (t *Tx) ChangeSetting(name, value string) error {
+	res, err := t.exec(`UPDATE settings SET value = $1 WHERE name = $2`, value, name)
+	return expectOne(res, err, fmt.Sprintf("changing setting %q", name))
 }

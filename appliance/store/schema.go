@@ -127,5 +127,27 @@ CREATE TABLE signing_log (
 );
 CREATE INDEX signing_log_lookup ON signing_log (brand, model, serial);
 `,
+		// 3: officers are public keys they made and keep; an approval is a
+		// signature by one over the proposal's canonical content; officers
+		// log in by signing a challenge and hold a short session.
+		`
+ALTER TABLE officers ADD COLUMN public_key TEXT NOT NULL DEFAULT '';   -- authorized_keys line; '' for a pre-key officer
+ALTER TABLE officers ADD COLUMN cert_sha256 TEXT NOT NULL DEFAULT '';  -- the TLS client certificate bound at enrolment, if any
+ALTER TABLE proposals ADD COLUMN content TEXT NOT NULL DEFAULT '';     -- the canonical content officers sign
+ALTER TABLE proposals ADD COLUMN lease_us BIGINT;                      -- while executing: until when
+ALTER TABLE approvals ADD COLUMN signature BLOB;                       -- SSH wire form, over content
+CREATE TABLE officer_challenges (
+	id         TEXT PRIMARY KEY,
+	officer    TEXT NOT NULL,
+	challenge  TEXT NOT NULL,
+	expires_us BIGINT NOT NULL
+);
+CREATE TABLE officer_sessions (
+	token_hash  BLOB PRIMARY KEY,                                      -- SHA-256 of the session token
+	officer     TEXT NOT NULL,
+	cert_sha256 TEXT NOT NULL DEFAULT '',                              -- the client certificate it was opened with
+	expires_us  BIGINT NOT NULL
+);
+`,
 	},
 }

@@ -129,7 +129,7 @@ func testUpdateRollsBack(t *testing.T, db *DB) {
 	ctx := context.Background()
 	boom := errors.New("boom")
 	err := db.Update(ctx, func(tx *Tx) error {
-		if _, err := tx.InsertOfficer("alice", []byte("h")); err != nil {
+		if _, err := tx.InsertOfficer("alice", "ssh-ed25519 AAAA", ""); err != nil {
 			return err
 		}
 		if _, err := tx.Audit("system", "officer.add", "alice", "ok", nil); err != nil {
@@ -160,19 +160,23 @@ func testProposalsApprovals(t *testing.T, db *DB) {
 		if err := tx.InsertProposal(p); err != nil {
 			return err
 		}
-		return tx.AddApproval("p1", "alice")
+		return tx.AddApproval("p1", "alice", []byte("sig-a"))
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Update(ctx, func(tx *Tx) error { return tx.AddApproval("p1", "alice") }); !errors.Is(err, ErrExists) {
+	if err := db.Update(ctx, func(tx *Tx) error { return tx.AddApproval("p1", "alice", []byte("sig-a")) }); !errors.Is(err, ErrExists) {
 		t.Fatalf("double approval: %v", err)
 	}
-	db.Update(ctx, func(tx *Tx) error { return tx.AddApproval("p1", "bob") })
+	db.Update(ctx, func(tx *Tx) error { return tx.AddApproval("p1", "bob", []byte("sig-b")) })
 	var got Proposal
 	db.View(ctx, func(tx *Tx) error { got, err = tx.GetProposal("p1"); return err })
 	if err != nil || len(got.Approvals) != 2 || got.State != ProposalPending {
 		t.Fatalf("%+v %v", got, err)
+	}
+	// Each approval keeps its signature.
+	if a := got.Approvals; a[0].Officer != "alice" || string(a[0].Signature) != "sig-a" || a[1].Officer != "bob" || string(a[1].Signature) != "sig-b" {
+		t.Fatalf("approvals %+v", a)
 	}
 	if err := db.Update(ctx, func(tx *Tx) error { return tx.DecideProposal("p1", ProposalExecuted, "done") }); err != nil {
 		t.Fatal(err)
@@ -266,7 +270,7 @@ func testGroupCommit(t *testing.T, db *DB) {
 		go func(i int) {
 			defer wg.Done()
 			errs <- db.Update(ctx, func(tx *Tx) error {
-				if _, err := tx.InsertOfficer(fmt.Sprintf("o%d", i), []byte("h")); err != nil {
+				if _, err := tx.InsertOfficer(fmt.Sprintf("o%d", i), fmt.Sprintf("ssh-ed25519 K%d", i), ""); err != nil {
 					return err
 				}
 				if _, err := tx.Audit("system", "test", fmt.Sprint(i), "ok", nil); err != nil {
@@ -335,7 +339,7 @@ func TestTwoAppliancesOnePostgres(t *testing.T) {
 		go func(i int) {
 			defer wg.Done()
 			err := dbs[i%2].Update(ctx, func(tx *Tx) error {
-				if _, err := tx.InsertOfficer(fmt.Sprintf("o%d", i), []byte("h")); err != nil {
+				if _, err := tx.InsertOfficer(fmt.Sprintf("o%d", i), fmt.Sprintf("ssh-ed25519 K%d", i), ""); err != nil {
 					return err
 				}
 				// Everyone wants serial S-<i/10>: one reservation each wins.

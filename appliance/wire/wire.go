@@ -102,6 +102,9 @@ type KeyRequest struct {
 	Roles json.RawMessage `json:"roles"`
 	Blob  []byte          `json:"blob,omitempty"`
 	Key   []byte          `json:"key,omitempty"`
+	// KeyID is the sign-key-sha3-384 of the wrapped key, as `keyrack
+	// wrap` prints it; required with Blob.
+	KeyID string `json:"sign-key-sha3-384,omitempty"`
 }
 
 // ReplicateRequest carries a key wrapped to this appliance's import key.
@@ -134,10 +137,14 @@ type ModelBinding struct {
 }
 
 // Proposal is a ceremony operation as officers see it before approving.
+// Content is what an approval signs, exactly: the canonical JSON of the
+// appliance's id, the proposal's id, kind, summary, every parameter (a
+// wrapped blob by its SHA-256), proposer, creation and expiry.
 type Proposal struct {
 	ID        string         `json:"id"`
 	Kind      string         `json:"kind"`
 	Summary   string         `json:"summary"`
+	Content   string         `json:"content"`
 	Details   map[string]any `json:"details"`
 	Proposer  string         `json:"proposer"`
 	State     string         `json:"state"`
@@ -164,9 +171,11 @@ type CeremonyAnswer struct {
 	CredentialNote string `json:"credential_note,omitempty"`
 }
 
-// Officer is one security officer.
+// Officer is one security officer and the fingerprint of their key.
 type Officer struct {
 	Name      string     `json:"name"`
+	PublicKey string     `json:"public-key,omitempty"`
+	KeyFP     string     `json:"fingerprint,omitempty"`
 	CreatedAt time.Time  `json:"created-at"`
 	RevokedAt *time.Time `json:"revoked-at,omitempty"`
 }
@@ -304,4 +313,56 @@ type PreseedSnap struct {
 	Name     string `json:"name"`
 	ID       string `json:"id,omitempty"`
 	Revision int    `json:"revision,omitempty"`
+}
+
+// LoginRequest asks for a login challenge for an officer, named or known
+// by their public key (authorized_keys form).
+type LoginRequest struct {
+	Officer   string `json:"officer,omitempty"`
+	PublicKey string `json:"public-key,omitempty"`
+}
+
+// LoginChallenge is what an officer signs to log in: Content, in the
+// officer login domain, with the officer's key. It is usable once, until
+// ExpiresAt.
+type LoginChallenge struct {
+	ID        string    `json:"id"`
+	Content   string    `json:"content"`
+	ExpiresAt time.Time `json:"expires-at"`
+}
+
+// LoginAnswer is an officer's signature over a challenge's content (SSH
+// wire form, base64 in JSON).
+type LoginAnswer struct {
+	ID        string `json:"id"`
+	Signature []byte `json:"signature"`
+}
+
+// Session is an officer's session: the token goes in Authorization:
+// Bearer on officer endpoints until ExpiresAt (15 minutes at most).
+type Session struct {
+	Officer   string    `json:"officer"`
+	Token     string    `json:"token"`
+	ExpiresAt time.Time `json:"expires-at"`
+}
+
+// ApproveRequest is an officer's approval: a signature over the
+// proposal's content (Proposal.Content) in the approval domain.
+type ApproveRequest struct {
+	Signature []byte `json:"signature"`
+}
+
+// QuorumRequest proposes a new quorum.
+type QuorumRequest struct {
+	Quorum int `json:"quorum"`
+}
+
+// OfficerRequest proposes an officer with the public key they made
+// (authorized_keys form), or a new key for an officer (rotate).
+type OfficerRequest struct {
+	Name      string `json:"name"`
+	PublicKey string `json:"public-key"`
+	// ClientCertSHA256 binds the officer to their TLS client certificate
+	// (SHA-256 of its DER, hex), for appliances that require one.
+	ClientCertSHA256 string `json:"client-cert-sha256,omitempty"`
 }

@@ -7,27 +7,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/keyrack/keyrack/appliance/wire"
 )
-
-// credential returns the officer credential. It never appears in output.
-func (c *cli) credential() (string, error) {
-	if v := os.Getenv("KEYRACK_OFFICER_TOKEN"); v != "" {
-		return strings.TrimSpace(v), nil
-	}
-	if c.tokenFile == "" {
-		return "", fmt.Errorf("no officer credential: set KEYRACK_OFFICER_TOKEN or -token-file")
-	}
-	b, err := os.ReadFile(c.tokenFile)
-	if err != nil {
-		return "", fmt.Errorf("reading the officer credential: %w", err)
-	}
-	return strings.TrimSpace(string(b)), nil
-}
 
 type apiError struct {
 	Status  int
@@ -58,7 +42,7 @@ func (c *cli) call(ctx context.Context, method, path string, in, out any, auth b
 		req.Header.Set("Content-Type", "application/json")
 	}
 	if auth {
-		tok, err := c.credential()
+		tok, err := c.login(ctx)
 		if err != nil {
 			return 0, err
 		}
@@ -114,7 +98,8 @@ func (c *cli) withProgress(what string, fn func() error) error {
 	return err
 }
 
-// ceremony submits a proposal or an approval and says what happened.
+// ceremony submits a ceremony step (an approval, a cancellation) and says
+// what happened.
 func (c *cli) ceremony(ctx context.Context, method, path string, in any, slow bool) error {
 	var ans wire.CeremonyAnswer
 	call := func() error {
@@ -130,6 +115,12 @@ func (c *cli) ceremony(ctx context.Context, method, path string, in any, slow bo
 	if err != nil {
 		return err
 	}
+	c.printAnswer(ans)
+	return nil
+}
+
+// printAnswer says where a ceremony step left its proposal.
+func (c *cli) printAnswer(ans wire.CeremonyAnswer) {
 	p := ans.Proposal
 	fmt.Fprintf(c.stdout, "proposal %s: %s\n", p.ID, p.Summary)
 	fmt.Fprintf(c.stdout, "state      %s (%d of %d approvals: %s)\n", p.State, len(p.Approvals), p.Quorum, strings.Join(p.Approvals, ", "))
@@ -144,5 +135,4 @@ func (c *cli) ceremony(ctx context.Context, method, path string, in any, slow bo
 		// the officer what to do with the credential now.
 		fmt.Fprintf(c.stdout, "credential %s\n           shown once: the appliance keeps only its hash; hand it over now\n", ans.Credential)
 	}
-	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/keyrack/keyrack/appliance/officerkey"
 	"github.com/keyrack/keyrack/appliance/wire"
 )
 
@@ -157,19 +158,24 @@ func (c *cli) keys(ctx context.Context, args []string) error {
 	case "generate", "import", "upload":
 		return c.keyCeremony(ctx, sub, args)
 	case "disable", "enable", "destroy":
-		if len(args) != 1 {
-			return usageErr("keys " + sub + " NAME")
+		fs, yes := c.stepFlags("keys " + sub)
+		rest, err := parseAll(fs, args)
+		if err != nil || len(rest) != 1 {
+			return usageErr("keys " + sub + " NAME [-yes]")
 		}
-		return c.ceremony(ctx, "POST", "/v1/keys/"+url.PathEscape(args[0])+"/"+sub, nil, false)
+		return c.propose(ctx, "POST", "/v1/keys/"+url.PathEscape(rest[0])+"/"+sub, nil, false, *yes)
 	case "replicate":
-		if len(args) != 3 || args[1] != "-blob" {
+		fs, yes := c.stepFlags("keys replicate")
+		blob := fs.String("blob", "", "the key wrapped to this appliance's import key")
+		rest, err := parseAll(fs, args)
+		if err != nil || len(rest) != 1 || *blob == "" {
 			return usageErr("keys replicate NAME -blob FILE (the key wrapped to this appliance's import key)")
 		}
-		b, err := os.ReadFile(args[2])
+		b, err := os.ReadFile(*blob)
 		if err != nil {
 			return err
 		}
-		return c.ceremony(ctx, "POST", "/v1/keys/"+url.PathEscape(args[0])+"/replicate", wire.ReplicateRequest{Blob: b}, true)
+		return c.propose(ctx, "POST", "/v1/keys/"+url.PathEscape(rest[0])+"/replicate", wire.ReplicateRequest{Blob: b}, true, *yes)
 	}
 	return usageErr("unknown keys command " + sub)
 }
@@ -180,11 +186,11 @@ func (c *cli) keyCeremony(ctx context.Context, sub string, args []string) error 
 		return usageErr("keys " + sub + " NAME -role TYPE[=REGEX,...] ...")
 	}
 	name := args[0]
-	fs := flag.NewFlagSet("keys "+sub, flag.ContinueOnError)
-	fs.SetOutput(c.stderr)
+	fs, yes := c.stepFlags("keys " + sub)
 	var roles roleFlag
 	fs.Var(&roles, "role", "assertion type the key may sign, with model-name regexes: serial=dev-.*,other (repeat)")
 	blob := fs.String("blob", "", "wrapped key file made by `keyrack wrap` (import)")
+	keyID := fs.String("key-id", "", "the wrapped key's sign-key-sha3-384, as `keyrack wrap` printed it (import)")
 	keyFile := fs.String("key", "", "armored OpenPGP secret key or PEM private key (upload)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return usageErr("keys " + sub + " NAME -role ...")
@@ -199,14 +205,14 @@ func (c *cli) keyCeremony(ctx context.Context, sub string, args []string) error 
 	req := wire.KeyRequest{Name: name, Roles: rolesJSON}
 	switch sub {
 	case "import":
-		if *blob == "" {
-			return usageErr("keys import NAME -blob FILE -role ...")
+		if *blob == "" || *keyID == "" {
+			return usageErr("keys import NAME -blob FILE -key-id SHA3-384 -role ... (-key-id: the sign-key-sha3-384 keyrack wrap printed)")
 		}
 		b, err := os.ReadFile(*blob)
 		if err != nil {
 			return err
 		}
-		req.Blob = b
+		req.Blob, req.KeyID = b, *keyID
 	case "upload":
 		if *keyFile == "" {
 			return usageErr("keys upload NAME -key FILE -role ...")
@@ -219,7 +225,14 @@ func (c *cli) keyCeremony(ctx context.Context, sub string, args []string) error 
 		req.Key = b
 		fmt.Fprintln(c.stderr, "note: upload sends the plaintext key to the appliance; `keyrack wrap` + `keys import` never exposes it")
 	}
-	return c.ceremony(ctx, "POST", "/v1/keys/"+sub, req, true)
+	return c.propose(ctx, "POST", "/v1/keys/"+sub, req, true, *yes)
+}
+
+// stepFlags is the flag set of a command that proposes, with its -yes.
+func (c *cli) stepFlags(name string) (*flag.FlagSet, *bool) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(c.stderr)
+	return fs, fs.Bool("yes", false, "sign without asking for confirmation")
 }
 
 func (c *cli) proposals(ctx context.Context, args []string) error {
@@ -255,8 +268,8 @@ func (c *cli) proposals(ctx context.Context, args []string) error {
 }
 
 func (c *cli) officers(ctx context.Context, args []string) error {
-	switch {
-	case len(args) == 0 || args[0] == "list":
+	const use = "officers [list] | officers add NAME -pubkey FILE | officers remove NAME | officers rotate -pubkey FILE"
+	if len(args) == 0 || args[0] == "list" {
 		var ans wire.OfficerList
 		if _, err := c.call(ctx, "GET", "/v1/officers", nil, &ans, true); err != nil {
 			return err
@@ -267,15 +280,54 @@ func (c *cli) officers(ctx context.Context, args []string) error {
 			if o.RevokedAt != nil {
 				state = "removed " + o.RevokedAt.Format(time.RFC3339)
 			}
-			fmt.Fprintf(c.stdout, "%s\t%s\n", o.Name, state)
+			fp := o.KeyFP
+			if fp == "" {
+				fp = "(no key)"
+			}
+			fmt.Fprintf(c.stdout, "%s\t%s\t%s\n", o.Name, state, fp)
 		}
 		return nil
-	case len(args) == 2 && args[0] == "add":
-		return c.ceremony(ctx, "POST", "/v1/officers", wire.NameRequest{Name: args[1]}, false)
-	case len(args) == 2 && args[0] == "remove":
-		return c.ceremony(ctx, "DELETE", "/v1/officers/"+url.PathEscape(args[1]), nil, false)
 	}
-	return usageErr("officers [list] | officers add NAME | officers remove NAME")
+	sub := args[0]
+	fs, yes := c.stepFlags("officers " + sub)
+	pubFile := fs.String("pubkey", "", "the officer's public key file (authorized_keys form: FILE.pub of keyrack officer keygen, or ssh-add -L)")
+	rest, err := parseAll(fs, args[1:])
+	if err != nil {
+		return usageErr(use)
+	}
+	switch {
+	case sub == "add" && len(rest) == 1 && *pubFile != "":
+		pub, err := c.officerPublicKey(*pubFile)
+		if err != nil {
+			return err
+		}
+		return c.propose(ctx, "POST", "/v1/officers", wire.OfficerRequest{Name: rest[0], PublicKey: pub}, false, *yes)
+	case sub == "rotate" && len(rest) == 0 && *pubFile != "":
+		pub, err := c.officerPublicKey(*pubFile)
+		if err != nil {
+			return err
+		}
+		return c.propose(ctx, "POST", "/v1/officers/rotate", wire.OfficerRequest{PublicKey: pub}, false, *yes)
+	case sub == "remove" && len(rest) == 1 && *pubFile == "":
+		return c.propose(ctx, "DELETE", "/v1/officers/"+url.PathEscape(rest[0]), nil, false, *yes)
+	}
+	return usageErr(use)
+}
+
+// officerPublicKey reads an officer's public key file, prints its
+// fingerprint for the officers to compare with its owner's, and returns
+// it as the appliance records it.
+func (c *cli) officerPublicKey(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("reading the public key: %w", err)
+	}
+	pub, err := officerkey.ParsePublicKey(data)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	fmt.Fprintf(c.stdout, "key        %s (%s)\n", officerkey.Fingerprint(pub), pub.Type())
+	return officerkey.Authorized(pub), nil
 }
 
 func (c *cli) clients(ctx context.Context, args []string) error {
@@ -296,8 +348,7 @@ func (c *cli) clients(ctx context.Context, args []string) error {
 		}
 		return tw.Flush()
 	case len(args) >= 2 && args[0] == "create":
-		fs := flag.NewFlagSet("clients create", flag.ContinueOnError)
-		fs.SetOutput(c.stderr)
+		fs, yes := c.stepFlags("clients create")
 		brand := fs.String("brand", "", "brand account id")
 		var models, types listFlag
 		fs.Var(&models, "model", "model name the client may ask for (repeat)")
@@ -305,9 +356,14 @@ func (c *cli) clients(ctx context.Context, args []string) error {
 		if err := fs.Parse(args[2:]); err != nil {
 			return usageErr("clients create NAME -brand B -model M ... -type T ...")
 		}
-		return c.ceremony(ctx, "POST", "/v1/clients", wire.ClientRequest{Name: args[1], Brand: *brand, Models: models, Types: types}, false)
-	case len(args) == 2 && args[0] == "revoke":
-		return c.ceremony(ctx, "DELETE", "/v1/clients/"+url.PathEscape(args[1]), nil, false)
+		return c.propose(ctx, "POST", "/v1/clients", wire.ClientRequest{Name: args[1], Brand: *brand, Models: models, Types: types}, false, *yes)
+	case len(args) >= 2 && args[0] == "revoke":
+		fs, yes := c.stepFlags("clients revoke")
+		rest, err := parseAll(fs, args[1:])
+		if err != nil || len(rest) != 1 {
+			return usageErr("clients revoke NAME [-yes]")
+		}
+		return c.propose(ctx, "DELETE", "/v1/clients/"+url.PathEscape(rest[0]), nil, false, *yes)
 	}
 	return usageErr("clients [list] | clients create NAME ... | clients revoke NAME")
 }

@@ -33,8 +33,7 @@ func (c *cli) models(ctx context.Context, args []string) error {
 	if args[0] != "set" || len(args) < 3 {
 		return usageErr("models [list] | models set BRAND MODEL -key TYPE=KEY ... [-serial-source request|assign] [-serial-prefix P] [-allow-rekey]")
 	}
-	fs := flag.NewFlagSet("models set", flag.ContinueOnError)
-	fs.SetOutput(c.stderr)
+	fs, yes := c.stepFlags("models set")
 	var keys listFlag
 	fs.Var(&keys, "key", "assertion type and the key that signs it: serial=brand-serial (repeat)")
 	source := fs.String("serial-source", "request", "where serials come from: the device's request, or assigned by the appliance")
@@ -51,8 +50,8 @@ func (c *cli) models(ctx context.Context, args []string) error {
 		}
 		km[t] = name
 	}
-	return c.ceremony(ctx, "POST", "/v1/models", wire.ModelBinding{Brand: args[1], Model: args[2], Keys: km,
-		SerialSource: *source, SerialPrefix: *prefix, AllowRekey: *rekey}, false)
+	return c.propose(ctx, "POST", "/v1/models", wire.ModelBinding{Brand: args[1], Model: args[2], Keys: km,
+		SerialSource: *source, SerialPrefix: *prefix, AllowRekey: *rekey}, false, *yes)
 }
 
 // signingLog prints the signing log, as a table or CSV.
@@ -69,7 +68,7 @@ func (c *cli) signingLog(ctx context.Context, args []string) error {
 	}
 	if *asCSV {
 		q.Set("format", "csv")
-		tok, err := c.credential()
+		tok, err := c.login(ctx)
 		if err != nil {
 			return err
 		}

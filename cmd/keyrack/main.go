@@ -2,21 +2,37 @@
 //
 // Offline, on the officer's own machine:
 //
+//	keyrack officer keygen -o officer.key [-comment C] [-passphrase]
 //	keyrack wrap -import-key import.pem -fingerprint HEX -in brand.asc -out brand.blob
 //
-// Against the appliance (-url or KEYRACK_URL; the officer credential from
-// KEYRACK_OFFICER_TOKEN or -token-file):
+// An officer is the SSH key they made (keygen writes FILE and FILE.pub;
+// ssh-keygen's Ed25519, ECDSA and RSA-3072+ keys do too, and a key held by
+// ssh-agent, FIDO2 sk- keys included). The appliance has only the public
+// key. Against the appliance (-url or KEYRACK_URL), keyrack logs in once
+// per run by signing a challenge with the officer's key: -key FILE (or
+// KEYRACK_OFFICER_KEY; a passphrase is asked on the terminal, or taken
+// from KEYRACK_KEY_PASSPHRASE), or -agent (KEYRACK_AGENT=1) to sign with
+// the ssh-agent at SSH_AUTH_SOCK, -key FILE.pub (or KEYRACK_OFFICER_PUBKEY)
+// naming the key when the agent holds several.
+//
+// Every ceremony step is signed: a command that proposes sends the
+// proposal, shows the exact content an approval signs and asks "sign
+// this?" on the terminal before signing it as the proposer's approval;
+// approve ID does the same for another officer's proposal. -yes signs
+// without asking (scripts); without a terminal and without -yes, keyrack
+// refuses instead of waiting.
 //
 //	keyrack status
 //	keyrack import-key [-o import.pem]
 //	keyrack keys [list] | keys show NAME
 //	keyrack keys generate NAME -role serial=MODEL-REGEX ...
-//	keyrack keys import NAME -blob brand.blob -role ...
+//	keyrack keys import NAME -blob brand.blob -key-id SHA3-384 -role ...
 //	keyrack keys upload NAME -key brand.asc -role ...
 //	keyrack keys disable|enable|destroy NAME
 //	keyrack proposals [-state pending] | proposals show ID
 //	keyrack approve ID | cancel ID
-//	keyrack officers [list] | officers add NAME | officers remove NAME
+//	keyrack officers [list] | officers add NAME -pubkey FILE | officers remove NAME
+//	keyrack officers rotate -pubkey NEWFILE
 //	keyrack clients [list] | clients create NAME -brand B -model M -type serial | clients revoke NAME
 //	keyrack models [list] | models set BRAND MODEL -key serial=KEY ...
 //	keyrack log [-model M] [-serial S] [-csv]
@@ -29,9 +45,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"strings"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 
 	"github.com/keyrack/keyrack/appliance/wire"
 )
@@ -40,9 +59,19 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-const usage = `usage: keyrack [-url URL] [-token-file FILE] <command> [args]
+const usage = `usage: keyrack [-url URL] [-key FILE | -agent [-key FILE.pub]] [-yes] <command> [args]
+
+officer key: -key FILE (env KEYRACK_OFFICER_KEY), the private key file; its
+passphrase is asked on the terminal (env KEYRACK_KEY_PASSPHRASE for scripts).
+Or -agent (env KEYRACK_AGENT=1): sign with ssh-agent (SSH_AUTH_SOCK), -key
+FILE.pub (env KEYRACK_OFFICER_PUBKEY) picking the key if it holds several.
+Commands marked * are ceremony steps: keyrack shows the content it signs and
+asks "sign this? [y/N]"; -yes (global, or after the command) signs without
+asking.
 
 offline:
+  officer keygen -o FILE [-comment C] [-passphrase]
+                         make an officer key: FILE (private, 0600) and FILE.pub
   wrap -import-key FILE -fingerprint HEX -in KEYFILE -out BLOB
                          wrap a brand key to an appliance's import key
 
@@ -51,17 +80,23 @@ appliance:
   import-key [-o FILE]   the appliance's import key (PEM) and fingerprint
   keys [list]            key records
   keys show NAME         one key, with its token object
-  keys generate NAME -role TYPE[=REGEX,...] ...
-  keys import NAME -blob FILE -role ...
-  keys upload NAME -key FILE -role ...     (armored OpenPGP or PEM; prefer wrap+import)
-  keys disable|enable|destroy NAME
-  keys replicate NAME -blob FILE           put an imported key into this appliance's token too
+* keys generate NAME -role TYPE[=REGEX,...] ...
+* keys import NAME -blob FILE -key-id SHA3-384 -role ...
+                         (-key-id: the sign-key-sha3-384 that wrap printed)
+* keys upload NAME -key FILE -role ...     (armored OpenPGP or PEM; prefer wrap+import)
+* keys disable|enable|destroy NAME
+* keys replicate NAME -blob FILE           put an imported key into this appliance's token too
   proposals [-state S]   ceremony proposals; proposals show ID
-  approve ID             approve a proposal
+* approve ID             sign and approve a proposal
   cancel ID              withdraw a pending proposal
-  officers [list] | officers add NAME | officers remove NAME
-  clients [list] | clients create NAME -brand B -model M ... -type T ... | clients revoke NAME
-  models [list] | models set BRAND MODEL -key TYPE=KEY ... [-serial-source request|assign] [-serial-prefix P] [-allow-rekey]
+  officers [list]        officers and their key fingerprints
+* officers add NAME -pubkey FILE           a new officer with the public key they made
+* officers remove NAME
+* officers rotate -pubkey FILE             replace your own key (signed with the old one)
+  clients [list]
+* clients create NAME -brand B -model M ... -type T ... | clients revoke NAME
+  models [list]
+* models set BRAND MODEL -key TYPE=KEY ... [-serial-source request|assign] [-serial-prefix P] [-allow-rekey]
   log [-type T] [-model M] [-serial S] [-client C] [-since T] [-until T] [-csv]
                          the signing log
   audit [-after N] [-limit N]
@@ -72,23 +107,49 @@ appliance:
 `
 
 type cli struct {
-	url       string
-	tokenFile string
-	timeout   time.Duration
-	stdout    io.Writer
-	stderr    io.Writer
+	url     string
+	keyFile string // -key: the private key file, or with -agent the public key's
+	agent   bool
+	yes     bool
+	timeout time.Duration
+	stdout  io.Writer
+	stderr  io.Writer
+	// tty is where questions are asked (passphrases, "sign this?"): nil
+	// when keyrack has no terminal.
+	tty terminal
+
+	// The officer's key and session, made at the first officer call and
+	// kept for the rest of the run (officer.go).
+	signer  ssh.Signer
+	session string
+	closers []func() error
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	return runWith(args, stdinTerminal(stderr), stdout, stderr)
+}
+
+// runWith runs keyrack with tty as the terminal (nil for none).
+func runWith(args []string, tty terminal, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("keyrack", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	c := &cli{stdout: stdout, stderr: stderr}
+	c := &cli{stdout: stdout, stderr: stderr, tty: tty}
+	defer c.close()
 	fs.StringVar(&c.url, "url", envOr("KEYRACK_URL", "http://127.0.0.1:8080"), "appliance API base URL (env KEYRACK_URL)")
-	fs.StringVar(&c.tokenFile, "token-file", os.Getenv("KEYRACK_TOKEN_FILE"), "file holding the officer credential (env KEYRACK_TOKEN_FILE; or KEYRACK_OFFICER_TOKEN)")
+	fs.StringVar(&c.keyFile, "key", "", "the officer's private key file (env KEYRACK_OFFICER_KEY); with -agent, the public key file (env KEYRACK_OFFICER_PUBKEY)")
+	fs.BoolVar(&c.agent, "agent", envBool("KEYRACK_AGENT"), "sign with ssh-agent at SSH_AUTH_SOCK (env KEYRACK_AGENT=1)")
+	fs.BoolVar(&c.yes, "yes", false, "sign ceremony steps without asking for confirmation (scripts)")
 	fs.DurationVar(&c.timeout, "timeout", 5*time.Minute, "request timeout (key generation takes a while)")
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if c.keyFile == "" {
+		if c.agent {
+			c.keyFile = envOr("KEYRACK_OFFICER_PUBKEY", os.Getenv("KEYRACK_OFFICER_KEY"))
+		} else {
+			c.keyFile = os.Getenv("KEYRACK_OFFICER_KEY")
+		}
 	}
 	c.url = strings.TrimRight(c.url, "/")
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
@@ -106,17 +167,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return c.status(ctx)
 	case "wrap":
 		err = c.wrap(rest[1:])
+	case "officer":
+		err = c.officerCmd(rest[1:])
 	case "import-key":
 		err = c.importKey(ctx, rest[1:])
 	case "keys":
 		err = c.keys(ctx, rest[1:])
 	case "proposals":
 		err = c.proposals(ctx, rest[1:])
-	case "approve", "cancel":
+	case "approve":
+		err = c.approveCmd(ctx, rest[1:])
+	case "cancel":
 		if len(rest) != 2 {
-			err = usageErr(rest[0] + " ID")
+			err = usageErr("cancel ID")
 		} else {
-			err = c.ceremony(ctx, "POST", "/v1/proposals/"+rest[1]+"/"+rest[0], nil, false)
+			err = c.ceremony(ctx, "POST", "/v1/proposals/"+url.PathEscape(rest[1])+"/cancel", nil, false)
 		}
 	case "officers":
 		err = c.officers(ctx, rest[1:])
@@ -152,6 +217,15 @@ func (u usageError) Error() string { return string(u) }
 
 func usageErr(s string) error { return usageError(s) }
 
+// envBool reads a yes/no environment variable: 1, true or yes is yes.
+func envBool(name string) bool {
+	switch strings.ToLower(os.Getenv(name)) {
+	case "1", "true", "yes":
+		return true
+	}
+	return false
+}
+
 func envOr(name, def string) string {
 	if v := os.Getenv(name); v != "" {
 		return v
@@ -178,3 +252,24 @@ type listFlag []string
 
 func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+// parseAll parses fs's flags wherever they stand among args (the flag
+// package stops at the first other argument) and returns the others.
+// After "--" every argument is one of the others.
+func parseAll(fs *flag.FlagSet, args []string) ([]string, error) {
+	var others []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return others, nil
+		}
+		if used := len(args) - len(rest); used > 0 && args[used-1] == "--" {
+			return append(others, rest...), nil
+		}
+		others = append(others, rest[0])
+		args = rest[1:]
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/keyrack/keyrack/appliance/assertion"
 	"github.com/keyrack/keyrack/appliance/keyfile"
 	"github.com/keyrack/keyrack/hsm/keywrap"
 )
@@ -60,6 +61,11 @@ func (c *cli) wrap(args []string) error {
 	if err != nil {
 		return err
 	}
+	keyID, err := assertion.KeyID(&key.PublicKey)
+	if err != nil {
+		keyfile.Zero(key)
+		return err
+	}
 	der, err := keyfile.PKCS8(key)
 	keyfile.Zero(key)
 	if err != nil {
@@ -86,5 +92,8 @@ func (c *cli) wrap(args []string) error {
 		what += " key " + info.Fingerprint
 	}
 	fmt.Fprintf(c.stdout, "wrapped %s (RSA-%d) to import key %s…: %s (%d bytes)\n", what, info.Bits, got[:16], *out, len(blob))
+	// The appliance takes the key's id with the blob (keys import -key-id),
+	// shows it to the approvers and refuses a blob that holds another key.
+	fmt.Fprintf(c.stdout, "sign-key-sha3-384 %s\n", keyID)
 	return nil
 }

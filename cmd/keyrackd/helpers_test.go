@@ -1,20 +1,26 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
 
+	"golang.org/x/crypto/ssh"
+
 	"github.com/keyrack/keyrack/appliance"
+	"github.com/keyrack/keyrack/appliance/officerkey"
 	"github.com/keyrack/keyrack/appliance/store"
 	"github.com/keyrack/keyrack/appliance/store/pgtest"
+	"github.com/keyrack/keyrack/appliance/wire"
 	"github.com/keyrack/keyrack/hsm"
 	"github.com/keyrack/keyrack/softhsm"
 )
@@ -103,8 +109,8 @@ func writePostgresConfig(t *testing.T, work, name, addr, dsn string, tok *sofths
 	return p
 }
 
-// seedDemo makes the demo data (key, model, API client, officer; their
-// credentials in work) in the PostgreSQL store dsn through an in-process
+// seedDemo makes the demo data (key, model, API client, officer; the API
+// key and the officer's key in work) in the PostgreSQL store dsn through an in-process
 // appliance configured by cfgPath, before any keyrackd runs on it.
 func seedDemo(t *testing.T, cfgPath, dsn, work string) {
 	t.Helper()
@@ -130,4 +136,110 @@ func seedDemo(t *testing.T, cfgPath, dsn, work string) {
 	if err := app.EnsureDemo(ctx, work); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// officer is the demo officer talking to one appliance over HTTP: logged
+// in with the key EnsureDemo wrote to work/officer-key.
+type officer struct {
+	t      *testing.T
+	base   string
+	signer ssh.Signer
+	token  string
+}
+
+// demoOfficer logs the demo officer in at addr with work/officer-key.
+func demoOfficer(t *testing.T, work, addr string) *officer {
+	t.Helper()
+	pemBytes, err := os.ReadFile(filepath.Join(work, "officer-key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := officerkey.LoadSigner(pemBytes, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return login(t, addr, signer)
+}
+
+// login logs the officer whose key signer holds in at addr.
+func login(t *testing.T, addr string, signer ssh.Signer) *officer {
+	t.Helper()
+	o := &officer{t: t, base: "http://" + addr, signer: signer}
+	var ch wire.LoginChallenge
+	if code := o.do("POST", "/v1/login/challenge", wire.LoginRequest{PublicKey: officerkey.Authorized(signer.PublicKey())}, &ch); code != http.StatusOK {
+		t.Fatalf("login challenge at %s: %d", addr, code)
+	}
+	sig, err := officerkey.Sign(signer, officerkey.DomainLogin, []byte(ch.Content))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sess wire.Session
+	if code := o.do("POST", "/v1/login", wire.LoginAnswer{ID: ch.ID, Signature: sig}, &sess); code != http.StatusOK {
+		t.Fatalf("login at %s: %d", addr, code)
+	}
+	o.token = sess.Token
+	return o
+}
+
+// do sends body as JSON, with the session once there is one, and decodes
+// the answer into out.
+func (o *officer) do(method, path string, body, out any) int {
+	o.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			o.t.Fatal(err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, o.base+path, rd)
+	if err != nil {
+		o.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if o.token != "" {
+		req.Header.Set("Authorization", "Bearer "+o.token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		o.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if out != nil {
+		json.NewDecoder(resp.Body).Decode(out)
+	}
+	return resp.StatusCode
+}
+
+// call is do with the answer as a map.
+func (o *officer) call(method, path string, body any) (int, map[string]any) {
+	o.t.Helper()
+	var out map[string]any
+	code := o.do(method, path, body, &out)
+	return code, out
+}
+
+// ceremony proposes, and when the appliance takes the proposal (202),
+// signs and approves it: on these quorum-1 appliances the demo officer's
+// approval carries it out. It returns the last answer: the proposal's
+// when it was refused, else the approval's.
+func (o *officer) ceremony(method, path string, body any) (int, map[string]any) {
+	o.t.Helper()
+	var raw json.RawMessage
+	code := o.do(method, path, body, &raw)
+	var out map[string]any
+	json.Unmarshal(raw, &out)
+	if code != http.StatusAccepted {
+		return code, out
+	}
+	var ans wire.CeremonyAnswer
+	if err := json.Unmarshal(raw, &ans); err != nil {
+		o.t.Fatal(err)
+	}
+	sig, err := officerkey.Sign(o.signer, officerkey.DomainApproval, []byte(ans.Proposal.Content))
+	if err != nil {
+		o.t.Fatal(err)
+	}
+	return o.call("POST", "/v1/proposals/"+ans.Proposal.ID+"/approve", wire.ApproveRequest{Signature: sig})
 }

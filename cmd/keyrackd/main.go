@@ -2,6 +2,10 @@
 //
 //	keyrackd -config /etc/keyrack/keyrackd.json
 //	keyrackd -dev var/dev            # development: dev SoftHSM token, demo data
+//	keyrackd -config FILE -bootstrap-officers alice=alice.pub,bob=bob.pub,carol=carol.pub
+//
+// -bootstrap-officers enrols the first officers of a new appliance, each
+// with the public key they made (keyrack officer keygen), and exits.
 package main
 
 import (
@@ -26,6 +30,7 @@ import (
 
 	"github.com/keyrack/keyrack/appliance"
 	"github.com/keyrack/keyrack/appliance/httpapi"
+	"github.com/keyrack/keyrack/appliance/officerkey"
 	"github.com/keyrack/keyrack/appliance/store"
 	"github.com/keyrack/keyrack/appliance/wire"
 	"github.com/keyrack/keyrack/hsm"
@@ -42,7 +47,7 @@ func run() int {
 	version := flag.Bool("version", false, "print the version and exit")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile to this file until shutdown (performance work)")
 	traceFile := flag.String("trace", "", "write a Go execution trace to this file until shutdown (performance work: scheduling latency)")
-	bootstrap := flag.String("bootstrap-officers", "", "create the first officers (comma-separated names) on an appliance that has none, print their credentials once, and exit")
+	bootstrap := flag.String("bootstrap-officers", "", "enrol the first officers of an appliance that has none, each with the public key they made (NAME=PUBKEYFILE,...; keyrack officer keygen), and exit")
 	flag.Parse()
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 
@@ -93,7 +98,12 @@ func run() int {
 		return 1
 	}
 	if *bootstrap != "" {
-		return bootstrapOfficers(cfg, strings.Split(*bootstrap, ","), log)
+		officers, err := readOfficerKeys(*bootstrap)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "keyrackd: -bootstrap-officers: %v\n", err)
+			return 2
+		}
+		return bootstrapOfficers(cfg, officers, log)
 	}
 	if err := serve(cfg, *devDir, log); err != nil {
 		log.Error("keyrackd stopped", "err", err)
@@ -156,7 +166,42 @@ func openStore(ctx context.Context, cfg appliance.Config) (*store.DB, error) {
 	return store.OpenSQLite(ctx, cfg.Store.Path)
 }
 
-func bootstrapOfficers(cfg appliance.Config, names []string, log *slog.Logger) int {
+// bootstrapOfficer is an officer named on -bootstrap-officers, with the
+// public key read from their file.
+type bootstrapOfficer struct {
+	appliance.OfficerKey
+	Fingerprint string
+}
+
+// readOfficerKeys reads -bootstrap-officers NAME=PUBKEYFILE,...: each
+// officer's public key file, in authorized_keys form.
+func readOfficerKeys(arg string) ([]bootstrapOfficer, error) {
+	var out []bootstrapOfficer
+	seen := map[string]bool{}
+	for _, item := range strings.Split(arg, ",") {
+		name, file, ok := strings.Cut(strings.TrimSpace(item), "=")
+		if !ok || name == "" || file == "" {
+			return nil, fmt.Errorf("%q: each officer is NAME=PUBKEYFILE, the public key they made with keyrack officer keygen (-bootstrap-officers alice=alice.pub,bob=bob.pub,carol=carol.pub); officers no longer get a credential from the appliance", item)
+		}
+		if seen[name] {
+			return nil, fmt.Errorf("officer %q is named twice", name)
+		}
+		seen[name] = true
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("officer %s: %w", name, err)
+		}
+		pub, err := officerkey.ParsePublicKey(data)
+		if err != nil {
+			return nil, fmt.Errorf("officer %s: %s: %w", name, file, err)
+		}
+		out = append(out, bootstrapOfficer{OfficerKey: appliance.OfficerKey{Name: name, PublicKey: officerkey.Authorized(pub)},
+			Fingerprint: officerkey.Fingerprint(pub)})
+	}
+	return out, nil
+}
+
+func bootstrapOfficers(cfg appliance.Config, officers []bootstrapOfficer, log *slog.Logger) int {
 	ctx := context.Background()
 	db, err := openStore(ctx, cfg)
 	if err != nil {
@@ -164,18 +209,21 @@ func bootstrapOfficers(cfg appliance.Config, names []string, log *slog.Logger) i
 		return 1
 	}
 	defer db.Close()
-	if len(names) < cfg.Officers.Quorum {
-		log.Error("fewer officers than the quorum: no ceremony could ever pass", "officers", len(names), "quorum", cfg.Officers.Quorum)
+	if len(officers) < cfg.Officers.Quorum {
+		log.Error("fewer officers than the quorum: no ceremony could ever pass", "officers", len(officers), "quorum", cfg.Officers.Quorum)
 		return 1
 	}
-	creds, err := appliance.BootstrapOfficers(ctx, db, names)
-	if err != nil {
+	keys := make([]appliance.OfficerKey, len(officers))
+	for i, o := range officers {
+		keys[i] = o.OfficerKey
+	}
+	if err := appliance.BootstrapOfficers(ctx, db, keys); err != nil {
 		log.Error("bootstrapping officers", "err", err)
 		return 1
 	}
-	fmt.Println("Officer credentials, shown this once (keyrack keeps only hashes). Hand each to its officer:")
-	for _, n := range names {
-		fmt.Printf("%s\t%s\n", n, creds[n])
+	fmt.Println("Officers enrolled with their public keys (each logs in with the key they keep; nothing secret was made):")
+	for _, o := range officers {
+		fmt.Printf("%s\t%s\n", o.Name, o.Fingerprint)
 	}
 	return 0
 }

@@ -14,6 +14,12 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/keyrack/keyrack/appliance/officerkey"
+	"github.com/keyrack/keyrack/appliance/wire"
+	"github.com/keyrack/keyrack/softhsm"
 )
 
 // TestDaemonDevLifecycle runs the real binary in dev mode as systemd would
@@ -36,7 +42,7 @@ func TestDaemonDevLifecycle(t *testing.T) {
 	if keyID2 := second.demoKeyID(t, false); keyID2 != keyID1 {
 		t.Fatalf("restart made a new demo key: %s then %s", keyID1, keyID2)
 	}
-	for _, f := range []string{"keyrackd.json", "softhsm/user-pin", "softhsm/so-pin"} {
+	for _, f := range []string{"keyrackd.json", "softhsm/user-pin", "softhsm/so-pin", "officer-key"} {
 		fi, err := os.Stat(filepath.Join(devDir, f))
 		if err != nil {
 			t.Fatal(err)
@@ -48,6 +54,86 @@ func TestDaemonDevLifecycle(t *testing.T) {
 	pin, _ := os.ReadFile(filepath.Join(devDir, "softhsm/user-pin"))
 	if strings.Contains(first.log+second.log, string(pin)) {
 		t.Fatal("the daemon logged the PIN")
+	}
+	if strings.Contains(first.log+second.log, "PRIVATE KEY") {
+		t.Fatal("the daemon logged the demo officer's key")
+	}
+}
+
+// TestBootstrapOfficersWithKeys: -bootstrap-officers NAME=PUBKEYFILE,...
+// enrols the first officers with the public keys they made, prints their
+// fingerprints and nothing secret, refuses the old names-only form, fewer
+// officers than the quorum and a second bootstrap; the officers then log
+// in with their keys.
+func TestBootstrapOfficersWithKeys(t *testing.T) {
+	work := t.TempDir()
+	tok, err := softhsm.Create(filepath.Join(work, "token"), "bootstrap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := freeAddr(t)
+	b, _ := json.Marshal(map[string]any{"listen": addr, "state_dir": work, "officers": map[string]any{"quorum": 2},
+		"token": map[string]any{"module": tok.Module, "label": tok.Label, "pin_file": tok.PINFile}})
+	cfg := filepath.Join(work, "keyrackd.json")
+	if err := os.WriteFile(cfg, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	signers := map[string]ssh.Signer{}
+	fps := map[string]string{}
+	for _, name := range []string{"alice", "bob", "carol"} {
+		priv, pub, err := officerkey.Generate(name, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(work, name+".pub"), pub, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if signers[name], err = officerkey.LoadSigner(priv, nil); err != nil {
+			t.Fatal(err)
+		}
+		fps[name] = officerkey.Fingerprint(signers[name].PublicKey())
+	}
+	bootstrap := func(arg string) (int, string) {
+		t.Helper()
+		cmd := exec.Command(keyrackdBinary(t), "-config", cfg, "-bootstrap-officers", arg)
+		cmd.Env = append(os.Environ(), tok.Env()...)
+		out, err := cmd.CombinedOutput()
+		if ee, ok := err.(*exec.ExitError); ok {
+			return ee.ExitCode(), string(out)
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return 0, string(out)
+	}
+	pub := func(name string) string { return name + "=" + filepath.Join(work, name+".pub") }
+	if code, out := bootstrap("alice,bob,carol"); code != 2 || !strings.Contains(out, "NAME=PUBKEYFILE") {
+		t.Fatalf("names without keys: %d %s", code, out)
+	}
+	if code, out := bootstrap(pub("alice")); code != 1 || !strings.Contains(out, "fewer officers than the quorum") {
+		t.Fatalf("one officer for a quorum of 2: %d %s", code, out)
+	}
+	code, out := bootstrap(strings.Join([]string{pub("alice"), pub("bob"), pub("carol")}, ","))
+	if code != 0 || strings.Contains(out, "PRIVATE KEY") || strings.Contains(out, "krk_") {
+		t.Fatalf("bootstrap: %d %s", code, out)
+	}
+	for name, fp := range fps {
+		if !strings.Contains(out, name+"\t"+fp+"\n") {
+			t.Errorf("bootstrap output lacks %s's fingerprint %s:\n%s", name, fp, out)
+		}
+	}
+	if code, out := bootstrap(pub("alice") + "," + pub("bob")); code != 1 || !strings.Contains(out, "already has officers") {
+		t.Fatalf("second bootstrap: %d %s", code, out)
+	}
+
+	startWithConfig(t, cfg, addr, tok.Env())
+	var list wire.OfficerList
+	if code := login(t, addr, signers["bob"]).do("GET", "/v1/officers", nil, &list); code != http.StatusOK || len(list.Officers) != 3 {
+		t.Fatalf("officers as bob: %d %+v", code, list)
+	}
+	for _, o := range list.Officers {
+		if o.KeyFP != fps[o.Name] {
+			t.Errorf("officer %s has key %s, not %s", o.Name, o.KeyFP, fps[o.Name])
+		}
 	}
 }
 

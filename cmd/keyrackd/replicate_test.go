@@ -1,14 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
-	"encoding/json"
 	"encoding/pem"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -55,25 +52,16 @@ func TestReplicateToSecondToken(t *testing.T) {
 	for _, a := range []appl{A, B} {
 		startWithConfig(t, a.cfg, a.addr, a.tok.Env())
 	}
-	officer, _ := os.ReadFile(filepath.Join(work, "officer-token"))
+	officers := map[string]*officer{A.addr: demoOfficer(t, work, A.addr), B.addr: demoOfficer(t, work, B.addr)}
 	call := func(a appl, method, path string, body any) (int, map[string]any) {
 		t.Helper()
-		var rd io.Reader
-		if body != nil {
-			b, _ := json.Marshal(body)
-			rd = bytes.NewReader(b)
-		}
-		req, _ := http.NewRequest(method, "http://"+a.addr+path, rd)
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(officer)))
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var out map[string]any
-		json.NewDecoder(resp.Body).Decode(&out)
-		return resp.StatusCode, out
+		return officers[a.addr].call(method, path, body)
+	}
+	// A ceremony step: the proposal, signed and approved by the demo
+	// officer (quorum 1).
+	ceremony := func(a appl, method, path string, body any) (int, map[string]any) {
+		t.Helper()
+		return officers[a.addr].ceremony(method, path, body)
 	}
 	wrapFor := func(a appl, der []byte) []byte {
 		_, ik := call(a, "GET", "/v1/import-key", nil)
@@ -89,10 +77,14 @@ func TestReplicateToSecondToken(t *testing.T) {
 		return blob
 	}
 	roles := []map[string]any{{"type": "serial", "models": []string{appliance.DemoModel}}, {"type": "model", "models": []string{appliance.DemoModel}}}
-	if code, out := call(A, "POST", "/v1/keys/import", map[string]any{"name": "brand-main", "roles": roles, "blob": wrapFor(A, brandDER)}); code != 200 {
+	brandID, err := assertion.KeyID(&brand.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, out := ceremony(A, "POST", "/v1/keys/import", map[string]any{"name": "brand-main", "roles": roles, "blob": wrapFor(A, brandDER), "sign-key-sha3-384": brandID}); code != 200 {
 		t.Fatalf("import on A: %d %v", code, out)
 	}
-	if code, out := call(A, "POST", "/v1/models", map[string]any{"brand": appliance.DemoBrand, "model": appliance.DemoModel,
+	if code, out := ceremony(A, "POST", "/v1/models", map[string]any{"brand": appliance.DemoBrand, "model": appliance.DemoModel,
 		"keys": map[string]string{"serial": "brand-main", "model": "brand-main"}, "serial-source": "assign", "serial-prefix": "R-"}); code != 200 {
 		t.Fatalf("model binding: %d %v", code, out)
 	}
@@ -106,17 +98,17 @@ func TestReplicateToSecondToken(t *testing.T) {
 	// (the replication below would refuse a taken label or CKA_ID).
 	other, _ := rsa.GenerateKey(rand.Reader, 4096)
 	otherDER, _ := x509.MarshalPKCS8PrivateKey(other)
-	if code, out := call(B, "POST", "/v1/keys/brand-main/replicate", map[string]any{"blob": wrapFor(B, otherDER)}); code != 400 {
+	if code, out := ceremony(B, "POST", "/v1/keys/brand-main/replicate", map[string]any{"blob": wrapFor(B, otherDER)}); code != 400 {
 		t.Fatalf("replicating another key: %d %v", code, out)
 	}
 	// A blob for A's import key cannot be used at B either.
-	if code, _ := call(B, "POST", "/v1/keys/brand-main/replicate", map[string]any{"blob": wrapFor(A, brandDER)}); code != 400 {
+	if code, _ := ceremony(B, "POST", "/v1/keys/brand-main/replicate", map[string]any{"blob": wrapFor(A, brandDER)}); code != 400 {
 		t.Fatalf("replicating A's blob at B: %d", code)
 	}
-	if code, out := call(B, "POST", "/v1/keys/brand-main/replicate", map[string]any{"blob": wrapFor(B, brandDER)}); code != 200 {
+	if code, out := ceremony(B, "POST", "/v1/keys/brand-main/replicate", map[string]any{"blob": wrapFor(B, brandDER)}); code != 200 {
 		t.Fatalf("replicate to B: %d %v", code, out)
 	}
-	if code, _ := call(B, "POST", "/v1/keys/brand-main/replicate", map[string]any{"blob": wrapFor(B, brandDER)}); code != http.StatusConflict {
+	if code, _ := ceremony(B, "POST", "/v1/keys/brand-main/replicate", map[string]any{"blob": wrapFor(B, brandDER)}); code != http.StatusConflict {
 		t.Fatalf("second replication to B: %d", code)
 	}
 	// Both appliances now sign with the brand key.
@@ -130,11 +122,7 @@ func TestReplicateToSecondToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, err := assertion.KeyID(&brand.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := s.SignKeyID(); got != want {
-		t.Fatalf("B signed with %s, want the brand key %s", got, want)
+	if got := s.SignKeyID(); got != brandID {
+		t.Fatalf("B signed with %s, want the brand key %s", got, brandID)
 	}
 }

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -37,7 +35,6 @@ func TestTwoAppliancesOnePostgres(t *testing.T) {
 	startWithConfig(t, cfgB, addrB, tok.Env())
 
 	apiKey, _ := os.ReadFile(filepath.Join(work, "api-key"))
-	officer, _ := os.ReadFile(filepath.Join(work, "officer-token"))
 	a := &device.Client{URL: "http://" + addrA + "/v1/", APIKey: strings.TrimSpace(string(apiKey))}
 	b := &device.Client{URL: "http://" + addrB + "/v1/", APIKey: a.APIKey}
 	model, err := a.SignModel(context.Background(), appliance.DemoModel)
@@ -67,16 +64,10 @@ func TestTwoAppliancesOnePostgres(t *testing.T) {
 	}
 
 	// The model now takes serials from requests (a ceremony through A).
-	body, _ := json.Marshal(map[string]any{"brand": appliance.DemoBrand, "model": appliance.DemoModel,
-		"keys": map[string]string{"serial": appliance.DemoKey, "model": appliance.DemoKey}, "serial-source": "request"})
-	hr, _ := http.NewRequest("POST", "http://"+addrA+"/v1/models", bytes.NewReader(body))
-	hr.Header.Set("Content-Type", "application/json")
-	hr.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(officer)))
-	resp, err := http.DefaultClient.Do(hr)
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("model binding: %v %v", err, resp.Status)
+	if code, out := demoOfficer(t, work, addrA).ceremony("POST", "/v1/models", map[string]any{"brand": appliance.DemoBrand, "model": appliance.DemoModel,
+		"keys": map[string]string{"serial": appliance.DemoKey, "model": appliance.DemoKey}, "serial-source": "request"}); code != 200 {
+		t.Fatalf("model binding: %d %v", code, out)
 	}
-	resp.Body.Close()
 
 	// Ten devices ask for serial TWIN-1 at once, half through each.
 	const n = 10
