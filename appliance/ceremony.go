@@ -318,29 +318,21 @@ func (a *Appliance) precheck(tx *store.Tx, proposer, kind string, raw []byte) er
 			return err
 		}
 		return keyTransition(kind, k.State)
-	case KindOfficerAdd:
+	case KindOfficerAdd, KindOfficerRotate:
 		var p officerPayload
 		if err := json.Unmarshal(raw, &p); err != nil {
 			return err
 		}
-		if err := validName("officer", p.Name); err != nil {
-			return err
-		}
-		if _, err := tx.GetOfficerByName(p.Name); err == nil {
-			return &Error{Kind: Conflict, Code: "officer-exists", Message: fmt.Sprintf("officer %q exists", p.Name)}
-		}
-		pub, err := parseOfficerKey(p.PublicKey)
-		if err != nil {
-			return err
-		}
-		return checkKeyUnused(tx, pub, "")
-	case KindOfficerRotate:
-		var p officerPayload
-		if err := json.Unmarshal(raw, &p); err != nil {
-			return err
-		}
-		if p.Name != proposer {
+		if kind == KindOfficerRotate && p.Name != proposer {
 			return refused("rotate-own-key", "an officer rotates their own key only: the proposal is signed with the key it replaces")
+		}
+		if kind == KindOfficerAdd {
+			if err := validName("officer", p.Name); err != nil {
+				return err
+			}
+			if _, err := tx.GetOfficerByName(p.Name); err == nil {
+				return &Error{Kind: Conflict, Code: "officer-exists", Message: fmt.Sprintf("officer %q exists", p.Name)}
+			}
 		}
 		pub, err := parseOfficerKey(p.PublicKey)
 		if err != nil {

@@ -1,6 +1,7 @@
 package appliance
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -84,6 +85,12 @@ func officerKey(o store.Officer) (ssh.PublicKey, error) {
 	return pub, nil
 }
 
+// holds says whether o's recorded key is pub, whatever the comments.
+func holds(o store.Officer, pub ssh.PublicKey) bool {
+	rec, err := officerKey(o)
+	return err == nil && bytes.Equal(rec.Marshal(), pub.Marshal())
+}
+
 // parseOfficerKey reads a public key an officer brings, for the caller.
 func parseOfficerKey(text string) (ssh.PublicKey, error) {
 	pub, err := officerkey.ParsePublicKey([]byte(text))
@@ -100,17 +107,16 @@ func checkKeyUnused(tx *store.Tx, pub ssh.PublicKey, except string) error {
 	if err != nil {
 		return err
 	}
-	want := officerkey.Authorized(pub)
 	for _, o := range os {
-		if o.Name != except && o.PublicKey != "" && strings.Fields(o.PublicKey)[1] == strings.Fields(want)[1] {
+		if o.Name != except && holds(o, pub) {
 			return conflict("key-in-use", fmt.Sprintf("officer %q already has key %s: each officer needs a key of their own", o.Name, officerkey.Fingerprint(pub)))
 		}
 	}
 	return nil
 }
 
-// officerByKey names the officer holding pub, or "unknown" (whose login
-// then fails like any other: the answer does not tell which keys exist).
+// officerByKey names the officer holding pub, or "" (whose login then
+// fails like any other: the answer does not tell which keys exist).
 func (a *Appliance) officerByKey(ctx context.Context, pub ssh.PublicKey) (string, error) {
 	var os []store.Officer
 	if err := a.db.View(ctx, func(tx *store.Tx) error {
@@ -120,13 +126,12 @@ func (a *Appliance) officerByKey(ctx context.Context, pub ssh.PublicKey) (string
 	}); err != nil {
 		return "", err
 	}
-	want := strings.Fields(officerkey.Authorized(pub))[1]
 	for _, o := range os {
-		if o.Active() && strings.Fields(o.PublicKey)[1] == want {
+		if o.Active() && holds(o, pub) {
 			return o.Name, nil
 		}
 	}
-	return "unknown", nil
+	return "", nil
 }
 
 // loginContent is what an officer signs to log in.
@@ -159,13 +164,12 @@ func (a *Appliance) LoginChallenge(ctx context.Context, req wire.LoginRequest, s
 		if officer, err = a.officerByKey(ctx, pub); err != nil {
 			return wire.LoginChallenge{}, err
 		}
+	} else if err := validName("officer", officer); err != nil {
+		return wire.LoginChallenge{}, err
 	}
 	if d := a.limiter.blocked(time.Now(), "addr:"+source, "name:"+sessionPrefix+officer); d > 0 {
 		a.metrics.refusals.WithLabelValues("auth-rate").Inc()
 		return wire.LoginChallenge{}, rateLimited(d)
-	}
-	if err := validName("officer", officer); err != nil {
-		return wire.LoginChallenge{}, err
 	}
 	raw := make([]byte, 32)
 	if _, err := rand.Read(raw); err != nil {
