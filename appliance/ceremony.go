@@ -134,9 +134,6 @@ func (a *Appliance) propose(ctx context.Context, officer, kind, summary string, 
 		return err
 	})
 	if err != nil {
-		if ae := AsError(err); ae.Kind == BadInput || ae.Kind == Conflict || ae.Kind == NotFound || ae.Kind == Refused {
-			a.refusal(ctx, "officer:"+officer, "proposal.create", kind, ae.Message, "")
-		}
 		return Outcome{}, err
 	}
 	return a.outcome(ctx, p.ID, false, "")
@@ -228,7 +225,6 @@ func (a *Appliance) approve(ctx context.Context, officer, id string, signature [
 		a.expire(ctx, id, officer)
 	}
 	if err == nil && why != nil {
-		a.refusal(ctx, "officer:"+officer, "proposal.approve", id, AsError(why).Message, "")
 		err = why
 	}
 	if err != nil {

@@ -438,6 +438,20 @@ func (a *Appliance) validApprovals(tx *store.Tx, p store.Proposal) (int, error) 
 	return n, nil
 }
 
+// auditRefusal records in the audit chain that officer's request (action
+// on subject) was refused, when *errp says it was: the request's own
+// fault (bad input, a rule, a conflict, nothing there), not the
+// appliance's. Deferred by every officer-side entry point.
+func (a *Appliance) auditRefusal(ctx context.Context, officer, action, subject string, errp *error) {
+	if *errp == nil {
+		return
+	}
+	switch e := AsError(*errp); e.Kind {
+	case BadInput, Refused, Conflict, NotFound:
+		a.refusal(ctx, "officer:"+officer, action, subject, e.Message, "")
+	}
+}
+
 // refusal records an officer-side refusal in the audit chain: who tried
 // what and why it was refused. (Failed logins from one source are also
 // throttled by the limiter, so they cannot flood the chain faster than

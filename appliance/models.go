@@ -72,7 +72,8 @@ func (a *Appliance) checkModelPayload(tx *store.Tx, p *modelPayload) error {
 }
 
 // ProposeModelSet proposes binding a model to its signing keys.
-func (a *Appliance) ProposeModelSet(ctx context.Context, officer string, req wire.ModelBinding) (Outcome, error) {
+func (a *Appliance) ProposeModelSet(ctx context.Context, officer string, req wire.ModelBinding) (out Outcome, err error) {
+	defer a.auditRefusal(ctx, officer, "proposal.create", KindModelSet, &err)
 	if req.SerialSource == "" {
 		req.SerialSource = "request"
 	}

@@ -110,7 +110,8 @@ func (a *Appliance) GetKey(ctx context.Context, name string) (wire.Key, error) {
 }
 
 // ProposeGenerate proposes a key generated in the token.
-func (a *Appliance) ProposeGenerate(ctx context.Context, officer string, req wire.KeyRequest) (Outcome, error) {
+func (a *Appliance) ProposeGenerate(ctx context.Context, officer string, req wire.KeyRequest) (out Outcome, err error) {
+	defer a.auditRefusal(ctx, officer, "proposal.create", KindKeyGenerate, &err)
 	if req.Blob != nil || req.Key != nil {
 		return Outcome{}, badInput("invalid-argument", "generate takes a name and roles only")
 	}
@@ -120,7 +121,8 @@ func (a *Appliance) ProposeGenerate(ctx context.Context, officer string, req wir
 }
 
 // ProposeImport proposes a key wrapped to the import key (req.Blob).
-func (a *Appliance) ProposeImport(ctx context.Context, officer string, req wire.KeyRequest) (Outcome, error) {
+func (a *Appliance) ProposeImport(ctx context.Context, officer string, req wire.KeyRequest) (out Outcome, err error) {
+	defer a.auditRefusal(ctx, officer, "proposal.create", KindKeyImport, &err)
 	if len(req.Blob) == 0 || req.Key != nil {
 		return Outcome{}, badInput("invalid-argument", "import takes name, roles, blob (the wrapped key, base64) and sign-key-sha3-384")
 	}
@@ -141,7 +143,8 @@ func (a *Appliance) ProposeImport(ctx context.Context, officer string, req wire.
 // checks it, wraps it to the import key at once and zeroes every plaintext
 // buffer it made; the proposal holds only the wrapped blob, which the
 // token unwraps on approval. The caller zeroes req.Key.
-func (a *Appliance) ProposeUpload(ctx context.Context, officer string, req wire.KeyRequest) (Outcome, error) {
+func (a *Appliance) ProposeUpload(ctx context.Context, officer string, req wire.KeyRequest) (out Outcome, err error) {
+	defer a.auditRefusal(ctx, officer, "proposal.create", KindKeyImport, &err)
 	if len(req.Key) == 0 || req.Blob != nil {
 		return Outcome{}, badInput("invalid-argument", "upload takes name, roles and key (the armored OpenPGP secret key or PEM, base64)")
 	}
@@ -175,7 +178,8 @@ func (a *Appliance) ProposeUpload(ctx context.Context, officer string, req wire.
 
 // ProposeKeyChange proposes disabling, enabling or destroying a key (kind
 // KindKeyDisable, KindKeyEnable or KindKeyDestroy).
-func (a *Appliance) ProposeKeyChange(ctx context.Context, officer, kind, name string) (Outcome, error) {
+func (a *Appliance) ProposeKeyChange(ctx context.Context, officer, kind, name string) (out Outcome, err error) {
+	defer a.auditRefusal(ctx, officer, "proposal.create", kind, &err)
 	switch kind {
 	case KindKeyDisable, KindKeyEnable, KindKeyDestroy:
 	default:
@@ -186,7 +190,8 @@ func (a *Appliance) ProposeKeyChange(ctx context.Context, officer, kind, name st
 
 // ProposeOfficerAdd proposes a new officer with the public key they made.
 // Approvers see the key's fingerprint in the summary.
-func (a *Appliance) ProposeOfficerAdd(ctx context.Context, officer string, req wire.OfficerRequest) (Outcome, error) {
+func (a *Appliance) ProposeOfficerAdd(ctx context.Context, officer string, req wire.OfficerRequest) (out Outcome, err error) {
+	defer a.auditRefusal(ctx, officer, "proposal.create", KindOfficerAdd, &err)
 	pub, err := parseOfficerKey(req.PublicKey)
 	if err != nil {
 		return Outcome{}, err
@@ -200,7 +205,8 @@ func (a *Appliance) ProposeOfficerAdd(ctx context.Context, officer string, req w
 
 // ProposeOfficerRotate proposes replacing officer's own key: the proposal
 // is signed with the old key like any approval, and takes the quorum.
-func (a *Appliance) ProposeOfficerRotate(ctx context.Context, officer string, req wire.OfficerRequest) (Outcome, error) {
+func (a *Appliance) ProposeOfficerRotate(ctx context.Context, officer string, req wire.OfficerRequest) (out Outcome, err error) {
+	defer a.auditRefusal(ctx, officer, "proposal.create", KindOfficerRotate, &err)
 	pub, err := parseOfficerKey(req.PublicKey)
 	if err != nil {
 		return Outcome{}, err
@@ -216,28 +222,33 @@ func (a *Appliance) ProposeOfficerRotate(ctx context.Context, officer string, re
 }
 
 // ProposeOfficerRemove proposes removing an officer.
-func (a *Appliance) ProposeOfficerRemove(ctx context.Context, officer, name string) (Outcome, error) {
+func (a *Appliance) ProposeOfficerRemove(ctx context.Context, officer, name string) (out Outcome, err error) {
+	defer a.auditRefusal(ctx, officer, "proposal.create", KindOfficerRemove, &err)
 	return a.propose(ctx, officer, KindOfficerRemove, fmt.Sprintf("remove officer %q", name), namePayload{Name: name})
 }
 
 // ProposeClientCreate proposes an API client with its scope.
-func (a *Appliance) ProposeClientCreate(ctx context.Context, officer string, req wire.ClientRequest) (Outcome, error) {
+func (a *Appliance) ProposeClientCreate(ctx context.Context, officer string, req wire.ClientRequest) (out Outcome, err error) {
+	defer a.auditRefusal(ctx, officer, "proposal.create", KindClientCreate, &err)
 	return a.propose(ctx, officer, KindClientCreate,
 		fmt.Sprintf("create API client %q for brand %q, models %v, types %v", req.Name, req.Brand, req.Models, req.Types), clientPayload(req))
 }
 
 // ProposeClientRevoke proposes revoking an API client.
-func (a *Appliance) ProposeClientRevoke(ctx context.Context, officer, name string) (Outcome, error) {
+func (a *Appliance) ProposeClientRevoke(ctx context.Context, officer, name string) (out Outcome, err error) {
+	defer a.auditRefusal(ctx, officer, "proposal.create", KindClientRevoke, &err)
 	return a.propose(ctx, officer, KindClientRevoke, fmt.Sprintf("revoke API client %q", name), namePayload{Name: name})
 }
 
 // Approve adds officer's signed approval to proposal id (see approve).
-func (a *Appliance) Approve(ctx context.Context, officer, id string, req wire.ApproveRequest) (Outcome, error) {
+func (a *Appliance) Approve(ctx context.Context, officer, id string, req wire.ApproveRequest) (out Outcome, err error) {
+	defer a.auditRefusal(ctx, officer, "proposal.approve", id, &err)
 	return a.approve(ctx, officer, id, req.Signature)
 }
 
 // Cancel withdraws proposal id (see cancel).
-func (a *Appliance) Cancel(ctx context.Context, officer, id string) (Outcome, error) {
+func (a *Appliance) Cancel(ctx context.Context, officer, id string) (out Outcome, err error) {
+	defer a.auditRefusal(ctx, officer, "proposal.cancel", id, &err)
 	return a.cancel(ctx, officer, id)
 }
 

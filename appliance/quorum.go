@@ -76,7 +76,8 @@ func (a *Appliance) Quorum(ctx context.Context) (int, error) {
 }
 
 // ProposeQuorum proposes a new quorum, to be approved by the current one.
-func (a *Appliance) ProposeQuorum(ctx context.Context, officer string, req wire.QuorumRequest) (Outcome, error) {
+func (a *Appliance) ProposeQuorum(ctx context.Context, officer string, req wire.QuorumRequest) (out Outcome, err error) {
+	defer a.auditRefusal(ctx, officer, "proposal.create", KindQuorumSet, &err)
 	return a.propose(ctx, officer, KindQuorumSet, fmt.Sprintf("set the quorum to %d officers", req.Quorum), quorumPayload{Quorum: req.Quorum})
 }
 

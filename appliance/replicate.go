@@ -35,7 +35,8 @@ var errReplicaMismatch = &Error{Kind: BadInput, Code: "wrong-key",
 
 // ProposeReplicate proposes putting key name, wrapped to this
 // appliance's import key, into this appliance's token.
-func (a *Appliance) ProposeReplicate(ctx context.Context, officer, name string, req wire.ReplicateRequest) (Outcome, error) {
+func (a *Appliance) ProposeReplicate(ctx context.Context, officer, name string, req wire.ReplicateRequest) (out Outcome, err error) {
+	defer a.auditRefusal(ctx, officer, "proposal.create", KindKeyReplicate, &err)
 	if len(req.Blob) == 0 {
 		return Outcome{}, badInput("invalid-argument", "blob (the key wrapped to this appliance's import key, base64) is required")
 	}

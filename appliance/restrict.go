@@ -34,7 +34,7 @@ func (a *Appliance) FreezeKey(ctx context.Context, officer, name string) (wire.K
 		return err
 	})
 	if err != nil {
-		a.refuseRestriction(ctx, officer, "key.freeze", name, err)
+		a.auditRefusal(ctx, officer, "key.freeze", name, &err)
 		return wire.Key{}, err
 	}
 	return a.keyView(ctx, k, false), nil
@@ -62,16 +62,8 @@ func (a *Appliance) RevokeClient(ctx context.Context, officer, name string) (wir
 		return err
 	})
 	if err != nil {
-		a.refuseRestriction(ctx, officer, "client.revoke", name, err)
+		a.auditRefusal(ctx, officer, "client.revoke", name, &err)
 		return wire.Client{}, err
 	}
 	return wire.Client{Name: c.Name, Brand: c.Brand, Models: c.Models, Types: c.Types, CreatedAt: c.CreatedAt, RevokedAt: c.RevokedAt}, nil
-}
-
-// refuseRestriction audits a refused freeze or revocation that was the
-// caller's doing (not found, wrong state).
-func (a *Appliance) refuseRestriction(ctx context.Context, officer, action, subject string, err error) {
-	if e := AsError(err); e.Kind == NotFound || e.Kind == Conflict {
-		a.refusal(ctx, "officer:"+officer, action, subject, e.Message, "")
-	}
 }

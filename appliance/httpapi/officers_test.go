@@ -2,8 +2,14 @@ package httpapi
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"database/sql"
+	"encoding/hex"
+	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -16,6 +22,7 @@ import (
 	"github.com/keyrack/keyrack/appliance/auditverify"
 	"github.com/keyrack/keyrack/appliance/officerkey"
 	"github.com/keyrack/keyrack/appliance/store"
+	"github.com/keyrack/keyrack/hsm/keywrap"
 	"github.com/snapcore/snapd/asserts"
 )
 
@@ -506,4 +513,71 @@ func (e *ceremonyEnv) proposalRecord(id string) (store.Proposal, error) {
 	var p store.Proposal
 	err := e.db.View(context.Background(), func(tx *store.Tx) (err error) { p, err = tx.GetProposal(id); return err })
 	return p, err
+}
+
+// TestOfficerRefusalsAudited: what the officer side refuses is in the
+// audit chain with who, what and why, including refusals made before a
+// proposal exists (a key the upload cannot read, a malformed officer key).
+func TestOfficerRefusalsAudited(t *testing.T) {
+	e := newCeremonyEnv(t, 2, "1h")
+	for _, tc := range []struct {
+		method, path string
+		body         any
+		want         string
+	}{
+		{"POST", "/v1/keys/upload", map[string]any{"name": "bad", "roles": serialRoles, "key": []byte("not a key")}, "officer:alice proposal.create refused: "},
+		{"POST", "/v1/officers", map[string]any{"name": "eve", "public-key": "ssh-ed25519 garbage"}, "officer:alice proposal.create refused: "},
+		{"POST", "/v1/keys/nope/freeze", nil, "officer:alice key.freeze refused: "},
+		{"POST", "/v1/proposals/nope/cancel", nil, "officer:alice proposal.cancel refused: "},
+	} {
+		before := len(e.auditActions())
+		if a := e.do("alice", tc.method, tc.path, tc.body); a.Status/100 != 4 {
+			t.Fatalf("%s %s: %d %s", tc.method, tc.path, a.Status, a.Raw)
+		}
+		after := e.auditActions()
+		if len(after) != before+1 || !strings.HasPrefix(after[len(after)-1], tc.want) {
+			t.Errorf("%s %s: audit %v, want one %q", tc.method, tc.path, after[before:], tc.want)
+		}
+	}
+}
+
+// TestImportBindsTheKey: an import names the wrapped key's id; a blob
+// holding another key is refused at execution, and nothing stays in the
+// token.
+func TestImportBindsTheKey(t *testing.T) {
+	e := newCeremonyEnv(t, 2, "1h")
+	imp := e.do("alice", "GET", "/v1/import-key", nil)
+	block, _ := pem.Decode([]byte(imp.Body["public_key_pem"].(string)))
+	pubAny, _ := x509.ParsePKIXPublicKey(block.Bytes)
+	// The key the proposal names is not the one in the blob (only its id
+	// matters, so a quick 2048-bit one does).
+	brand := outsideBrandKey(t)
+	other, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKCS8PrivateKey(brand)
+	blob, err := keywrap.Wrap(pubAny.(*rsa.PublicKey), der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherID := asserts.RSAPublicKey(&other.PublicKey).ID()
+	keysBefore := countTokenKeys(t)
+	a := e.propose("alice", "POST", "/v1/keys/import", map[string]any{"name": "swapped", "roles": serialRoles, "blob": blob, "sign-key-sha3-384": otherID})
+	content := a.Body["proposal"].(map[string]any)["content"].(string)
+	sum := sha256.Sum256(blob)
+	if !strings.Contains(content, hex.EncodeToString(sum[:])) || !strings.Contains(content, otherID) {
+		t.Fatalf("the content does not name the blob's sha256 and the key id: %s", content)
+	}
+	b := e.approve("bob", a.proposalID())
+	if b.Status != http.StatusBadRequest || b.errCode() != "wrong-key" {
+		t.Fatalf("a blob with another key: %d %s", b.Status, b.Raw)
+	}
+	if n := countTokenKeys(t); n != keysBefore {
+		t.Fatalf("token keys %d -> %d: the refused key stayed", keysBefore, n)
+	}
+	// Without the key id, the import is refused before any approval.
+	if a := e.do("alice", "POST", "/v1/keys/import", map[string]any{"name": "unnamed", "roles": serialRoles, "blob": blob}); a.Status != http.StatusBadRequest {
+		t.Fatalf("an import without its key id: %d %s", a.Status, a.Raw)
+	}
 }
