@@ -326,7 +326,7 @@ func (a *Appliance) ListOfficers(ctx context.Context) (wire.OfficerList, error) 
 	}
 	out := wire.OfficerList{Officers: make([]wire.Officer, 0, len(os)), Quorum: q}
 	for _, o := range os {
-		v := wire.Officer{Name: o.Name, PublicKey: o.PublicKey, CreatedAt: o.CreatedAt, RevokedAt: o.RevokedAt}
+		v := wire.Officer{Name: o.Name, PublicKey: o.PublicKey, ClientCertSHA256: o.CertSHA256, CreatedAt: o.CreatedAt, RevokedAt: o.RevokedAt}
 		if pub, err := officerKey(o); err == nil {
 			v.KeyFP = officerkey.Fingerprint(pub)
 		}

@@ -173,11 +173,14 @@ type CeremonyAnswer struct {
 
 // Officer is one security officer and the fingerprint of their key.
 type Officer struct {
-	Name      string     `json:"name"`
-	PublicKey string     `json:"public-key,omitempty"`
-	KeyFP     string     `json:"fingerprint,omitempty"`
-	CreatedAt time.Time  `json:"created-at"`
-	RevokedAt *time.Time `json:"revoked-at,omitempty"`
+	Name      string `json:"name"`
+	PublicKey string `json:"public-key,omitempty"`
+	KeyFP     string `json:"fingerprint,omitempty"`
+	// ClientCertSHA256 is the TLS client certificate bound to the
+	// officer, if any.
+	ClientCertSHA256 string     `json:"client-cert-sha256,omitempty"`
+	CreatedAt        time.Time  `json:"created-at"`
+	RevokedAt        *time.Time `json:"revoked-at,omitempty"`
 }
 
 // OfficerList is GET /v1/officers.

@@ -2,13 +2,18 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -20,10 +25,9 @@ import (
 func (c *cli) status(ctx context.Context) int {
 	var h wire.Health
 	// Health answers 503 with the same body when the token is down.
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.url+"/v1/health", nil)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := c.send(ctx, http.MethodGet, "/v1/health", "", nil, false)
 	if err != nil {
-		fmt.Fprintf(c.stderr, "keyrack: appliance at %s unreachable: %v\n", c.url, err)
+		fmt.Fprintf(c.stderr, "keyrack: %v\n", err)
 		return 1
 	}
 	defer resp.Body.Close()
@@ -127,15 +131,51 @@ func showProposal(p wire.Proposal) shownProposal {
 		Result: p.Result, Approvals: p.Approvals, Quorum: p.Quorum, ExpiresAt: p.ExpiresAt}
 }
 
-func (c *cli) keys(ctx context.Context, args []string) error {
-	sub := "list"
-	if len(args) > 0 {
-		sub, args = args[0], args[1:]
+// listFlags parses the flags of a listing command that takes -json only.
+func (c *cli) listFlags(name string, args []string) (bool, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(c.stderr)
+	asJSON := fs.Bool("json", false, "print the appliance's JSON answer instead of the table")
+	rest, err := parseAll(fs, args)
+	if err != nil || len(rest) != 0 {
+		return false, usageErr(name + " [-json]")
 	}
+	return *asJSON, nil
+}
+
+// listing gets path as an officer and prints its JSON answer (asJSON), or
+// decodes it into out for the caller's table.
+func (c *cli) listing(ctx context.Context, path string, asJSON bool, out any) (printed bool, err error) {
+	if asJSON {
+		var raw json.RawMessage
+		if _, err := c.call(ctx, "GET", path, nil, &raw, true); err != nil {
+			return false, err
+		}
+		return true, c.printJSON(raw)
+	}
+	_, err = c.call(ctx, "GET", path, nil, out, true)
+	return false, err
+}
+
+// subcommand splits a command's subcommand from its arguments: def when
+// there is none or the arguments start with a flag.
+func subcommand(args []string, def string) (string, []string) {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		return def, args
+	}
+	return args[0], args[1:]
+}
+
+func (c *cli) keys(ctx context.Context, args []string) error {
+	sub, args := subcommand(args, "list")
 	switch sub {
 	case "list":
+		asJSON, err := c.listFlags("keys list", args)
+		if err != nil {
+			return err
+		}
 		var ans wire.KeyList
-		if _, err := c.call(ctx, "GET", "/v1/keys", nil, &ans, true); err != nil {
+		if printed, err := c.listing(ctx, "/v1/keys", asJSON, &ans); err != nil || printed {
 			return err
 		}
 		tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
@@ -145,11 +185,15 @@ func (c *cli) keys(ctx context.Context, args []string) error {
 		}
 		return tw.Flush()
 	case "show":
-		if len(args) != 1 {
-			return usageErr("keys show NAME")
+		fs := flag.NewFlagSet("keys show", flag.ContinueOnError)
+		fs.SetOutput(c.stderr)
+		asJSON := fs.Bool("json", false, "print the appliance's JSON answer as it is (all its fields)")
+		rest, err := parseAll(fs, args)
+		if err != nil || len(rest) != 1 {
+			return usageErr("keys show NAME [-json]")
 		}
 		var k wire.Key
-		if _, err := c.call(ctx, "GET", "/v1/keys/"+url.PathEscape(args[0]), nil, &k, true); err != nil {
+		if printed, err := c.listing(ctx, "/v1/keys/"+url.PathEscape(rest[0]), *asJSON, &k); err != nil || printed {
 			return err
 		}
 		b, _ := json.MarshalIndent(showKey(k), "", "  ")
@@ -164,6 +208,21 @@ func (c *cli) keys(ctx context.Context, args []string) error {
 			return usageErr("keys " + sub + " NAME [-yes]")
 		}
 		return c.propose(ctx, "POST", "/v1/keys/"+url.PathEscape(rest[0])+"/"+sub, nil, false, *yes)
+	case "freeze":
+		if len(args) != 1 || strings.HasPrefix(args[0], "-") {
+			return usageErr("keys freeze NAME")
+		}
+		var k wire.Key
+		if _, err := c.call(ctx, "POST", "/v1/keys/"+url.PathEscape(args[0])+"/freeze", nil, &k, true); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "key %s frozen: state %s\n", k.Name, k.State)
+		fmt.Fprintf(c.stdout, "next       it signs nothing until the quorum approves: keyrack keys enable %s\n", k.Name)
+		return nil
+	case "export":
+		return c.keyExport(ctx, args)
+	case "account-key":
+		return c.putAccountKey(ctx, args)
 	case "replicate":
 		fs, yes := c.stepFlags("keys replicate")
 		blob := fs.String("blob", "", "the key wrapped to this appliance's import key")
@@ -178,6 +237,68 @@ func (c *cli) keys(ctx context.Context, args []string) error {
 		return c.propose(ctx, "POST", "/v1/keys/"+url.PathEscape(rest[0])+"/replicate", wire.ReplicateRequest{Blob: b}, true, *yes)
 	}
 	return usageErr("unknown keys command " + sub)
+}
+
+// keyExport prints (or writes) what registering a key with the Brand
+// Store takes: the account-key-request the key signed, its key id, its
+// public key and the constraints matching its roles.
+func (c *cli) keyExport(ctx context.Context, args []string) error {
+	const use = "keys export NAME -account-id ACCOUNT [-o FILE]"
+	fs := flag.NewFlagSet("keys export", flag.ContinueOnError)
+	fs.SetOutput(c.stderr)
+	account := fs.String("account-id", "", "the brand account the key is registered to")
+	out := fs.String("o", "", "write the account-key-request to this file instead of printing it")
+	rest, err := parseAll(fs, args)
+	if err != nil || len(rest) != 1 || *account == "" {
+		return usageErr(use)
+	}
+	var x wire.KeyExport
+	path := "/v1/keys/" + url.PathEscape(rest[0]) + "/export?account-id=" + url.QueryEscape(*account)
+	if _, err := c.call(ctx, "GET", path, nil, &x, true); err != nil {
+		return err
+	}
+	if *out != "" {
+		if err := writeNew(*out, []byte(x.AccountKeyRequest), 0o644); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "wrote %s (the account-key-request)\n", *out)
+	} else {
+		fmt.Fprint(c.stdout, x.AccountKeyRequest)
+		if !strings.HasSuffix(x.AccountKeyRequest, "\n") {
+			fmt.Fprintln(c.stdout)
+		}
+	}
+	constraints, err := json.Marshal(x.Constraints)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "sign-key-sha3-384 %s\npublic-key %s\nconstraints %s\n", x.KeyID, x.PublicKey, constraints)
+	if x.Note != "" {
+		fmt.Fprintf(c.stdout, "note: %s\n", x.Note)
+	}
+	return nil
+}
+
+// putAccountKey gives the appliance the account-key assertion the Brand
+// Store issued for a key, as the assertion's bytes.
+func (c *cli) putAccountKey(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("keys account-key", flag.ContinueOnError)
+	fs.SetOutput(c.stderr)
+	file := fs.String("file", "", "the account-key assertion the Brand Store issued")
+	rest, err := parseAll(fs, args)
+	if err != nil || len(rest) != 1 || *file == "" {
+		return usageErr("keys account-key NAME -file FILE")
+	}
+	data, err := os.ReadFile(*file)
+	if err != nil {
+		return err
+	}
+	var ans wire.AccountKeyStored
+	if _, err := c.callBody(ctx, "PUT", "/v1/keys/"+url.PathEscape(rest[0])+"/account-key", "application/x.ubuntu.assertion", data, &ans, true); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "key %s: account-key of account %s stored\n", ans.Name, ans.AccountID)
+	return nil
 }
 
 // keyCeremony proposes generate, import or upload. Flags may follow NAME.
@@ -236,9 +357,16 @@ func (c *cli) stepFlags(name string) (*flag.FlagSet, *bool) {
 }
 
 func (c *cli) proposals(ctx context.Context, args []string) error {
-	if len(args) == 2 && args[0] == "show" {
+	if len(args) > 0 && args[0] == "show" {
+		fs := flag.NewFlagSet("proposals show", flag.ContinueOnError)
+		fs.SetOutput(c.stderr)
+		asJSON := fs.Bool("json", false, "print the appliance's JSON answer as it is (all its fields)")
+		rest, err := parseAll(fs, args[1:])
+		if err != nil || len(rest) != 1 {
+			return usageErr("proposals show ID [-json]")
+		}
 		var p wire.Proposal
-		if _, err := c.call(ctx, "GET", "/v1/proposals/"+url.PathEscape(args[1]), nil, &p, true); err != nil {
+		if printed, err := c.listing(ctx, "/v1/proposals/"+url.PathEscape(rest[0]), *asJSON, &p); err != nil || printed {
 			return err
 		}
 		b, _ := json.MarshalIndent(showProposal(p), "", "  ")
@@ -248,15 +376,16 @@ func (c *cli) proposals(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("proposals", flag.ContinueOnError)
 	fs.SetOutput(c.stderr)
 	state := fs.String("state", "pending", "pending, executed, failed, cancelled, expired, or all")
+	asJSON := fs.Bool("json", false, "print the appliance's JSON answer instead of the table")
 	if err := fs.Parse(args); err != nil {
-		return usageErr("proposals [-state S] | proposals show ID")
+		return usageErr("proposals [-state S] [-json] | proposals show ID [-json]")
 	}
 	q := ""
 	if *state != "all" {
 		q = "?state=" + url.QueryEscape(*state)
 	}
 	var ans wire.ProposalList
-	if _, err := c.call(ctx, "GET", "/v1/proposals"+q, nil, &ans, true); err != nil {
+	if printed, err := c.listing(ctx, "/v1/proposals"+q, *asJSON, &ans); err != nil || printed {
 		return err
 	}
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
@@ -268,10 +397,14 @@ func (c *cli) proposals(ctx context.Context, args []string) error {
 }
 
 func (c *cli) officers(ctx context.Context, args []string) error {
-	const use = "officers [list] | officers add NAME -pubkey FILE | officers remove NAME | officers rotate -pubkey FILE"
-	if len(args) == 0 || args[0] == "list" {
+	const use = "officers [list] [-json] | officers add NAME -pubkey FILE [-cert CERT.pem] | officers remove NAME | officers rotate -pubkey FILE"
+	if sub, rest := subcommand(args, "list"); sub == "list" {
+		asJSON, err := c.listFlags("officers list", rest)
+		if err != nil {
+			return err
+		}
 		var ans wire.OfficerList
-		if _, err := c.call(ctx, "GET", "/v1/officers", nil, &ans, true); err != nil {
+		if printed, err := c.listing(ctx, "/v1/officers", asJSON, &ans); err != nil || printed {
 			return err
 		}
 		fmt.Fprintf(c.stdout, "quorum %d\n", ans.Quorum)
@@ -291,8 +424,9 @@ func (c *cli) officers(ctx context.Context, args []string) error {
 	sub := args[0]
 	fs, yes := c.stepFlags("officers " + sub)
 	pubFile := fs.String("pubkey", "", "the officer's public key file (authorized_keys form: FILE.pub of keyrack officer keygen, or ssh-add -L)")
+	certFile := fs.String("cert", "", "add: the officer's TLS client certificate (PEM), bound to them where the appliance requires one")
 	rest, err := parseAll(fs, args[1:])
-	if err != nil {
+	if err != nil || sub != "add" && *certFile != "" {
 		return usageErr(use)
 	}
 	switch {
@@ -301,7 +435,14 @@ func (c *cli) officers(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		return c.propose(ctx, "POST", "/v1/officers", wire.OfficerRequest{Name: rest[0], PublicKey: pub}, false, *yes)
+		req := wire.OfficerRequest{Name: rest[0], PublicKey: pub}
+		if *certFile != "" {
+			if req.ClientCertSHA256, err = certSHA256(*certFile); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.stdout, "client certificate sha256 %s\n", req.ClientCertSHA256)
+		}
+		return c.propose(ctx, "POST", "/v1/officers", req, false, *yes)
 	case sub == "rotate" && len(rest) == 0 && *pubFile != "":
 		pub, err := c.officerPublicKey(*pubFile)
 		if err != nil {
@@ -331,10 +472,14 @@ func (c *cli) officerPublicKey(path string) (string, error) {
 }
 
 func (c *cli) clients(ctx context.Context, args []string) error {
-	switch {
-	case len(args) == 0 || args[0] == "list":
+	switch sub, rest := subcommand(args, "list"); {
+	case sub == "list":
+		asJSON, err := c.listFlags("clients list", rest)
+		if err != nil {
+			return err
+		}
 		var ans wire.ClientList
-		if _, err := c.call(ctx, "GET", "/v1/clients", nil, &ans, true); err != nil {
+		if printed, err := c.listing(ctx, "/v1/clients", asJSON, &ans); err != nil || printed {
 			return err
 		}
 		tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
@@ -358,12 +503,23 @@ func (c *cli) clients(ctx context.Context, args []string) error {
 		}
 		return c.propose(ctx, "POST", "/v1/clients", wire.ClientRequest{Name: args[1], Brand: *brand, Models: models, Types: types}, false, *yes)
 	case len(args) >= 2 && args[0] == "revoke":
-		fs, yes := c.stepFlags("clients revoke")
+		// At once, on one officer's word: nothing is signed. -yes is
+		// accepted for the scripts written when this was a proposal.
+		fs, _ := c.stepFlags("clients revoke")
 		rest, err := parseAll(fs, args[1:])
 		if err != nil || len(rest) != 1 {
-			return usageErr("clients revoke NAME [-yes]")
+			return usageErr("clients revoke NAME")
 		}
-		return c.propose(ctx, "DELETE", "/v1/clients/"+url.PathEscape(rest[0]), nil, false, *yes)
+		var cl wire.Client
+		if _, err := c.call(ctx, "POST", "/v1/clients/"+url.PathEscape(rest[0])+"/revoke", nil, &cl, true); err != nil {
+			return err
+		}
+		when := ""
+		if cl.RevokedAt != nil {
+			when = " at " + cl.RevokedAt.Format(time.RFC3339)
+		}
+		fmt.Fprintf(c.stdout, "API client %s revoked%s: its key is refused from now on\n", cl.Name, when)
+		return nil
 	}
 	return usageErr("clients [list] | clients create NAME ... | clients revoke NAME")
 }
@@ -376,17 +532,68 @@ func (c *cli) audit(ctx context.Context, args []string) error {
 	fs.SetOutput(c.stderr)
 	after := fs.Int64("after", 0, "show events after this number")
 	limit := fs.Int("limit", 100, "at most this many events")
+	asJSON := fs.Bool("json", false, "print the appliance's JSON answer instead of the table")
 	if err := fs.Parse(args); err != nil {
-		return usageErr("audit [-after N] [-limit N]")
+		return usageErr("audit [-after N] [-limit N] [-json]")
 	}
 	var ans wire.AuditPage
-	if _, err := c.call(ctx, "GET", fmt.Sprintf("/v1/audit?after=%d&limit=%d", *after, *limit), nil, &ans, true); err != nil {
+	if printed, err := c.listing(ctx, fmt.Sprintf("/v1/audit?after=%d&limit=%d", *after, *limit), *asJSON, &ans); err != nil || printed {
 		return err
 	}
 	for _, e := range ans.Events {
 		fmt.Fprintf(c.stdout, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Seq, e.Time.Format(time.RFC3339), e.Actor, e.Action, e.Subject, e.Result, compact(e.Details))
 	}
 	return nil
+}
+
+// quorum prints the quorum on record, or proposes a new one (quorum set N).
+func (c *cli) quorum(ctx context.Context, args []string) error {
+	const use = "quorum | quorum set N [-yes]"
+	if len(args) == 0 {
+		var ans wire.OfficerList
+		if _, err := c.call(ctx, "GET", "/v1/officers", nil, &ans, true); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "quorum %d\n", ans.Quorum)
+		return nil
+	}
+	if args[0] != "set" {
+		return usageErr(use)
+	}
+	fs, yes := c.stepFlags("quorum set")
+	rest, err := parseAll(fs, args[1:])
+	if err != nil || len(rest) != 1 {
+		return usageErr(use)
+	}
+	n, err := strconv.Atoi(rest[0])
+	if err != nil {
+		return usageErr("quorum set N: N is a number of officers")
+	}
+	return c.propose(ctx, "POST", "/v1/quorum", wire.QuorumRequest{Quorum: n}, false, *yes)
+}
+
+// certSHA256 is the SHA-256 (hex) of the DER of the first certificate in
+// the PEM file path: what binds an officer to their TLS client certificate.
+func certSHA256(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("reading the client certificate: %w", err)
+	}
+	for {
+		var b *pem.Block
+		b, data = pem.Decode(data)
+		if b == nil {
+			return "", fmt.Errorf("%s: no PEM CERTIFICATE block", path)
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		if _, err := x509.ParseCertificate(b.Bytes); err != nil {
+			return "", fmt.Errorf("%s: %w", path, err)
+		}
+		sum := sha256.Sum256(b.Bytes)
+		return hex.EncodeToString(sum[:]), nil
+	}
 }
 
 func compact(raw json.RawMessage) string {

@@ -33,7 +33,11 @@ func (c *cli) deviceCmd(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	cl := &device.Client{URL: c.url + "/v1/", APIKey: strings.TrimSpace(string(key))}
+	hc, err := c.client()
+	if err != nil {
+		return err
+	}
+	cl := &device.Client{URL: c.url + "/v1/", APIKey: strings.TrimSpace(string(key)), HTTP: hc}
 	fmt.Fprintf(c.stderr, "making a %d-bit device key...\n", *bits)
 	d, err := device.New(*brand, *model, *bits)
 	if err != nil {

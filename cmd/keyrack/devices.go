@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
 	"strings"
 	"text/tabwriter"
@@ -17,9 +16,13 @@ import (
 
 // models lists model bindings or proposes one.
 func (c *cli) models(ctx context.Context, args []string) error {
-	if len(args) == 0 || args[0] == "list" {
+	if sub, rest := subcommand(args, "list"); sub == "list" {
+		asJSON, err := c.listFlags("models list", rest)
+		if err != nil {
+			return err
+		}
 		var ans wire.ModelList
-		if _, err := c.call(ctx, "GET", "/v1/models", nil, &ans, true); err != nil {
+		if printed, err := c.listing(ctx, "/v1/models", asJSON, &ans); err != nil || printed {
 			return err
 		}
 		tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
@@ -63,18 +66,13 @@ func (c *cli) signingLog(ctx context.Context, args []string) error {
 		fs.Func(f, "filter by "+f, func(v string) error { q.Set(f, v); return nil })
 	}
 	asCSV := fs.Bool("csv", false, "CSV output")
-	if err := fs.Parse(args); err != nil {
-		return usageErr("log [-type T] [-model M] [-serial S] [-client C] [-since T] [-until T] [-after ID] [-limit N] [-csv]")
+	asJSON := fs.Bool("json", false, "print the appliance's JSON answer instead of the table")
+	if err := fs.Parse(args); err != nil || *asCSV && *asJSON {
+		return usageErr("log [-type T] [-model M] [-serial S] [-client C] [-since T] [-until T] [-after ID] [-limit N] [-csv | -json]")
 	}
 	if *asCSV {
 		q.Set("format", "csv")
-		tok, err := c.login(ctx)
-		if err != nil {
-			return err
-		}
-		req, _ := http.NewRequestWithContext(ctx, "GET", c.url+"/v1/signing-log?"+q.Encode(), nil)
-		req.Header.Set("Authorization", "Bearer "+tok)
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := c.send(ctx, "GET", "/v1/signing-log?"+q.Encode(), "", nil, true)
 		if err != nil {
 			return err
 		}
@@ -87,7 +85,7 @@ func (c *cli) signingLog(ctx context.Context, args []string) error {
 		return err
 	}
 	var ans wire.LogPage
-	if _, err := c.call(ctx, "GET", "/v1/signing-log?"+q.Encode(), nil, &ans, true); err != nil {
+	if printed, err := c.listing(ctx, "/v1/signing-log?"+q.Encode(), *asJSON, &ans); err != nil || printed {
 		return err
 	}
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)

@@ -22,21 +22,29 @@
 // without asking (scripts); without a terminal and without -yes, keyrack
 // refuses instead of waiting.
 //
+// Over HTTPS, -ca FILE (KEYRACK_CA) is the CA the appliance's certificate
+// is checked against (the system roots without it), and -cert FILE
+// -cert-key FILE (KEYRACK_CERT, KEYRACK_CERT_KEY) the officer's TLS
+// client certificate, presented on every call of the run.
+//
 //	keyrack status
 //	keyrack import-key [-o import.pem]
-//	keyrack keys [list] | keys show NAME
+//	keyrack keys [list] [-json] | keys show NAME [-json]
 //	keyrack keys generate NAME -role serial=MODEL-REGEX ...
 //	keyrack keys import NAME -blob brand.blob -key-id SHA3-384 -role ...
 //	keyrack keys upload NAME -key brand.asc -role ...
 //	keyrack keys disable|enable|destroy NAME
-//	keyrack proposals [-state pending] | proposals show ID
+//	keyrack keys freeze NAME
+//	keyrack keys export NAME -account-id ACCOUNT [-o FILE] | keys account-key NAME -file FILE
+//	keyrack proposals [-state pending] [-json] | proposals show ID [-json]
 //	keyrack approve ID | cancel ID
-//	keyrack officers [list] | officers add NAME -pubkey FILE | officers remove NAME
+//	keyrack officers [list] [-json] | officers add NAME -pubkey FILE [-cert CERT.pem] | officers remove NAME
 //	keyrack officers rotate -pubkey NEWFILE
-//	keyrack clients [list] | clients create NAME -brand B -model M -type serial | clients revoke NAME
-//	keyrack models [list] | models set BRAND MODEL -key serial=KEY ...
-//	keyrack log [-model M] [-serial S] [-csv]
-//	keyrack audit [-after N] [-limit N]
+//	keyrack quorum | quorum set N
+//	keyrack clients [list] [-json] | clients create NAME -brand B -model M -type serial | clients revoke NAME
+//	keyrack models [list] [-json] | models set BRAND MODEL -key serial=KEY ...
+//	keyrack log [-model M] [-serial S] [-csv | -json]
+//	keyrack audit [-after N] [-limit N] [-json] | audit verify [-db PATH]
 package main
 
 import (
@@ -45,6 +53,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"strings"
@@ -59,7 +68,7 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-const usage = `usage: keyrack [-url URL] [-key FILE | -agent [-key FILE.pub]] [-yes] <command> [args]
+const usage = `usage: keyrack [-url URL] [-key FILE | -agent [-key FILE.pub]] [-ca FILE] [-cert FILE -cert-key FILE] [-yes] <command> [args]
 
 officer key: -key FILE (env KEYRACK_OFFICER_KEY), the private key file; its
 passphrase is asked on the terminal (env KEYRACK_KEY_PASSPHRASE for scripts).
@@ -68,6 +77,10 @@ FILE.pub (env KEYRACK_OFFICER_PUBKEY) picking the key if it holds several.
 Commands marked * are ceremony steps: keyrack shows the content it signs and
 asks "sign this? [y/N]"; -yes (global, or after the command) signs without
 asking.
+TLS: -ca FILE (env KEYRACK_CA) trusts this CA for the appliance's certificate
+(the system roots without it); -cert FILE -cert-key FILE (env KEYRACK_CERT,
+KEYRACK_CERT_KEY) present the officer's TLS client certificate.
+Listings take -json: the appliance's JSON answer instead of the table.
 
 offline:
   officer keygen -o FILE [-comment C] [-passphrase]
@@ -85,22 +98,31 @@ appliance:
                          (-key-id: the sign-key-sha3-384 that wrap printed)
 * keys upload NAME -key FILE -role ...     (armored OpenPGP or PEM; prefer wrap+import)
 * keys disable|enable|destroy NAME
+  keys freeze NAME       stop a key signing at once (one officer; keys enable takes the quorum)
+  keys export NAME -account-id ACCOUNT [-o FILE]
+                         the account-key-request, public key and constraints for the Brand Store
+  keys account-key NAME -file FILE         store the account-key the Brand Store issued
 * keys replicate NAME -blob FILE           put an imported key into this appliance's token too
   proposals [-state S]   ceremony proposals; proposals show ID
 * approve ID             sign and approve a proposal
   cancel ID              withdraw a pending proposal
   officers [list]        officers and their key fingerprints
-* officers add NAME -pubkey FILE           a new officer with the public key they made
+* officers add NAME -pubkey FILE [-cert CERT.pem]
+                         a new officer with the public key they made (and their TLS client certificate)
 * officers remove NAME
 * officers rotate -pubkey FILE             replace your own key (signed with the old one)
+  quorum                 the quorum on record
+* quorum set N           change the quorum
   clients [list]
-* clients create NAME -brand B -model M ... -type T ... | clients revoke NAME
+* clients create NAME -brand B -model M ... -type T ...
+  clients revoke NAME    revoke an API client at once (one officer)
   models [list]
 * models set BRAND MODEL -key TYPE=KEY ... [-serial-source request|assign] [-serial-prefix P] [-allow-rekey]
-  log [-type T] [-model M] [-serial S] [-client C] [-since T] [-until T] [-csv]
+  log [-type T] [-model M] [-serial S] [-client C] [-since T] [-until T] [-csv | -json]
                          the signing log
   audit [-after N] [-limit N]
-  audit verify [-db PATH] walk the audit hash chain; names the first broken event
+  audit verify [-db PATH] walk the audit hash chain and verify the officers' approvals it records
+                         (with -db also those on record in the store); names the first broken one
   device register -api-key-file FILE -brand B -model M [-serial S]
                          play a device registering as snapd does (for trying it out)
   version
@@ -112,6 +134,7 @@ type cli struct {
 	agent   bool
 	yes     bool
 	timeout time.Duration
+	tls     tlsFiles
 	stdout  io.Writer
 	stderr  io.Writer
 	// tty is where questions are asked (passphrases, "sign this?"): nil
@@ -123,6 +146,9 @@ type cli struct {
 	signer  ssh.Signer
 	session string
 	closers []func() error
+
+	// httpClient is the run's one HTTP client (client.go).
+	httpClient *http.Client
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -139,6 +165,9 @@ func runWith(args []string, tty terminal, stdout, stderr io.Writer) int {
 	fs.StringVar(&c.keyFile, "key", "", "the officer's private key file (env KEYRACK_OFFICER_KEY); with -agent, the public key file (env KEYRACK_OFFICER_PUBKEY)")
 	fs.BoolVar(&c.agent, "agent", envBool("KEYRACK_AGENT"), "sign with ssh-agent at SSH_AUTH_SOCK (env KEYRACK_AGENT=1)")
 	fs.BoolVar(&c.yes, "yes", false, "sign ceremony steps without asking for confirmation (scripts)")
+	fs.StringVar(&c.tls.ca, "ca", os.Getenv("KEYRACK_CA"), "trust this CA (PEM) for the appliance's certificate (env KEYRACK_CA; default: the system roots)")
+	fs.StringVar(&c.tls.cert, "cert", os.Getenv("KEYRACK_CERT"), "the officer's TLS client certificate, PEM (env KEYRACK_CERT)")
+	fs.StringVar(&c.tls.certKey, "cert-key", os.Getenv("KEYRACK_CERT_KEY"), "the client certificate's private key, PEM (env KEYRACK_CERT_KEY)")
 	fs.DurationVar(&c.timeout, "timeout", 5*time.Minute, "request timeout (key generation takes a while)")
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }
 	if err := fs.Parse(args); err != nil {
@@ -185,6 +214,8 @@ func runWith(args []string, tty terminal, stdout, stderr io.Writer) int {
 		}
 	case "officers":
 		err = c.officers(ctx, rest[1:])
+	case "quorum":
+		err = c.quorum(ctx, rest[1:])
 	case "clients":
 		err = c.clients(ctx, rest[1:])
 	case "audit":

@@ -3,17 +3,30 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"database/sql"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
@@ -28,6 +41,7 @@ import (
 	"github.com/keyrack/keyrack/appliance/keyfile/keyfiletest"
 	"github.com/keyrack/keyrack/appliance/officerkey"
 	"github.com/keyrack/keyrack/appliance/store"
+	"github.com/keyrack/keyrack/appliance/wire"
 	"github.com/keyrack/keyrack/hsm"
 	"github.com/keyrack/keyrack/softhsm"
 )
@@ -44,7 +58,8 @@ type env struct {
 // the CLI under test.
 func clearEnv(t *testing.T) {
 	t.Helper()
-	for _, v := range []string{"KEYRACK_URL", "KEYRACK_OFFICER_KEY", "KEYRACK_OFFICER_PUBKEY", "KEYRACK_AGENT", "KEYRACK_KEY_PASSPHRASE", "SSH_AUTH_SOCK"} {
+	for _, v := range []string{"KEYRACK_URL", "KEYRACK_OFFICER_KEY", "KEYRACK_OFFICER_PUBKEY", "KEYRACK_AGENT", "KEYRACK_KEY_PASSPHRASE", "SSH_AUTH_SOCK",
+		"KEYRACK_CA", "KEYRACK_CERT", "KEYRACK_CERT_KEY"} {
 		t.Setenv(v, "")
 	}
 }
@@ -52,6 +67,24 @@ func clearEnv(t *testing.T) {
 // newEnv runs an appliance (quorum 2) whose first officers, alice and bob,
 // made their keys with keyrack officer keygen.
 func newEnv(t *testing.T) *env {
+	t.Helper()
+	return newEnvWith(t, envOptions{})
+}
+
+// envOptions vary newEnv's appliance.
+type envOptions struct {
+	// config is added to the configuration's members (`"tls": {...}`).
+	config string
+	// certs binds officers to their TLS client certificates at bootstrap
+	// (officer -> SHA-256 of the certificate's DER, hex).
+	certs map[string]string
+	// serve runs the API with httpapi's Server.Serve on a loopback
+	// listener, which does TLS itself from the configuration, instead of
+	// an httptest server; the URL is then https.
+	serve bool
+}
+
+func newEnvWith(t *testing.T, opts envOptions) *env {
 	t.Helper()
 	clearEnv(t)
 	dir := t.TempDir()
@@ -64,9 +97,13 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { mod.Close() })
+	extra := ""
+	if opts.config != "" {
+		extra = ", " + opts.config
+	}
 	cfg, err := appliance.ParseConfig(strings.NewReader(fmt.Sprintf(
-		`{"state_dir": %q, "officers": {"quorum": 2}, "token": {"module": %q, "label": %q, "pin_file": %q}}`,
-		dir, tok.Module, tok.Label, tok.PINFile)))
+		`{"state_dir": %q, "officers": {"quorum": 2}, "token": {"module": %q, "label": %q, "pin_file": %q}%s}`,
+		dir, tok.Module, tok.Label, tok.PINFile, extra)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +116,7 @@ func newEnv(t *testing.T) *env {
 	e := &env{t: t, mod: mod, dir: dir, files: map[string]string{}}
 	var officers []appliance.OfficerKey
 	for _, name := range []string{"alice", "bob"} {
-		officers = append(officers, appliance.OfficerKey{Name: name, PublicKey: e.keygen(name)})
+		officers = append(officers, appliance.OfficerKey{Name: name, PublicKey: e.keygen(name), CertSHA256: opts.certs[name]})
 	}
 	if err := appliance.BootstrapOfficers(ctx, db, officers); err != nil {
 		t.Fatal(err)
@@ -87,6 +124,23 @@ func newEnv(t *testing.T) *env {
 	app, err := appliance.New(ctx, cfg, mod, db, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if opts.serve {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		sctx, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- httpapi.New(app).Serve(sctx, ln) }()
+		t.Cleanup(func() {
+			stop()
+			if err := <-done; err != nil {
+				t.Errorf("serving: %v", err)
+			}
+		})
+		e.url = "https://" + ln.Addr().String()
+		return e
 	}
 	ts := httptest.NewServer(httpapi.New(app).Handler())
 	t.Cleanup(ts.Close)
@@ -333,30 +387,8 @@ func TestCLIErrors(t *testing.T) {
 
 func TestModelsClientsDevice(t *testing.T) {
 	e := newEnv(t)
-	code, out, errs := e.keyrack("alice", "keys", "generate", "line-key", "-role", "serial=line-.*", "-role", "model=line-.*")
-	if code != 0 {
-		t.Fatalf("generate: %d %s %s", code, out, errs)
-	}
-	approve := func(out string) string {
-		t.Helper()
-		code, out, errs := e.keyrack("bob", "approve", proposalID(t, out))
-		if code != 0 {
-			t.Fatalf("approve: %d %s %s", code, out, errs)
-		}
-		return out
-	}
-	approve(out)
-	_, out, _ = e.keyrack("alice", "models", "set", "brand-x", "line-7", "-key", "serial=line-key", "-key", "model=line-key", "-serial-source", "assign", "-serial-prefix", "L7-")
-	approve(out)
-	_, out, _ = e.keyrack("alice", "clients", "create", "line-7-client", "-brand", "brand-x", "-model", "line-7", "-type", "serial", "-type", "model")
-	out = approve(out)
-	cred := regexp.MustCompile(`credential (krk_c_\S+)`).FindStringSubmatch(out)
-	if cred == nil {
-		t.Fatalf("no client credential in %q", out)
-	}
-	keyFile := filepath.Join(e.dir, "api-key")
-	os.WriteFile(keyFile, []byte(cred[1]), 0o600)
-	code, out, errs = e.keyrack("", "device", "register", "-api-key-file", keyFile, "-brand", "brand-x", "-model", "line-7", "-bits", "2048")
+	keyFile := e.lineSetup()
+	code, out, errs := e.keyrack("", "device", "register", "-api-key-file", keyFile, "-brand", "brand-x", "-model", "line-7", "-bits", "2048")
 	if code != 0 || !strings.Contains(out, "type: serial") || !strings.Contains(out, "serial: L7-1") {
 		t.Fatalf("device register: %d\n%s\n%s", code, out, errs)
 	}
@@ -646,4 +678,650 @@ func TestOfficerLoginWithAgent(t *testing.T) {
 		t.Fatalf("bob approves through the agent: %d\n%s\n%s", code, out, errs)
 	}
 	noSecrets(t, "", out, errs)
+}
+
+// lineSetup makes a serial and model key, binds model line-7 of brand-x
+// to it and creates its API client, whose key it writes to a file; a
+// device of line-7 then registers with that file.
+func (e *env) lineSetup() (apiKeyFile string) {
+	t := e.t
+	t.Helper()
+	approve := func(out string) string {
+		t.Helper()
+		code, out, errs := e.keyrack("bob", "approve", proposalID(t, out))
+		if code != 0 {
+			t.Fatalf("approve: %d %s %s", code, out, errs)
+		}
+		return out
+	}
+	code, out, errs := e.keyrack("alice", "keys", "generate", "line-key", "-role", "serial=line-.*", "-role", "model=line-.*")
+	if code != 0 {
+		t.Fatalf("generate: %d %s %s", code, out, errs)
+	}
+	approve(out)
+	_, out, _ = e.keyrack("alice", "models", "set", "brand-x", "line-7", "-key", "serial=line-key", "-key", "model=line-key", "-serial-source", "assign", "-serial-prefix", "L7-")
+	approve(out)
+	_, out, _ = e.keyrack("alice", "clients", "create", "line-7-client", "-brand", "brand-x", "-model", "line-7", "-type", "serial", "-type", "model")
+	out = approve(out)
+	cred := regexp.MustCompile(`credential (krk_c_\S+)`).FindStringSubmatch(out)
+	if cred == nil {
+		t.Fatalf("no client credential in %q", out)
+	}
+	apiKeyFile = filepath.Join(e.dir, "api-key")
+	if err := os.WriteFile(apiKeyFile, []byte(cred[1]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return apiKeyFile
+}
+
+// register plays a line-7 device registering with the API key in file.
+func (e *env) register(file string) (int, string, string) {
+	return e.keyrack("", "device", "register", "-api-key-file", file, "-brand", "brand-x", "-model", "line-7", "-bits", "2048")
+}
+
+// apiGet asks the appliance for path as officer, logged in by the test
+// itself with the officer's key file (not through the CLI), and returns
+// the answer's body.
+func (e *env) apiGet(officer, path string) []byte {
+	t := e.t
+	t.Helper()
+	priv, err := os.ReadFile(e.files[officer])
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := officerkey.LoadSigner(priv, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	post := func(path string, in, out any) {
+		t.Helper()
+		b, _ := json.Marshal(in)
+		resp, err := http.Post(e.url+path, "application/json", bytes.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK || json.Unmarshal(raw, out) != nil {
+			t.Fatalf("%s: %d %s", path, resp.StatusCode, raw)
+		}
+	}
+	var ch wire.LoginChallenge
+	post("/v1/login/challenge", wire.LoginRequest{PublicKey: officerkey.Authorized(s.PublicKey())}, &ch)
+	sig, err := officerkey.Sign(s, officerkey.DomainLogin, []byte(ch.Content))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sess wire.Session
+	post("/v1/login", wire.LoginAnswer{ID: ch.ID, Signature: sig}, &sess)
+	req, _ := http.NewRequest("GET", e.url+path, nil)
+	req.Header.Set("Authorization", "Bearer "+sess.Token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d %s", path, resp.StatusCode, raw)
+	}
+	return raw
+}
+
+// TestListingsJSON: -json prints the appliance's answer, indented: the
+// same JSON as the API gives for keys list and show, officers, proposals
+// list and show, clients, models, the signing log and the audit log; the
+// tables without -json are as before.
+func TestListingsJSON(t *testing.T) {
+	e := newEnv(t)
+	apiKey := e.lineSetup()
+	if code, out, errs := e.register(apiKey); code != 0 {
+		t.Fatalf("device register: %d\n%s\n%s", code, out, errs)
+	}
+	_, out, _ := e.keyrack("alice", "keys", "generate", "pending-key", "-role", "serial")
+	pending := proposalID(t, out)
+	for _, tc := range []struct {
+		cli []string
+		api string
+	}{
+		{[]string{"keys", "-json"}, "/v1/keys"},
+		{[]string{"keys", "list", "-json"}, "/v1/keys"},
+		{[]string{"keys", "show", "line-key", "-json"}, "/v1/keys/line-key"},
+		{[]string{"officers", "-json"}, "/v1/officers"},
+		{[]string{"officers", "list", "-json"}, "/v1/officers"},
+		{[]string{"proposals", "-json"}, "/v1/proposals?state=pending"},
+		{[]string{"proposals", "-state", "all", "-json"}, "/v1/proposals"},
+		{[]string{"proposals", "show", pending, "-json"}, "/v1/proposals/" + pending},
+		{[]string{"clients", "-json"}, "/v1/clients"},
+		{[]string{"models", "list", "-json"}, "/v1/models"},
+		{[]string{"log", "-json"}, "/v1/signing-log"},
+		{[]string{"log", "-type", "serial", "-json"}, "/v1/signing-log?type=serial"},
+		// A range of the chain that the runs' own logins do not change.
+		{[]string{"audit", "-after", "2", "-limit", "5", "-json"}, "/v1/audit?after=2&limit=5"},
+	} {
+		code, out, errs := e.keyrack("bob", tc.cli...)
+		if code != 0 {
+			t.Fatalf("%v: %d %s", tc.cli, code, errs)
+		}
+		var got, want any
+		if err := json.Unmarshal([]byte(out), &got); err != nil {
+			t.Fatalf("%v: not JSON: %v\n%s", tc.cli, err, out)
+		}
+		if err := json.Unmarshal(e.apiGet("alice", tc.api), &want); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%v prints\n%s\nthe API answers %s:\n%v", tc.cli, out, tc.api, want)
+		}
+		if !strings.HasPrefix(out, "{\n  \"") {
+			t.Errorf("%v: not indented:\n%s", tc.cli, out)
+		}
+	}
+	// The signing log has the device's serial, and the tables are tables.
+	if _, out, _ := e.keyrack("bob", "log", "-json"); !strings.Contains(out, `"serial": "L7-1"`) {
+		t.Fatalf("log -json lacks the serial:\n%s", out)
+	}
+	for cmd, head := range map[string]string{"keys": "NAME  ", "proposals": "ID  ", "clients": "NAME  ", "models": "BRAND  ", "log": "ID  ", "officers": "quorum 2\n"} {
+		if code, out, _ := e.keyrack("bob", cmd); code != 0 || !strings.HasPrefix(out, head) {
+			t.Errorf("%s without -json: %d\n%s", cmd, code, out)
+		}
+	}
+	if code, _, errs := e.keyrack("bob", "log", "-json", "-csv"); code != 2 || !strings.Contains(errs, "-csv | -json") {
+		t.Errorf("log -json -csv: %d %s", code, errs)
+	}
+	if code, _, _ := e.keyrack("bob", "keys", "list", "extra"); code != 2 {
+		t.Errorf("keys list with an argument: %d", code)
+	}
+}
+
+// TestFreezeAndRevokeAtOnce: one officer freezes a key (it stops
+// signing, shown disabled, no proposal made) and revokes an API client
+// (refused from its next request on, no proposal made); the quorum
+// brings the key back.
+func TestFreezeAndRevokeAtOnce(t *testing.T) {
+	e := newEnv(t)
+	apiKey := e.lineSetup()
+	if code, out, errs := e.register(apiKey); code != 0 {
+		t.Fatalf("device register: %d\n%s\n%s", code, out, errs)
+	}
+	code, out, errs := e.keyrack("alice", "keys", "freeze", "line-key")
+	if code != 0 || out != "key line-key frozen: state disabled\nnext       it signs nothing until the quorum approves: keyrack keys enable line-key\n" {
+		t.Fatalf("freeze: %d %q %s", code, out, errs)
+	}
+	if _, out, _ := e.keyrack("bob", "keys"); !regexp.MustCompile(`line-key\s+disabled\s`).MatchString(out) {
+		t.Fatalf("keys after the freeze:\n%s", out)
+	}
+	if code, out, errs := e.register(apiKey); code != 1 || strings.Contains(out, "type: serial") {
+		t.Fatalf("a serial signed by a frozen key: %d\n%s\n%s", code, out, errs)
+	}
+	if code, _, errs := e.keyrack("bob", "keys", "freeze", "line-key"); code != 1 || !strings.Contains(errs, "not active") {
+		t.Fatalf("freezing a frozen key: %d %s", code, errs)
+	}
+	// Nothing waits for a second officer.
+	if _, out, _ := e.keyrack("bob", "proposals"); strings.Count(out, "\n") != 1 {
+		t.Fatalf("pending proposals after the freeze:\n%s", out)
+	}
+	_, out, _ = e.keyrack("alice", "keys", "enable", "line-key")
+	if code, out, errs := e.keyrack("bob", "approve", proposalID(t, out)); code != 0 || !strings.Contains(out, "state      executed") {
+		t.Fatalf("enable: %d\n%s\n%s", code, out, errs)
+	}
+	if code, out, errs := e.register(apiKey); code != 0 || !strings.Contains(out, "serial: L7-2") {
+		t.Fatalf("after the enable: %d\n%s\n%s", code, out, errs)
+	}
+
+	code, out, errs = e.keyrack("alice", "clients", "revoke", "line-7-client")
+	if code != 0 || !regexp.MustCompile(`^API client line-7-client revoked at \S+: its key is refused from now on\n$`).MatchString(out) {
+		t.Fatalf("revoke: %d %q %s", code, out, errs)
+	}
+	if _, out, _ := e.keyrack("bob", "clients"); !regexp.MustCompile(`line-7-client\s.*\srevoked\n`).MatchString(out) {
+		t.Fatalf("clients after the revocation:\n%s", out)
+	}
+	if code, _, errs := e.register(apiKey); code != 1 || !strings.Contains(errs, "401") {
+		t.Fatalf("a revoked client registers a device: %d %s", code, errs)
+	}
+	if code, _, errs := e.keyrack("bob", "clients", "revoke", "line-7-client"); code != 1 || !strings.Contains(errs, "already revoked") {
+		t.Fatalf("revoking twice: %d %s", code, errs)
+	}
+	if _, out, _ := e.keyrack("bob", "proposals"); strings.Count(out, "\n") != 1 {
+		t.Fatalf("pending proposals after the revocation:\n%s", out)
+	}
+	if _, out, _ := e.keyrack("bob", "audit", "-limit", "1000"); !strings.Contains(out, "officer:alice\tkey.freeze\tline-key\tok") ||
+		!strings.Contains(out, "officer:alice\tclient.revoke\tline-7-client\tok") {
+		t.Fatalf("audit lacks the freeze or the revocation:\n%s", out)
+	}
+}
+
+// TestQuorum: keyrack quorum prints the quorum on record; quorum set
+// proposes a quorum.set the current quorum approves, and refuses one the
+// officers cannot meet.
+func TestQuorum(t *testing.T) {
+	e := newEnv(t)
+	if code, out, errs := e.keyrack("bob", "quorum"); code != 0 || out != "quorum 2\n" {
+		t.Fatalf("quorum: %d %q %s", code, out, errs)
+	}
+	if code, _, errs := e.keyrack("alice", "quorum", "set", "3"); code != 1 || !strings.Contains(errs, "could never be met") {
+		t.Fatalf("a quorum of 3 with 2 officers: %d %s", code, errs)
+	}
+	if code, _, _ := e.keyrack("alice", "quorum", "set", "three"); code != 2 {
+		t.Fatalf("quorum set three: %d", code)
+	}
+	_, out, _ := e.keyrack("alice", "officers", "add", "carol", "-pubkey", e.keygenOnly("carol"))
+	e.keyrack("bob", "approve", proposalID(t, out))
+	code, out, errs := e.keyrack("alice", "quorum", "set", "3")
+	if code != 0 || !strings.Contains(out, "set the quorum to 3 officers") || !strings.Contains(out, "(1 of 2 approvals: alice)") ||
+		!strings.Contains(errs, `"kind": "quorum.set"`) {
+		t.Fatalf("quorum set 3: %d\n%s\n%s", code, out, errs)
+	}
+	if code, out, errs := e.keyrack("bob", "approve", proposalID(t, out)); code != 0 || !strings.Contains(out, "state      executed") {
+		t.Fatalf("approving the quorum: %d\n%s\n%s", code, out, errs)
+	}
+	if code, out, _ := e.keyrack("carol", "quorum"); code != 0 || out != "quorum 3\n" {
+		t.Fatalf("quorum after the change: %d %q", code, out)
+	}
+}
+
+// keygenOnly makes officer's key file without recording it anywhere, and
+// returns the public key file's path.
+func (e *env) keygenOnly(officer string) string {
+	e.keygen(officer)
+	return e.files[officer] + ".pub"
+}
+
+// accountKeyFor plays the Brand Store: an account-key for pub, signed by
+// a stand-in store key (the appliance does not check who signed it;
+// devices do). The approach of appliance/httpapi's storeAccountKey.
+func accountKeyFor(t *testing.T, pub asserts.PublicKey, account string, constraints []any) []byte {
+	t.Helper()
+	root, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rk := asserts.RSAPrivateKey(root)
+	db, err := asserts.OpenDatabase(&asserts.DatabaseConfig{Backstore: asserts.NewMemoryBackstore(), KeypairManager: asserts.NewMemoryKeypairManager()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.ImportKey(rk); err != nil {
+		t.Fatal(err)
+	}
+	body, err := asserts.EncodePublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := map[string]any{"authority-id": "canonical", "account-id": account, "name": "k", "public-key-sha3-384": pub.ID(),
+		"since": time.Now().UTC().Format(time.RFC3339)}
+	if constraints != nil {
+		h["format"] = "1"
+		h["constraints"] = constraints
+	}
+	a, err := db.Sign(asserts.AccountKeyType, h, body, rk.PublicKey().ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return asserts.Encode(a)
+}
+
+// TestExportAndAccountKey: keys export gives the account-key-request the
+// key signed, its key id, public key and constraints; the account-key
+// the Brand Store issues for them goes back with keys account-key, and
+// one for another key or with wider constraints is refused.
+func TestExportAndAccountKey(t *testing.T) {
+	e := newEnv(t)
+	_, out, _ := e.keyrack("alice", "keys", "generate", "reg-key", "-role", "serial=line-.*,bench")
+	e.keyrack("bob", "approve", proposalID(t, out))
+	var k struct {
+		KeyID string `json:"sign-key-sha3-384"`
+	}
+	_, out, _ = e.keyrack("bob", "keys", "show", "reg-key")
+	if err := json.Unmarshal([]byte(out), &k); err != nil || k.KeyID == "" {
+		t.Fatalf("keys show: %v\n%s", err, out)
+	}
+
+	if code, _, errs := e.keyrack("alice", "keys", "export", "reg-key"); code != 2 || !strings.Contains(errs, "-account-id") {
+		t.Fatalf("export without -account-id: %d %s", code, errs)
+	}
+	akrFile := filepath.Join(e.dir, "reg-key.akr")
+	code, out, errs := e.keyrack("alice", "keys", "export", "reg-key", "-account-id", "brand-x", "-o", akrFile)
+	if code != 0 || !strings.HasPrefix(out, "wrote "+akrFile+" (the account-key-request)\nsign-key-sha3-384 "+k.KeyID+"\npublic-key ") ||
+		!strings.Contains(out, `constraints [{"headers":{"model":["bench","line-.*"],"type":"serial"}}]`+"\n") {
+		t.Fatalf("export -o: %d\n%s\n%s", code, out, errs)
+	}
+	data, err := os.ReadFile(akrFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	akr, err := asserts.Decode(data)
+	if err != nil || akr.Type() != asserts.AccountKeyRequestType || akr.HeaderString("account-id") != "brand-x" ||
+		akr.HeaderString("public-key-sha3-384") != k.KeyID {
+		t.Fatalf("the account-key-request written: %v\n%s", err, data)
+	}
+	b64 := regexp.MustCompile(`(?m)^public-key (\S+)$`).FindStringSubmatch(out)
+	raw, err := base64.StdEncoding.DecodeString(b64[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := asserts.DecodePublicKey(raw)
+	if err != nil || pub.ID() != k.KeyID {
+		t.Fatalf("public-key %v: %v", pub, err)
+	}
+	if err := asserts.SignatureCheck(akr, pub); err != nil {
+		t.Fatalf("the account-key-request is not signed by the key: %v", err)
+	}
+	// Without -o, on standard output.
+	if code, out, _ := e.keyrack("alice", "keys", "export", "reg-key", "-account-id", "brand-x"); code != 0 || !strings.HasPrefix(out, "type: account-key-request\n") {
+		t.Fatalf("export: %d\n%s", code, out)
+	}
+	if code, _, errs := e.keyrack("alice", "keys", "export", "reg-key", "-account-id", "brand-x", "-o", akrFile); code != 1 || !strings.Contains(errs, "refusing to overwrite") {
+		t.Fatalf("export over a file: %d %s", code, errs)
+	}
+
+	put := func(name string, data []byte) (int, string, string) {
+		t.Helper()
+		f := filepath.Join(e.dir, name+".account-key")
+		if err := os.WriteFile(f, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return e.keyrack("alice", "keys", "account-key", "reg-key", "-file", f)
+	}
+	other, _ := rsa.GenerateKey(rand.Reader, 2048)
+	if code, _, errs := put("other", accountKeyFor(t, asserts.RSAPublicKey(&other.PublicKey), "brand-x", nil)); code != 1 || !strings.Contains(errs, "wrong-key") {
+		t.Fatalf("an account-key for another key: %d %s", code, errs)
+	}
+	wide := []any{map[string]any{"headers": map[string]any{"type": "serial", "model": ".*"}}}
+	if code, _, errs := put("wide", accountKeyFor(t, pub, "brand-x", wide)); code != 1 || !strings.Contains(errs, "constraints-too-wide") {
+		t.Fatalf("an account-key wider than the roles: %d %s", code, errs)
+	}
+	if _, out, _ := e.keyrack("bob", "keys", "show", "reg-key"); !strings.Contains(out, `"account-key-present": false`) {
+		t.Fatalf("a refused account-key was recorded:\n%s", out)
+	}
+	narrow := []any{map[string]any{"headers": map[string]any{"type": "serial", "model": "bench"}}}
+	code, out, errs = put("narrow", accountKeyFor(t, pub, "brand-x", narrow))
+	if code != 0 || out != "key reg-key: account-key of account brand-x stored\n" {
+		t.Fatalf("account-key: %d %q %s", code, out, errs)
+	}
+	if _, out, _ := e.keyrack("bob", "keys", "show", "reg-key"); !strings.Contains(out, `"account-key-present": true`) {
+		t.Fatalf("the account-key is not recorded:\n%s", out)
+	}
+	if code, _, errs := e.keyrack("alice", "keys", "account-key", "reg-key"); code != 2 || !strings.Contains(errs, "-file FILE") {
+		t.Fatalf("account-key without -file: %d %s", code, errs)
+	}
+}
+
+// approvalsVerified is the count audit verify reports.
+var approvalsVerified = regexp.MustCompile(`^audit chain OK: (\d+) events, (\d+) approvals verified\n`)
+
+// TestAuditVerifyApprovals: audit verify checks every approval the chain
+// records, over the API and from the store file; from the file it also
+// checks the approvals on record, and names the proposal whose approval
+// row was edited (another signature, another officer). An approval in the
+// chain whose signature does not verify, the chain's hashes made again
+// around it, is named by its event.
+func TestAuditVerifyApprovals(t *testing.T) {
+	e := newEnv(t)
+	var ids []string
+	for _, name := range []string{"a-key", "b-key"} {
+		_, out, _ := e.keyrack("alice", "keys", "generate", name, "-role", "serial")
+		ids = append(ids, proposalID(t, out))
+		e.keyrack("bob", "approve", ids[len(ids)-1])
+	}
+	_, out, _ := e.keyrack("bob", "clients", "create", "c1", "-brand", "brand-x", "-model", "line-1", "-type", "serial")
+	pending := proposalID(t, out)
+	dbPath := filepath.Join(e.dir, "keyrack.db")
+	code, out, errs := e.keyrack("bob", "audit", "verify")
+	if m := approvalsVerified.FindStringSubmatch(out); code != 0 || m == nil || m[2] != "5" {
+		t.Fatalf("audit verify over the API: %d %q %s", code, out, errs)
+	}
+	code, out, errs = e.keyrack("", "audit", "verify", "-db", dbPath)
+	if m := approvalsVerified.FindStringSubmatch(out); code != 0 || m == nil || m[2] != "5" ||
+		!strings.HasSuffix(out, "\nproposals on record: 3 checked against the chain\n") {
+		t.Fatalf("audit verify -db: %d %q %s", code, out, errs)
+	}
+
+	db, err := sql.Open("sqlite", "file:"+dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	sqlExec := func(q string, args ...any) {
+		t.Helper()
+		if _, err := db.Exec(q, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// bob's pending approval row given alice's (genuine) signature over
+	// another proposal.
+	var alices, bobs []byte
+	db.QueryRow(`SELECT signature FROM approvals WHERE proposal_id = ? AND officer = 'alice'`, ids[0]).Scan(&alices)
+	db.QueryRow(`SELECT signature FROM approvals WHERE proposal_id = ? AND officer = 'bob'`, pending).Scan(&bobs)
+	sqlExec(`UPDATE approvals SET signature = ? WHERE proposal_id = ? AND officer = 'bob'`, alices, pending)
+	code, out, errs = e.keyrack("", "audit", "verify", "-db", dbPath)
+	if code != 1 || out != "BROKEN: proposal "+pending+": the approval by bob on record is not one the audit chain recorded\n" ||
+		!strings.Contains(errs, "proposal "+pending) {
+		t.Fatalf("an edited signature: %d %q %s", code, out, errs)
+	}
+	sqlExec(`UPDATE approvals SET signature = ? WHERE proposal_id = ? AND officer = 'bob'`, bobs, pending)
+	if code, out, errs := e.keyrack("", "audit", "verify", "-db", dbPath); code != 0 {
+		t.Fatalf("the row put back: %d %q %s", code, out, errs)
+	}
+	// bob's approval of b-key re-attributed to a stranger.
+	sqlExec(`UPDATE approvals SET officer = 'mallory' WHERE proposal_id = ? AND officer = 'bob'`, ids[1])
+	code, out, _ = e.keyrack("", "audit", "verify", "-db", dbPath)
+	if code != 1 || !strings.HasPrefix(out, "BROKEN: proposal "+ids[1]+": the approval by mallory") {
+		t.Fatalf("an approval moved to another officer: %d %q", code, out)
+	}
+	sqlExec(`UPDATE approvals SET officer = 'bob' WHERE proposal_id = ? AND officer = 'mallory'`, ids[1])
+	// Over the API the store's rows are not read: the chain is intact.
+	if code, out, errs := e.keyrack("bob", "audit", "verify"); code != 0 {
+		t.Fatalf("audit verify over the API after the rows were put back: %d %q %s", code, out, errs)
+	}
+
+	// In the chain, bob's approval of a-key carries alice's signature,
+	// and every hash from there on is made again: the hash chain holds,
+	// the approval does not verify.
+	var seq int64
+	var details string
+	if err := db.QueryRow(`SELECT seq, details FROM audit WHERE action = 'proposal.approve' AND actor = 'officer:bob' AND subject = ?`,
+		"key.generate "+ids[0]).Scan(&seq, &details); err != nil {
+		t.Fatal(err)
+	}
+	var d map[string]any
+	json.Unmarshal([]byte(details), &d)
+	d["signature"] = base64.StdEncoding.EncodeToString(alices)
+	forged, _ := json.Marshal(d)
+	rehashFrom(t, db, seq, string(forged))
+	for _, run := range [][]string{{"", "audit", "verify", "-db", dbPath}, {"bob", "audit", "verify"}} {
+		code, out, errs := e.keyrack(run[0], run[1:]...)
+		want := fmt.Sprintf("BROKEN at event %d: approval of %s by bob does not verify with %s, the key the chain records for bob: ",
+			seq, ids[0], fingerprint(t, e.files["bob"]+".pub"))
+		if code != 1 || !strings.HasPrefix(out, want) || !strings.HasSuffix(out, fmt.Sprintf(" (%d events before it verify)\n", seq-1)) {
+			t.Fatalf("%v on a forged approval: %d %q %s", run[1:], code, out, errs)
+		}
+	}
+}
+
+// rehashFrom gives audit event seq the details given and makes the hash
+// chain again from there to its end, as someone rewriting the chain
+// would (the hash as appliance/store makes it: SHA-256 over the previous
+// hash and the event's fields as JSON).
+func rehashFrom(t *testing.T, db *sql.DB, seq int64, details string) {
+	t.Helper()
+	type row struct {
+		seq, us                                 int64
+		actor, action, subject, result, details string
+	}
+	rows, err := db.Query(`SELECT seq, time_us, actor, action, subject, result, details FROM audit WHERE seq >= ? ORDER BY seq`, seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var evs []row
+	for rows.Next() {
+		var r row
+		if err := rows.Scan(&r.seq, &r.us, &r.actor, &r.action, &r.subject, &r.result, &r.details); err != nil {
+			t.Fatal(err)
+		}
+		evs = append(evs, r)
+	}
+	rows.Close()
+	var prev []byte
+	if err := db.QueryRow(`SELECT prev_hash FROM audit WHERE seq = ?`, seq).Scan(&prev); err != nil {
+		t.Fatal(err)
+	}
+	evs[0].details = details
+	for _, r := range evs {
+		body, _ := json.Marshal(struct {
+			Seq     int64  `json:"seq"`
+			TimeUS  int64  `json:"time_us"`
+			Actor   string `json:"actor"`
+			Action  string `json:"action"`
+			Subject string `json:"subject"`
+			Result  string `json:"result"`
+			Details string `json:"details"`
+		}{r.seq, r.us, r.actor, r.action, r.subject, r.result, r.details})
+		h := sha256.New()
+		h.Write(prev)
+		h.Write(body)
+		hash := h.Sum(nil)
+		if _, err := db.Exec(`UPDATE audit SET details = ?, prev_hash = ?, hash = ? WHERE seq = ?`, r.details, prev, hash, r.seq); err != nil {
+			t.Fatal(err)
+		}
+		prev = hash
+	}
+}
+
+// testCA is a CA for the TLS test: the approach of appliance/httpapi's
+// tls_test.go.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pem  []byte
+}
+
+func newTestCA(t *testing.T) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "keyrack CLI test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	return &testCA{cert, key, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+}
+
+// issue writes a certificate for cn (and 127.0.0.1) and its key into dir
+// as NAME.crt and NAME.key, and returns their paths and the SHA-256 of
+// the certificate's DER.
+func (ca *testCA) issue(t *testing.T, dir, name, cn string, usage x509.ExtKeyUsage) (certFile, keyFile, sum string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{usage},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalECPrivateKey(key)
+	certFile, keyFile = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
+	h := sha256.Sum256(der)
+	return certFile, keyFile, hex.EncodeToString(h[:])
+}
+
+// TestTLSClientCertificates: the CLI against an appliance that is not a
+// dev appliance and requires officers' client certificates, served over
+// TLS by httpapi itself. alice and bob have theirs bound at bootstrap:
+// with -ca, -cert and -cert-key (or their environment variables) they
+// list keys, propose and approve, and add carol with her certificate,
+// who then logs in with it. Without -cert the appliance's 403 message
+// comes back; with another officer's certificate the login is refused;
+// without -ca the appliance's certificate is not trusted.
+func TestTLSClientCertificates(t *testing.T) {
+	pki := t.TempDir()
+	ca := newTestCA(t)
+	caFile := filepath.Join(pki, "ca.pem")
+	os.WriteFile(caFile, ca.pem, 0o644)
+	srvCert, srvKey, _ := ca.issue(t, pki, "appliance", "appliance", x509.ExtKeyUsageServerAuth)
+	type certs struct{ cert, key, sum string }
+	officer := map[string]certs{}
+	for _, name := range []string{"alice", "bob", "carol"} {
+		c, k, sum := ca.issue(t, pki, name, "officer "+name, x509.ExtKeyUsageClientAuth)
+		officer[name] = certs{c, k, sum}
+	}
+	e := newEnvWith(t, envOptions{
+		config: fmt.Sprintf(`"tls": {"cert_file": %q, "key_file": %q, "client_ca_file": %q, "officer_client_cert": true}`, srvCert, srvKey, caFile),
+		certs:  map[string]string{"alice": officer["alice"].sum, "bob": officer["bob"].sum},
+		serve:  true,
+	})
+	as := func(name, certOf string, args ...string) (int, string, string) {
+		t.Helper()
+		full := []string{"-ca", caFile, "-key", e.files[name], "-yes"}
+		if certOf != "" {
+			full = append(full, "-cert", officer[certOf].cert, "-cert-key", officer[certOf].key)
+		}
+		return e.keyrackTTY(nil, append(full, args...)...)
+	}
+	if code, out, errs := as("alice", "alice", "keys"); code != 0 || !strings.HasPrefix(out, "NAME  ") {
+		t.Fatalf("keys over TLS with alice's certificate: %d\n%s\n%s", code, out, errs)
+	}
+	code, out, errs := as("alice", "alice", "keys", "generate", "tls-key", "-role", "serial")
+	if code != 0 || !strings.Contains(out, "(1 of 2 approvals: alice)") {
+		t.Fatalf("proposing over TLS: %d\n%s\n%s", code, out, errs)
+	}
+	// bob by the environment.
+	t.Setenv("KEYRACK_CA", caFile)
+	t.Setenv("KEYRACK_CERT", officer["bob"].cert)
+	t.Setenv("KEYRACK_CERT_KEY", officer["bob"].key)
+	code, out, errs = e.keyrackTTY(nil, "-key", e.files["bob"], "approve", "-yes", proposalID(t, out))
+	if code != 0 || !strings.Contains(out, "state      executed (2 of 2 approvals: alice, bob)") {
+		t.Fatalf("approving over TLS: %d\n%s\n%s", code, out, errs)
+	}
+	clearEnv(t)
+
+	// carol, added with her certificate, logs in with it.
+	code, out, errs = as("alice", "alice", "officers", "add", "carol", "-pubkey", e.keygenOnly("carol"), "-cert", officer["carol"].cert)
+	if code != 0 || !strings.Contains(out, "client certificate sha256 "+officer["carol"].sum+"\n") ||
+		!strings.Contains(errs, `"client-cert-sha256": "`+officer["carol"].sum+`"`) {
+		t.Fatalf("officers add -cert: %d\n%s\n%s", code, out, errs)
+	}
+	code, out, errs = as("bob", "bob", "approve", proposalID(t, out))
+	if code != 0 || !strings.Contains(out, "state      executed") {
+		t.Fatalf("approving carol: %d\n%s\n%s", code, out, errs)
+	}
+	noSecrets(t, "", out, errs)
+	if code, out, errs := as("carol", "carol", "officers"); code != 0 || !strings.Contains(out, "carol\tactive\t") {
+		t.Fatalf("carol with her certificate: %d\n%s\n%s", code, out, errs)
+	}
+
+	// Refusals.
+	code, _, errs = as("alice", "", "keys")
+	if code != 1 || !strings.Contains(errs, "officer endpoints need a client certificate from the configured CA (HTTP 403, client-certificate-required)") {
+		t.Fatalf("without -cert: %d %s", code, errs)
+	}
+	if code, _, errs := as("alice", "bob", "keys"); code != 1 || !strings.Contains(errs, "login failed") || !strings.Contains(errs, "HTTP 401") {
+		t.Fatalf("alice with bob's certificate: %d %s", code, errs)
+	}
+	if code, _, errs := as("carol", "alice", "officers"); code != 1 || !strings.Contains(errs, "login failed") {
+		t.Fatalf("carol with alice's certificate: %d %s", code, errs)
+	}
+	code, _, errs = e.keyrackTTY(nil, "-key", e.files["alice"], "-cert", officer["alice"].cert, "-cert-key", officer["alice"].key, "keys")
+	if code != 1 || !strings.Contains(errs, "certificate signed by unknown authority") || !strings.Contains(errs, "-ca FILE") {
+		t.Fatalf("without -ca: %d %s", code, errs)
+	}
+	if code, _, errs := e.keyrackTTY(nil, "-ca", caFile, "-key", e.files["alice"], "-cert", officer["alice"].cert, "keys"); code != 2 || !strings.Contains(errs, "go together") {
+		t.Fatalf("-cert without -cert-key: %d %s", code, errs)
+	}
+	// Health needs no certificate; the status command trusts -ca too.
+	if code, out, errs := e.keyrackTTY(nil, "-ca", caFile, "status"); code != 0 || !strings.Contains(out, "token      up: cli-test") {
+		t.Fatalf("status over TLS: %d %s %s", code, out, errs)
+	}
 }

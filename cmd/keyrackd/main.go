@@ -3,13 +3,21 @@
 //	keyrackd -config /etc/keyrack/keyrackd.json
 //	keyrackd -dev var/dev            # development: dev SoftHSM token, demo data
 //	keyrackd -config FILE -bootstrap-officers alice=alice.pub,bob=bob.pub,carol=carol.pub
+//	keyrackd -config FILE -bootstrap-officers alice=alice.pub:alice.crt,bob=bob.pub:bob.crt
 //
 // -bootstrap-officers enrols the first officers of a new appliance, each
-// with the public key they made (keyrack officer keygen), and exits.
+// with the public key they made (keyrack officer keygen), and exits. After
+// a colon, an officer's TLS client certificate (PEM) is bound to them: an
+// appliance with tls.officer_client_cert takes their logins only over a
+// connection presenting it.
 package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -47,7 +55,7 @@ func run() int {
 	version := flag.Bool("version", false, "print the version and exit")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile to this file until shutdown (performance work)")
 	traceFile := flag.String("trace", "", "write a Go execution trace to this file until shutdown (performance work: scheduling latency)")
-	bootstrap := flag.String("bootstrap-officers", "", "enrol the first officers of an appliance that has none, each with the public key they made (NAME=PUBKEYFILE,...; keyrack officer keygen), and exit")
+	bootstrap := flag.String("bootstrap-officers", "", "enrol the first officers of an appliance that has none, each with the public key they made and optionally their TLS client certificate (NAME=PUBKEYFILE[:CERTFILE],...; keyrack officer keygen), and exit")
 	flag.Parse()
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 
@@ -173,15 +181,17 @@ type bootstrapOfficer struct {
 	Fingerprint string
 }
 
-// readOfficerKeys reads -bootstrap-officers NAME=PUBKEYFILE,...: each
-// officer's public key file, in authorized_keys form.
+// readOfficerKeys reads -bootstrap-officers NAME=PUBKEYFILE[:CERTFILE],...:
+// each officer's public key file, in authorized_keys form, and the TLS
+// client certificate (PEM) to bind to them, if any.
 func readOfficerKeys(arg string) ([]bootstrapOfficer, error) {
 	var out []bootstrapOfficer
 	seen := map[string]bool{}
 	for _, item := range strings.Split(arg, ",") {
-		name, file, ok := strings.Cut(strings.TrimSpace(item), "=")
-		if !ok || name == "" || file == "" {
-			return nil, fmt.Errorf("%q: each officer is NAME=PUBKEYFILE, the public key they made with keyrack officer keygen (-bootstrap-officers alice=alice.pub,bob=bob.pub,carol=carol.pub); officers no longer get a credential from the appliance", item)
+		name, files, ok := strings.Cut(strings.TrimSpace(item), "=")
+		file, certFile, withCert := strings.Cut(files, ":")
+		if !ok || name == "" || file == "" || withCert && certFile == "" {
+			return nil, fmt.Errorf("%q: each officer is NAME=PUBKEYFILE[:CERTFILE], the public key they made with keyrack officer keygen and optionally their TLS client certificate (-bootstrap-officers alice=alice.pub,bob=bob.pub:bob.crt,carol=carol.pub); officers no longer get a credential from the appliance", item)
 		}
 		if seen[name] {
 			return nil, fmt.Errorf("officer %q is named twice", name)
@@ -195,10 +205,41 @@ func readOfficerKeys(arg string) ([]bootstrapOfficer, error) {
 		if err != nil {
 			return nil, fmt.Errorf("officer %s: %s: %w", name, file, err)
 		}
-		out = append(out, bootstrapOfficer{OfficerKey: appliance.OfficerKey{Name: name, PublicKey: officerkey.Authorized(pub)},
-			Fingerprint: officerkey.Fingerprint(pub)})
+		o := bootstrapOfficer{OfficerKey: appliance.OfficerKey{Name: name, PublicKey: officerkey.Authorized(pub)},
+			Fingerprint: officerkey.Fingerprint(pub)}
+		if withCert {
+			if o.CertSHA256, err = certSHA256(certFile); err != nil {
+				return nil, fmt.Errorf("officer %s: %w", name, err)
+			}
+		}
+		out = append(out, o)
 	}
 	return out, nil
+}
+
+// certSHA256 is the SHA-256 (hex) of the DER of the first certificate in
+// the PEM file path: what binds an officer to their TLS client certificate
+// (the appliance compares it with the certificate a connection presents).
+func certSHA256(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("reading the client certificate: %w", err)
+	}
+	for {
+		var b *pem.Block
+		b, data = pem.Decode(data)
+		if b == nil {
+			return "", fmt.Errorf("%s: no PEM CERTIFICATE block", path)
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		if _, err := x509.ParseCertificate(b.Bytes); err != nil {
+			return "", fmt.Errorf("%s: %w", path, err)
+		}
+		sum := sha256.Sum256(b.Bytes)
+		return hex.EncodeToString(sum[:]), nil
+	}
 }
 
 func bootstrapOfficers(cfg appliance.Config, officers []bootstrapOfficer, log *slog.Logger) int {
@@ -223,7 +264,11 @@ func bootstrapOfficers(cfg appliance.Config, officers []bootstrapOfficer, log *s
 	}
 	fmt.Println("Officers enrolled with their public keys (each logs in with the key they keep; nothing secret was made):")
 	for _, o := range officers {
-		fmt.Printf("%s\t%s\n", o.Name, o.Fingerprint)
+		if o.CertSHA256 != "" {
+			fmt.Printf("%s\t%s\tclient certificate sha256 %s\n", o.Name, o.Fingerprint, o.CertSHA256)
+		} else {
+			fmt.Printf("%s\t%s\n", o.Name, o.Fingerprint)
+		}
 	}
 	return 0
 }

@@ -2,9 +2,18 @@ package main
 
 import (
 	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -64,7 +73,9 @@ func TestDaemonDevLifecycle(t *testing.T) {
 // enrols the first officers with the public keys they made, prints their
 // fingerprints and nothing secret, refuses the old names-only form, fewer
 // officers than the quorum and a second bootstrap; the officers then log
-// in with their keys.
+// in with their keys. carol=carol.pub:carol.crt also binds carol's client
+// certificate, whose SHA-256 is printed; a certificate file without a
+// certificate is refused.
 func TestBootstrapOfficersWithKeys(t *testing.T) {
 	work := t.TempDir()
 	tok, err := softhsm.Create(filepath.Join(work, "token"), "bootstrap")
@@ -109,16 +120,27 @@ func TestBootstrapOfficersWithKeys(t *testing.T) {
 	if code, out := bootstrap("alice,bob,carol"); code != 2 || !strings.Contains(out, "NAME=PUBKEYFILE") {
 		t.Fatalf("names without keys: %d %s", code, out)
 	}
+	certFile, certSum := selfSignedCert(t, work, "carol")
+	if code, out := bootstrap(pub("alice") + "," + pub("carol") + ":"); code != 2 || !strings.Contains(out, "NAME=PUBKEYFILE[:CERTFILE]") {
+		t.Fatalf("an empty certificate file name: %d %s", code, out)
+	}
+	if code, out := bootstrap(pub("alice") + "," + pub("carol") + ":" + filepath.Join(work, "carol.pub")); code != 2 || !strings.Contains(out, "no PEM CERTIFICATE block") {
+		t.Fatalf("a certificate file without a certificate: %d %s", code, out)
+	}
 	if code, out := bootstrap(pub("alice")); code != 1 || !strings.Contains(out, "fewer officers than the quorum") {
 		t.Fatalf("one officer for a quorum of 2: %d %s", code, out)
 	}
-	code, out := bootstrap(strings.Join([]string{pub("alice"), pub("bob"), pub("carol")}, ","))
+	code, out := bootstrap(strings.Join([]string{pub("alice"), pub("bob"), pub("carol") + ":" + certFile}, ","))
 	if code != 0 || strings.Contains(out, "PRIVATE KEY") || strings.Contains(out, "krk_") {
 		t.Fatalf("bootstrap: %d %s", code, out)
 	}
 	for name, fp := range fps {
-		if !strings.Contains(out, name+"\t"+fp+"\n") {
-			t.Errorf("bootstrap output lacks %s's fingerprint %s:\n%s", name, fp, out)
+		want := name + "\t" + fp + "\n"
+		if name == "carol" {
+			want = name + "\t" + fp + "\tclient certificate sha256 " + certSum + "\n"
+		}
+		if !strings.Contains(out, want) {
+			t.Errorf("bootstrap output lacks %q:\n%s", want, out)
 		}
 	}
 	if code, out := bootstrap(pub("alice") + "," + pub("bob")); code != 1 || !strings.Contains(out, "already has officers") {
@@ -321,4 +343,29 @@ func waitHealthy(t *testing.T, addr string) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// selfSignedCert writes a self-signed certificate to dir/NAME.crt, after
+// another PEM block (a certificate file may carry its key first), and
+// returns its path and the SHA-256 of its DER.
+func selfSignedCert(t *testing.T, dir, name string) (string, string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "officer " + name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := pem.EncodeToMemory(&pem.Block{Type: "PARAMETERS", Bytes: []byte{0}})
+	data = append(data, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+	path := filepath.Join(dir, name+".crt")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(der)
+	return path, hex.EncodeToString(sum[:])
 }
