@@ -252,6 +252,13 @@ func TestWrapImportApproveSign(t *testing.T) {
 	if want, _ := assertion.KeyID(&orig.PublicKey); keyID == nil || keyID[1] != want {
 		t.Fatalf("wrap names key %v, not %s:\n%s", keyID, want, out)
 	}
+	// And the blob's SHA-256 as sha256sum prints it, which approvers find
+	// in the content.
+	if written, err := os.ReadFile(blob); err != nil {
+		t.Fatal(err)
+	} else if sum := sha256.Sum256(written); !strings.Contains(out, hex.EncodeToString(sum[:])+"  "+blob+"\n") {
+		t.Fatalf("wrap does not print the blob's sha256:\n%s", out)
+	}
 	if code, _, errs := e.keyrack("", wrapArgs(fp[1])...); code != 1 || !strings.Contains(errs, "refusing to overwrite") {
 		t.Fatalf("second wrap over the blob: %d %s", code, errs)
 	}

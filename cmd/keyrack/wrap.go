@@ -95,5 +95,8 @@ func (c *cli) wrap(args []string) error {
 	// The appliance takes the key's id with the blob (keys import -key-id),
 	// shows it to the approvers and refuses a blob that holds another key.
 	fmt.Fprintf(c.stdout, "sign-key-sha3-384 %s\n", keyID)
+	// As sha256sum prints it: what approvers find in the proposal's content.
+	blobSum := sha256.Sum256(blob)
+	fmt.Fprintf(c.stdout, "%s  %s\n", hex.EncodeToString(blobSum[:]), *out)
 	return nil
 }
