@@ -106,7 +106,9 @@ func (a *Appliance) checkQuorumReachable(ctx context.Context) error {
 	}
 	switch {
 	case n == 0:
-		a.log.Warn("no officer with a key yet: bootstrap the officers (keyrackd -bootstrap-officers NAME=KEY.pub,...)")
+		if !a.cfg.Dev { // a dev appliance enrols its demo officer next (EnsureDemo)
+			a.log.Warn("no officer with a key yet: bootstrap the officers (keyrackd -bootstrap-officers NAME=KEY.pub,...)")
+		}
 	case n < q:
 		return fmt.Errorf("%w: quorum %d, %d active officers with keys", ErrQuorumUnreachable, q, n)
 	}
