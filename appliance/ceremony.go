@@ -202,11 +202,7 @@ func (a *Appliance) approve(ctx context.Context, officer, id string, signature [
 			return err
 		}
 		p.Approvals = append(p.Approvals, store.Approval{Officer: officer, Signature: signature})
-		n, err := a.validApprovals(tx, p)
-		if err != nil {
-			return err
-		}
-		q, err := quorumIn(tx)
+		n, q, err := a.quorumCount(tx, p)
 		if err != nil {
 			return err
 		}
@@ -475,6 +471,16 @@ func (a *Appliance) execute(ctx context.Context, id, officer string) (Outcome, e
 var errQuorumLost = &Error{Kind: Conflict, Code: "quorum-lost",
 	Message: "the proposal no longer has its quorum of approvals by active officers (an approver was removed or changed key); propose it again"}
 
+// quorumCount is how many of p's approvals hold (validApprovals) and the
+// quorum on record, both read in tx.
+func (a *Appliance) quorumCount(tx *store.Tx, p store.Proposal) (n, quorum int, err error) {
+	if n, err = a.validApprovals(tx, p); err != nil {
+		return 0, 0, err
+	}
+	quorum, err = quorumIn(tx)
+	return n, quorum, err
+}
+
 // checkQuorum counts proposal id's approvals again in tx, the transaction
 // that acts on them: only signatures by officers active at this moment
 // count.
@@ -483,11 +489,7 @@ func (a *Appliance) checkQuorum(tx *store.Tx, id string) error {
 	if err != nil {
 		return err
 	}
-	n, err := a.validApprovals(tx, p)
-	if err != nil {
-		return err
-	}
-	q, err := quorumIn(tx)
+	n, q, err := a.quorumCount(tx, p)
 	if err != nil {
 		return err
 	}

@@ -16,7 +16,9 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -243,4 +245,25 @@ func AgentSigner(sock string, pub ssh.PublicKey) (ssh.Signer, func() error, erro
 	}
 	conn.Close()
 	return nil, nil, fmt.Errorf("ssh-agent holds %d suitable keys: name one with its public key file", len(found))
+}
+
+// CertSHA256 is the SHA-256 (hex) of the DER of the first certificate in
+// PEM data: what binds an officer to their TLS client certificate (the
+// appliance compares it with the certificate a connection presents).
+func CertSHA256(data []byte) (string, error) {
+	for {
+		var b *pem.Block
+		b, data = pem.Decode(data)
+		if b == nil {
+			return "", errors.New("no PEM CERTIFICATE block")
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		if _, err := x509.ParseCertificate(b.Bytes); err != nil {
+			return "", err
+		}
+		sum := sha256.Sum256(b.Bytes)
+		return hex.EncodeToString(sum[:]), nil
+	}
 }

@@ -11,6 +11,8 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"io"
@@ -1188,4 +1190,36 @@ func TestAgentSignerChoosing(t *testing.T) {
 			t.Error("the signer still signs after its connection was closed")
 		}
 	})
+}
+
+// TestCertSHA256: the SHA-256 of the first certificate's DER, past any
+// other PEM block; no certificate, or a broken one, is an error.
+func TestCertSHA256(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "alice"},
+		NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalECPrivateKey(key)
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	want := sha256.Sum256(der)
+	got, err := CertSHA256(append(keyPEM, certPEM...))
+	if err != nil || got != hex.EncodeToString(want[:]) {
+		t.Fatalf("CertSHA256 = %q, %v; want %x", got, err, want)
+	}
+	for name, data := range map[string][]byte{
+		"no certificate":     keyPEM,
+		"not PEM":            []byte("hello"),
+		"broken certificate": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der[:40]}),
+	} {
+		if _, err := CertSHA256(data); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
 }

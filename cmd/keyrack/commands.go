@@ -2,11 +2,7 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"flag"
 	"fmt"
 	"io"
@@ -572,28 +568,18 @@ func (c *cli) quorum(ctx context.Context, args []string) error {
 	return c.propose(ctx, "POST", "/v1/quorum", wire.QuorumRequest{Quorum: n}, false, *yes)
 }
 
-// certSHA256 is the SHA-256 (hex) of the DER of the first certificate in
-// the PEM file path: what binds an officer to their TLS client certificate.
+// certSHA256 reads the client certificate in the PEM file path and gives
+// the SHA-256 that binds it to an officer (officerkey.CertSHA256).
 func certSHA256(path string) (string, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return "", fmt.Errorf("reading the client certificate: %w", err)
 	}
-	for {
-		var b *pem.Block
-		b, data = pem.Decode(data)
-		if b == nil {
-			return "", fmt.Errorf("%s: no PEM CERTIFICATE block", path)
-		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
-		if _, err := x509.ParseCertificate(b.Bytes); err != nil {
-			return "", fmt.Errorf("%s: %w", path, err)
-		}
-		sum := sha256.Sum256(b.Bytes)
-		return hex.EncodeToString(sum[:]), nil
+	sum, err := officerkey.CertSHA256(data)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
 	}
+	return sum, nil
 }
 
 func compact(raw json.RawMessage) string {

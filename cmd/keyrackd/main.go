@@ -14,10 +14,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/x509"
-	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -217,29 +213,18 @@ func readOfficerKeys(arg string) ([]bootstrapOfficer, error) {
 	return out, nil
 }
 
-// certSHA256 is the SHA-256 (hex) of the DER of the first certificate in
-// the PEM file path: what binds an officer to their TLS client certificate
-// (the appliance compares it with the certificate a connection presents).
+// certSHA256 reads the client certificate in the PEM file path and gives
+// the SHA-256 that binds it to an officer (officerkey.CertSHA256).
 func certSHA256(path string) (string, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return "", fmt.Errorf("reading the client certificate: %w", err)
 	}
-	for {
-		var b *pem.Block
-		b, data = pem.Decode(data)
-		if b == nil {
-			return "", fmt.Errorf("%s: no PEM CERTIFICATE block", path)
-		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
-		if _, err := x509.ParseCertificate(b.Bytes); err != nil {
-			return "", fmt.Errorf("%s: %w", path, err)
-		}
-		sum := sha256.Sum256(b.Bytes)
-		return hex.EncodeToString(sum[:]), nil
+	sum, err := officerkey.CertSHA256(data)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
 	}
+	return sum, nil
 }
 
 func bootstrapOfficers(cfg appliance.Config, officers []bootstrapOfficer, log *slog.Logger) int {
