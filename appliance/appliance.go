@@ -46,6 +46,8 @@ type Appliance struct {
 	limiter *authLimiter
 	// loginFails aggregates failed officer logins for the audit chain.
 	loginFails loginFails
+	// challenges bounds login challenges per source address.
+	challenges *authLimiter
 }
 
 // New opens the core on an open token module and store: it finds or makes
@@ -54,8 +56,9 @@ func New(ctx context.Context, cfg Config, mod *hsm.Module, db *store.DB, log *sl
 	a := &Appliance{cfg: cfg, mod: mod, db: db, log: log, metrics: newMetrics(mod, db, wire.Version),
 		cache: keyCache{roles: map[string]roles{}, keys: map[string]*hsm.Key{}, signers: map[string]*assertion.Signer{},
 			bindings: map[bindingKey]binding{}, clients: map[string]cachedClient{}},
-		admit:   make(chan struct{}, cfg.Limits.SigningSlots(mod.Sessions())),
-		limiter: newAuthLimiter(cfg.Limits.AuthFailures, time.Duration(cfg.Limits.AuthWindow))}
+		admit:      make(chan struct{}, cfg.Limits.SigningSlots(mod.Sessions())),
+		limiter:    newAuthLimiter(cfg.Limits.AuthFailures, time.Duration(cfg.Limits.AuthWindow)),
+		challenges: newAuthLimiter(challengesPerSource, challengeTTL)}
 	id, err := ensureApplianceID(ctx, db)
 	if err != nil {
 		return nil, err

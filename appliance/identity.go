@@ -33,8 +33,13 @@ const SessionTTL = 15 * time.Minute
 const challengeTTL = time.Minute
 
 // maxChallenges bounds the login challenges outstanding at once (each
-// lives challengeTTL): far more than officers ever need.
-const maxChallenges = 1000
+// lives challengeTTL): far more than officers ever need. challengesPerSource
+// bounds what one address may ask for in that time, so that one caller
+// cannot take them all.
+const (
+	maxChallenges       = 1000
+	challengesPerSource = 120
+)
 
 var errTooManyChallenges = &Error{Kind: Overloaded, Code: "overloaded", RetryAfter: challengeTTL,
 	Message: "too many login challenges outstanding; retry in a minute"}
@@ -167,10 +172,17 @@ func (a *Appliance) LoginChallenge(ctx context.Context, req wire.LoginRequest, s
 	} else if err := validName("officer", officer); err != nil {
 		return wire.LoginChallenge{}, err
 	}
-	if d := a.limiter.blocked(time.Now(), "addr:"+source, "name:"+sessionPrefix+officer); d > 0 {
+	now := time.Now()
+	if d := a.limiter.blocked(now, "addr:"+source, "name:"+sessionPrefix+officer); d > 0 {
 		a.metrics.refusals.WithLabelValues("auth-rate").Inc()
 		return wire.LoginChallenge{}, rateLimited(d)
 	}
+	if d := a.challenges.blocked(now, source); d > 0 {
+		a.metrics.refusals.WithLabelValues("auth-rate").Inc()
+		return wire.LoginChallenge{}, &Error{Kind: RateLimited, Code: "rate-limited", RetryAfter: d,
+			Message: fmt.Sprintf("too many login challenges from this address (%d a minute at most); retry shortly", challengesPerSource)}
+	}
+	a.challenges.fail(now, source)
 	raw := make([]byte, 32)
 	if _, err := rand.Read(raw); err != nil {
 		return wire.LoginChallenge{}, err

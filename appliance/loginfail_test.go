@@ -88,3 +88,23 @@ func TestFailedLoginsAggregated(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestChallengesBoundedPerSource: one address cannot take every login
+// challenge; another address still gets one.
+func TestChallengesBoundedPerSource(t *testing.T) {
+	e := newCoreEnv(t)
+	ctx := context.Background()
+	var err error
+	n := 0
+	for ; n < 2*challengesPerSource; n++ {
+		if _, err = e.app.LoginChallenge(ctx, wire.LoginRequest{Officer: "alice"}, "192.0.2.1"); err != nil {
+			break
+		}
+	}
+	if n != challengesPerSource || AsError(err).Kind != RateLimited {
+		t.Fatalf("%d challenges for one source, then %v", n, err)
+	}
+	if _, err := e.app.LoginChallenge(ctx, wire.LoginRequest{Officer: "alice"}, "192.0.2.2"); err != nil {
+		t.Fatalf("another source: %v", err)
+	}
+}
