@@ -46,7 +46,7 @@ list=$(nonstd_deps ./appliance/wire | grep -vx "$mod/appliance/wire" || true)
 check "$list" '.' "$mod/appliance/wire links" "wire may use the standard library only"
 
 # The leaves import nothing of ours.
-for leaf in policy hsm hsm/keywrap appliance/store appliance/assertion appliance/keyfile appliance/officerkey; do
+for leaf in policy hsm hsm/keywrap appliance/store appliance/assertion appliance/keyfile appliance/officerkey internal/testpki; do
 	list=$(deps "./$leaf" | grep -vx "$mod/$leaf")
 	check "$list" "^$mod/" "$mod/$leaf links" "a leaf package imports nothing of ours"
 done

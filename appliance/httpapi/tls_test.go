@@ -3,20 +3,15 @@ package httpapi
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -29,47 +24,16 @@ import (
 	"github.com/keyrack/keyrack/appliance/officerkey"
 	"github.com/keyrack/keyrack/appliance/store"
 	"github.com/keyrack/keyrack/appliance/wire"
+	"github.com/keyrack/keyrack/internal/testpki"
 	"golang.org/x/crypto/ssh"
 )
 
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
-
-func newTestCA(t *testing.T) *testCA {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "keyrack test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return &testCA{cert, key, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-func (ca *testCA) issue(t *testing.T, cn string, usage x509.ExtKeyUsage) (certPEM, keyPEM []byte) {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{usage},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, _ := x509.MarshalECPrivateKey(key)
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
-}
-
 func TestTLS(t *testing.T) {
 	dir := t.TempDir()
-	ca := newTestCA(t)
-	srvCert, srvKey := ca.issue(t, "appliance", x509.ExtKeyUsageServerAuth)
-	cliCert, cliKey := ca.issue(t, "officer alice", x509.ExtKeyUsageClientAuth)
-	otherCert, otherKey := ca.issue(t, "officer bob", x509.ExtKeyUsageClientAuth)
+	ca := testpki.NewCA(t, "keyrack test CA")
+	srvCert, srvKey := ca.Issue(t, "appliance", x509.ExtKeyUsageServerAuth)
+	cliCert, cliKey := ca.Issue(t, "officer alice", x509.ExtKeyUsageClientAuth)
+	otherCert, otherKey := ca.Issue(t, "officer bob", x509.ExtKeyUsageClientAuth)
 	write := func(name string, b []byte) string {
 		p := filepath.Join(dir, name)
 		os.WriteFile(p, b, 0o600)
@@ -78,7 +42,7 @@ func TestTLS(t *testing.T) {
 	cfg, err := appliance.ParseConfig(strings.NewReader(fmt.Sprintf(`{"dev": true, "state_dir": %q,
 		"tls": {"cert_file": %q, "key_file": %q, "client_ca_file": %q, "officer_client_cert": true},
 		"token": {"module": %q, "label": %q, "pin_file": %q}}`, dir,
-		write("srv.pem", srvCert), write("srv.key", srvKey), write("ca.pem", ca.pem),
+		write("srv.pem", srvCert), write("srv.key", srvKey), write("ca.pem", ca.PEM),
 		testTok.Module, testTok.Label, testTok.PINFile)))
 	if err != nil {
 		t.Fatal(err)
@@ -116,7 +80,7 @@ func TestTLS(t *testing.T) {
 	go func() { done <- srv.Serve(ctx, ln) }()
 	base := "https://" + ln.Addr().String()
 	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(ca.pem)
+	roots.AppendCertsFromPEM(ca.PEM)
 	pair, _ := tls.X509KeyPair(cliCert, cliKey)
 	client := func(tc *tls.Config) *http.Client {
 		return &http.Client{Transport: &http.Transport{TLSClientConfig: tc}, Timeout: 10 * time.Second}

@@ -3,13 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"database/sql"
 	"encoding/base64"
 	"encoding/hex"
@@ -19,7 +16,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -43,6 +39,7 @@ import (
 	"github.com/keyrack/keyrack/appliance/store"
 	"github.com/keyrack/keyrack/appliance/wire"
 	"github.com/keyrack/keyrack/hsm"
+	"github.com/keyrack/keyrack/internal/testpki"
 	"github.com/keyrack/keyrack/softhsm"
 )
 
@@ -1195,52 +1192,26 @@ func rehashFrom(t *testing.T, db *sql.DB, seq int64, details string) {
 	}
 }
 
-// testCA is a CA for the TLS test: the approach of appliance/httpapi's
-// tls_test.go.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
+// testCA issues the TLS test's certificates into files.
+type testCA struct{ *testpki.CA }
 
-func newTestCA(t *testing.T) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "keyrack CLI test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return &testCA{cert, key, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
+func newTestCA(t *testing.T) *testCA { return &testCA{testpki.NewCA(t, "keyrack CLI test CA")} }
 
 // issue writes a certificate for cn (and 127.0.0.1) and its key into dir
 // as NAME.crt and NAME.key, and returns their paths and the SHA-256 of
 // the certificate's DER.
 func (ca *testCA) issue(t *testing.T, dir, name, cn string, usage x509.ExtKeyUsage) (certFile, keyFile, sum string) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{usage},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, _ := x509.MarshalECPrivateKey(key)
+	certPEM, keyPEM := ca.Issue(t, cn, usage)
 	certFile, keyFile = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
-	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
-	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
-	h := sha256.Sum256(der)
+	if err := os.WriteFile(certFile, certPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(certPEM)
+	h := sha256.Sum256(block.Bytes)
 	return certFile, keyFile, hex.EncodeToString(h[:])
 }
 
@@ -1256,7 +1227,7 @@ func TestTLSClientCertificates(t *testing.T) {
 	pki := t.TempDir()
 	ca := newTestCA(t)
 	caFile := filepath.Join(pki, "ca.pem")
-	os.WriteFile(caFile, ca.pem, 0o644)
+	os.WriteFile(caFile, ca.PEM, 0o644)
 	srvCert, srvKey, _ := ca.issue(t, pki, "appliance", "appliance", x509.ExtKeyUsageServerAuth)
 	type certs struct{ cert, key, sum string }
 	officer := map[string]certs{}
