@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rsa"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -79,7 +78,7 @@ func (a *Appliance) ExportKey(ctx context.Context, officer, name, account string
 	return wire.KeyExport{
 		KeyID:             k.KeyID,
 		AccountKeyRequest: string(akr.Bytes),
-		PublicKey:         base64.StdEncoding.EncodeToString(pub),
+		PublicKey:         string(pub), // the account-key body encoding, base64 text already
 		Constraints:       r.scope.Constraints(),
 		Note:              "register with the Brand Store: account-key-request as `snap export-key --account` gives it; for a scoped key, the support request carries public-key and the model constraints",
 	}, nil

@@ -2,7 +2,6 @@ package appliance
 
 import (
 	"crypto/rsa"
-	"encoding/base64"
 
 	"github.com/snapcore/snapd/asserts"
 )
@@ -13,11 +12,13 @@ func snapKeyID(pub *rsa.PublicKey) (string, error) {
 	return asserts.RSAPublicKey(pub).ID(), nil
 }
 
-// snapPublicKey is the public key in account-key body encoding, base64.
+// snapPublicKey is the public key in account-key body encoding: what
+// `snap export-key NAME` prints and asserts.DecodePublicKey reads. That
+// encoding is base64 text already; it is not encoded again.
 func snapPublicKey(pub *rsa.PublicKey) (string, error) {
 	b, err := asserts.EncodePublicKey(asserts.RSAPublicKey(pub))
 	if err != nil {
 		return "", err
 	}
-	return base64.StdEncoding.EncodeToString(b), nil
+	return string(b), nil
 }

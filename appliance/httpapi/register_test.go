@@ -85,6 +85,16 @@ func TestRegistration(t *testing.T) {
 	if !strings.Contains(x.Raw, `"model":["bench","line-.*"]`) {
 		t.Fatalf("constraints in export: %s", x.Raw)
 	}
+	// The public key, in the export and in the key's record, is what
+	// `snap export-key NAME` prints: snapd's own decoder reads it as this
+	// key (it was base64-encoded once more, which snapd refused with
+	// "unsupported public key format version").
+	for where, v := range map[string]any{"export": x.Body["public-key"], "record": e.do("alice", "GET", "/v1/keys/r-key", nil).Body["public-key"]} {
+		text, _ := v.(string)
+		if dpub, err := asserts.DecodePublicKey([]byte(text)); err != nil || dpub.ID() != k.KeyID {
+			t.Errorf("public-key in the %s: %v (%q)", where, err, text)
+		}
+	}
 
 	other, _ := rsa.GenerateKey(rand.Reader, 2048)
 	for name, tc := range map[string]struct {

@@ -268,7 +268,9 @@ func (c *cli) keyExport(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(c.stdout, "sign-key-sha3-384 %s\npublic-key %s\nconstraints %s\n", x.KeyID, x.PublicKey, constraints)
+	// The public key as `snap export-key NAME` prints it: lines of base64.
+	fmt.Fprintf(c.stdout, "sign-key-sha3-384 %s\npublic-key (as snap export-key prints it):\n%s\nconstraints %s\n",
+		x.KeyID, strings.TrimSpace(x.PublicKey), constraints)
 	if x.Note != "" {
 		fmt.Fprintf(c.stdout, "note: %s\n", x.Note)
 	}

@@ -999,12 +999,12 @@ func TestExportAndAccountKey(t *testing.T) {
 		akr.HeaderString("public-key-sha3-384") != k.KeyID {
 		t.Fatalf("the account-key-request written: %v\n%s", err, data)
 	}
-	b64 := regexp.MustCompile(`(?m)^public-key (\S+)$`).FindStringSubmatch(out)
-	raw, err := base64.StdEncoding.DecodeString(b64[1])
-	if err != nil {
-		t.Fatal(err)
+	// What `snap export-key NAME` prints, read as snapd reads it.
+	printed := regexp.MustCompile(`(?s)public-key \(as snap export-key prints it\):\n(.*?)\nconstraints `).FindStringSubmatch(out)
+	if printed == nil {
+		t.Fatalf("no public key printed:\n%s", out)
 	}
-	pub, err := asserts.DecodePublicKey(raw)
+	pub, err := asserts.DecodePublicKey([]byte(printed[1]))
 	if err != nil || pub.ID() != k.KeyID {
 		t.Fatalf("public-key %v: %v", pub, err)
 	}
