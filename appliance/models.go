@@ -44,6 +44,11 @@ func (a *Appliance) checkModelPayload(tx *store.Tx, p *modelPayload) error {
 	if len(p.SerialPrefix) > 32 {
 		return badInput("invalid-argument", "serial-prefix is at most 32 characters")
 	}
+	// Assigned serials are the prefix and a number: the prefix must start
+	// them the way a serial may start.
+	if p.SerialPrefix != "" && !serialPattern.MatchString(p.SerialPrefix) {
+		return badInput("invalid-argument", "serial-prefix: letters, digits and . _ : -, starting with a letter or a digit")
+	}
 	for t, name := range p.Keys {
 		at, err := policy.ParseType(t)
 		if err != nil {

@@ -7,8 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"regexp"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/snapcore/snapd/asserts"
@@ -56,9 +56,16 @@ func nonceError(err error) error {
 	return err
 }
 
-var validSerial = func(s string) error {
-	if s == "" || len(s) > 128 || strings.ContainsAny(s, "/\n\r\t ") {
-		return badInput("invalid-serial", fmt.Sprintf("serial %q: 1-128 characters, no spaces or '/'", s))
+// serialPattern is the serials the appliance signs: letters, digits and
+// . _ : -, starting with a letter or a digit, 128 characters at most. A
+// serial a device chooses reaches officers' spreadsheets through the
+// signing log's CSV export, so nothing may start with a character a
+// spreadsheet takes for a formula (= + - @).
+var serialPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
+
+func validSerial(s string) error {
+	if !serialPattern.MatchString(s) {
+		return badInput("invalid-serial", fmt.Sprintf("serial %q: 1-128 characters of A-Z a-z 0-9 . _ : -, starting with a letter or a digit", s))
 	}
 	return nil
 }

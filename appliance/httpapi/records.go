@@ -4,6 +4,7 @@ import (
 	"encoding/csv"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/keyrack/keyrack/appliance"
@@ -34,8 +35,8 @@ func (s *Server) signingLog(c echo.Context) error {
 	w := csv.NewWriter(c.Response())
 	w.Write([]string{"id", "time", "type", "key_id", "brand", "model", "serial", "device_key_id", "client", "revision", "digest"})
 	for _, e := range rows {
-		w.Write([]string{strconv.FormatInt(e.ID, 10), e.Time.Format(time.RFC3339Nano), e.Type, e.KeyID, e.Brand, e.Model,
-			e.Serial, e.DeviceKeyID, e.Client, strconv.Itoa(e.Revision), e.Digest})
+		w.Write(csvRow(strconv.FormatInt(e.ID, 10), e.Time.Format(time.RFC3339Nano), e.Type, e.KeyID, e.Brand, e.Model,
+			e.Serial, e.DeviceKeyID, e.Client, strconv.Itoa(e.Revision), e.Digest))
 	}
 	w.Flush()
 	return w.Error()
@@ -81,4 +82,18 @@ func (s *Server) listAudit(c echo.Context) error {
 		return err
 	}
 	return writeJSON(c, http.StatusOK, wire.AuditPage{Events: evs})
+}
+
+// csvRow makes cells safe to open in a spreadsheet: a cell that starts with
+// a character a spreadsheet takes for a formula (= + - @, or a tab or
+// carriage return before one) gets a leading apostrophe, which shows it as
+// text. Key ids and digests are base64url and may start with '-': they
+// get one too; strip it to compare them with the JSON log.
+func csvRow(cells ...string) []string {
+	for i, c := range cells {
+		if c != "" && strings.ContainsRune("=+-@\t\r", rune(c[0])) {
+			cells[i] = "'" + c
+		}
+	}
+	return cells
 }
