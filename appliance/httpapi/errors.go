@@ -146,7 +146,7 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 		_ = c.NoContent(ae.Status)
 		return
 	}
-	body := wire.ErrorBody{Error: wire.ErrorDetail{Code: ae.Code, Message: ae.Message}}
+	body := wire.ErrorBody{Code: ae.Code, Message: ae.Message, Error: wire.ErrorDetail{Code: ae.Code, Message: ae.Message}}
 	if werr := writeJSON(c, ae.Status, body); werr != nil {
 		s.log.Warn("writing error response", "err", werr)
 	}

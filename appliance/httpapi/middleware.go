@@ -38,6 +38,30 @@ func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
+// maxHeaderBytes bounds a request's line and headers.
+const maxHeaderBytes = 64 << 10
+
+var errHeadersTooLarge = &apiError{Status: http.StatusRequestHeaderFieldsTooLarge, Code: "headers-too-large",
+	Message: "the request's headers are larger than the appliance accepts (64 KiB)"}
+
+// headerLimit answers a request whose line and headers exceed
+// maxHeaderBytes with 431, as JSON.
+func headerLimit(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		r := c.Request()
+		n := len(r.Method) + len(r.RequestURI) + len(r.Proto) + len(r.Host)
+		for k, vs := range r.Header {
+			for _, v := range vs {
+				n += len(k) + len(v) + 4
+			}
+		}
+		if n > maxHeaderBytes {
+			return errHeadersTooLarge
+		}
+		return next(c)
+	}
+}
+
 // admission takes the request's place in the core's bounded signing
 // queue: a request that finds it full is answered 503 + Retry-After at
 // once. The place travels in the request's context and is given back when

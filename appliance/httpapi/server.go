@@ -46,6 +46,7 @@ func New(app *appliance.Appliance) *Server {
 	// the address its failed logins are counted against.
 	e.IPExtractor = echo.ExtractIPDirect()
 	e.Use(s.observe)
+	e.Use(headerLimit)
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{
 		LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
 			log.Error("panic in handler", "route", c.Path(), "err", err, "stack", string(stack))
@@ -88,8 +89,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ReadTimeout:       time.Duration(s.cfg.HTTP.ReadTimeout),
 		WriteTimeout:      time.Duration(s.cfg.HTTP.WriteTimeout),
 		IdleTimeout:       time.Duration(s.cfg.HTTP.IdleTimeout),
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		// net/http answers headers over its limit itself, in text/plain,
+		// which snapd shows as a bare status: its limit is only the outer
+		// bound, and maxHeaderBytes is enforced in JSON (headerLimit).
+		MaxHeaderBytes: 4 * maxHeaderBytes,
+		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	if s.cfg.TLS.CertFile != "" {
 		tc, err := tlsConfig(s.cfg.TLS)

@@ -14,10 +14,15 @@ import (
 // Version is the build's version, set at build time (-ldflags -X).
 var Version = "dev"
 
-// ErrorBody is the shape of every error answer. snapd shows Message to the
-// user only when Content-Type is exactly application/json.
+// ErrorBody is the shape of every error answer. snapd shows an error's
+// message to the user only when Content-Type is exactly application/json
+// and the body has a top-level "message" (its retryBadStatus); Error
+// carries the same code and message for clients written against the
+// earlier, nested shape.
 type ErrorBody struct {
-	Error ErrorDetail `json:"error"`
+	Code    string      `json:"code"`
+	Message string      `json:"message"`
+	Error   ErrorDetail `json:"error"`
 }
 
 // ErrorDetail is the stable code and the message of an error answer.
