@@ -145,7 +145,7 @@ func (a *Appliance) Health(ctx context.Context) Health {
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(a.cfg.HealthTimeout))
 	defer cancel()
 	st := a.mod.Check(ctx)
-	h := Health{Body: wire.Health{Status: "ok", Version: wire.Version, Store: "ok", Token: wire.TokenStatus{
+	h := Health{Body: wire.Health{Status: "ok", Reason: "ok", Version: wire.Version, Store: "ok", Token: wire.TokenStatus{
 		Up: st.Up, Label: st.Label, Serial: st.Serial, Manufacturer: st.Manufacturer, Model: st.Model,
 		Sessions: st.Sessions, InUse: st.InUse, Recoveries: st.Recoveries, Error: st.Error, CheckedAt: st.CheckedAt}}}
 	storeErr := a.db.Err()
@@ -158,7 +158,10 @@ func (a *Appliance) Health(ctx context.Context) Health {
 	}
 	h.Body.Status = "unavailable"
 	if storeErr == nil {
+		h.Body.Reason = "token-unavailable"
 		h.RetryAfter = 5 * time.Second
+	} else {
+		h.Body.Reason = "store-failed"
 	}
 	return h
 }

@@ -99,16 +99,25 @@ func bearer(c echo.Context) string {
 // client certificates, it refuses a connection without a verified one.
 func (s *Server) officerChannel(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		if !s.cfg.Dev && c.Request().TLS == nil && !loopback(c.RealIP()) {
-			return errTLSRequired
-		}
-		if s.cfg.TLS.OfficerClientCert {
-			if st := c.Request().TLS; st == nil || len(st.VerifiedChains) == 0 {
-				return errClientCertRequired
-			}
+		if err := s.channelError(c); err != nil {
+			return err
 		}
 		return next(c)
 	}
+}
+
+// channelError says why the request's connection is not fit for what
+// officers send, or nil (see officerChannel).
+func (s *Server) channelError(c echo.Context) error {
+	if !s.cfg.Dev && c.Request().TLS == nil && !loopback(c.RealIP()) {
+		return errTLSRequired
+	}
+	if s.cfg.TLS.OfficerClientCert {
+		if st := c.Request().TLS; st == nil || len(st.VerifiedChains) == 0 {
+			return errClientCertRequired
+		}
+	}
+	return nil
 }
 
 func loopback(addr string) bool {

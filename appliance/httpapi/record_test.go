@@ -225,11 +225,18 @@ func TestStoreSyncFailure(t *testing.T) {
 	failed("model with the store failing", code, hdr, raw)
 	code, hdr, raw = e.call("line-a", "POST", "/v1/request-id", "", nil, nil)
 	failed("request-id after the store failed", code, hdr, raw)
-	code, hdr, raw = e.call("", "GET", "/v1/health", "", nil, nil)
+	// An officer learns why; anyone else, a fixed word, without the
+	// store's file.
+	code, hdr, raw = e.call("", "GET", "/v1/health", "", nil, map[string]string{"Authorization": "Bearer " + e.creds["alice"]})
 	var h wire.Health
 	if err := json.Unmarshal(raw, &h); err != nil || code != http.StatusServiceUnavailable || h.Status != "unavailable" ||
 		!strings.Contains(h.Store, "write-ahead log") || hdr.Get("Retry-After") != "" {
 		t.Fatalf("health with the store failed: %d %v %s", code, hdr, raw)
+	}
+	code, hdr, raw = e.call("", "GET", "/v1/health", "", nil, nil)
+	if code != http.StatusServiceUnavailable || hdr.Get("Retry-After") != "" ||
+		strings.TrimSpace(string(raw)) != `{"status":"unavailable","reason":"store-failed"}` || strings.Contains(string(raw), wal) {
+		t.Fatalf("health for anyone with the store failed: %d %v %s", code, hdr, raw)
 	}
 }
 

@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/keyrack/keyrack/appliance"
+	"github.com/keyrack/keyrack/appliance/wire"
 )
 
 // Server is the appliance's HTTP API.
@@ -67,16 +68,24 @@ func New(app *appliance.Appliance) *Server {
 func (s *Server) Handler() http.Handler { return s.echo }
 
 // health answers 200 only when the token answers, we are logged in, and
-// the store takes writes.
+// the store takes writes. Anyone learns that and a fixed reason word; the
+// details (the token's label and error, the store's failure with its
+// file) only an officer with a session over a channel fit for it.
 func (s *Server) health(c echo.Context) error {
 	h := s.app.Health(c.Request().Context())
-	if h.Up {
-		return writeJSON(c, http.StatusOK, h.Body)
+	status := http.StatusOK
+	if !h.Up {
+		status = http.StatusServiceUnavailable
+		if h.RetryAfter > 0 {
+			c.Response().Header().Set("Retry-After", retryAfter(h.RetryAfter))
+		}
 	}
-	if h.RetryAfter > 0 {
-		c.Response().Header().Set("Retry-After", retryAfter(h.RetryAfter))
+	if tok := bearer(c); tok != "" && s.channelError(c) == nil {
+		if _, err := s.app.AuthenticateOfficer(c.Request().Context(), tok, c.RealIP(), clientCert(c)); err == nil {
+			return writeJSON(c, status, h.Body)
+		}
 	}
-	return writeJSON(c, http.StatusServiceUnavailable, h.Body)
+	return writeJSON(c, status, wire.HealthSummary{Status: h.Body.Status, Reason: h.Body.Reason})
 }
 
 // Serve answers on ln until ctx is done, then stops taking connections

@@ -124,18 +124,25 @@ func get(t *testing.T, url string) (*http.Response, []byte) {
 	return resp, b
 }
 
+// TestHealthFollowsToken: health follows the token. Anyone learns up or
+// down and a fixed reason word; an officer with a session, the details
+// (the token's label, model and error).
 func TestHealthFollowsToken(t *testing.T) {
-	ts := newTestServer(t)
+	e := newCeremonyEnv(t, 2, "1h")
+	ts := e.ts
+	officerHealth := func() (int, wire.Health, string) {
+		a := e.do("alice", "GET", "/v1/health", nil)
+		var h wire.Health
+		json.Unmarshal([]byte(a.Raw), &h)
+		return a.Status, h, a.Raw
+	}
 	resp, body := get(t, ts.URL+"/v1/health")
-	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" {
-		t.Fatalf("health: %d %q %s", resp.StatusCode, resp.Header.Get("Content-Type"), body)
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" || strings.TrimSpace(string(body)) != `{"status":"ok","reason":"ok"}` {
+		t.Fatalf("health for anyone: %d %q %s", resp.StatusCode, resp.Header.Get("Content-Type"), body)
 	}
-	var h wire.Health
-	if err := json.Unmarshal(body, &h); err != nil {
-		t.Fatal(err)
-	}
-	if h.Status != "ok" || !h.Token.Up || h.Token.Label != "appliance-test" || h.Token.Model != "SoftHSM v2" {
-		t.Fatalf("health body %s", body)
+	code, h, raw := officerHealth()
+	if code != 200 || h.Status != "ok" || !h.Token.Up || h.Token.Label != "appliance-test" || h.Token.Model != "SoftHSM v2" {
+		t.Fatalf("health for an officer: %d %s", code, raw)
 	}
 
 	// Take the token's storage away: health must say 503 with a reason.
@@ -145,16 +152,18 @@ func TestHealthFollowsToken(t *testing.T) {
 	}
 	defer os.Rename(tokens+".away", tokens)
 	resp, body = get(t, ts.URL+"/v1/health")
-	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
-		t.Fatalf("health with token gone: %d, Retry-After %q, %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" ||
+		strings.TrimSpace(string(body)) != `{"status":"unavailable","reason":"token-unavailable"}` {
+		t.Fatalf("health for anyone with the token gone: %d, Retry-After %q, %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
 	}
-	h = wire.Health{}
-	json.Unmarshal(body, &h)
-	if h.Status != "unavailable" || h.Token.Up || h.Token.Error == "" {
-		t.Fatalf("health body with token gone: %s", body)
+	code, h, raw = officerHealth()
+	if code != http.StatusServiceUnavailable || h.Status != "unavailable" || h.Token.Up || h.Token.Error == "" {
+		t.Fatalf("health for an officer with the token gone: %d %s", code, raw)
 	}
-	if strings.Contains(string(body), mustRead(t, testTok.PINFile)) {
-		t.Fatal("health body carries the PIN")
+	for _, b := range []string{string(body), raw} {
+		if strings.Contains(b, mustRead(t, testTok.PINFile)) {
+			t.Fatal("health body carries the PIN")
+		}
 	}
 	_, mbody := get(t, ts.URL+"/metrics")
 	if !strings.Contains(string(mbody), "keyrack_token_up 0") {

@@ -91,7 +91,7 @@ func TestTokenGoesAwayUnderLoad(t *testing.T) {
 		t.Errorf("no failed serial in the audit chain after %d refusals", unavailable)
 	}
 	resp, body := get(t, e.ts.URL+"/v1/health")
-	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), `"error"`) {
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), `"reason":"token-unavailable"`) {
 		t.Fatalf("health with the token gone: %d %s", resp.StatusCode, body)
 	}
 

@@ -31,9 +31,18 @@ type ErrorDetail struct {
 	Message string `json:"message"`
 }
 
-// Health is GET /v1/health.
+// HealthSummary is GET /v1/health for anyone: up or down, and why in one
+// fixed word (ok, token-unavailable, store-failed). Details are for
+// officers (Health).
+type HealthSummary struct {
+	Status string `json:"status"`
+	Reason string `json:"reason"`
+}
+
+// Health is GET /v1/health for an officer (with a session).
 type Health struct {
 	Status  string      `json:"status"`
+	Reason  string      `json:"reason"`
 	Version string      `json:"version"`
 	Token   TokenStatus `json:"token"`
 	// Store is "ok", or why the store refuses writes until the daemon

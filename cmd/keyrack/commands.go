@@ -20,8 +20,10 @@ import (
 
 func (c *cli) status(ctx context.Context) int {
 	var h wire.Health
-	// Health answers 503 with the same body when the token is down.
-	resp, err := c.send(ctx, http.MethodGet, "/v1/health", "", nil, false)
+	// Health answers 503 with the same body when the token is down. The
+	// details come to an officer only: with a key at hand, log in for them.
+	officer := c.keyFile != "" || c.agent
+	resp, err := c.send(ctx, http.MethodGet, "/v1/health", "", nil, officer)
 	if err != nil {
 		fmt.Fprintf(c.stderr, "keyrack: %v\n", err)
 		return 1
@@ -30,6 +32,14 @@ func (c *cli) status(ctx context.Context) int {
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&h); err != nil {
 		fmt.Fprintf(c.stderr, "keyrack: unreadable answer from %s (HTTP %d): %v\n", c.url, resp.StatusCode, err)
 		return 1
+	}
+	if h.Version == "" {
+		// The summary anyone gets.
+		fmt.Fprintf(c.stdout, "appliance  %s (%s; details for officers: -key FILE or KEYRACK_OFFICER_KEY)\n", h.Status, h.Reason)
+		if resp.StatusCode != http.StatusOK {
+			return 1
+		}
+		return 0
 	}
 	fmt.Fprintf(c.stdout, "appliance  %s (version %s)\n", h.Status, h.Version)
 	if h.Token.Up {

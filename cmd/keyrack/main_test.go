@@ -379,9 +379,14 @@ func TestCLIErrors(t *testing.T) {
 	if code, _, errs := e.keyrack("alice", "keys", "generate", "x", "-role", "account-key"); code != 1 || !strings.Contains(errs, "unknown assertion type") {
 		t.Errorf("bad role: %d %s", code, errs)
 	}
+	// Anyone learns up or down; an officer, the token's details.
 	code, out, _ := e.keyrack("", "status")
+	if code != 0 || !strings.Contains(out, "appliance  ok (ok;") || strings.Contains(out, "cli-test") {
+		t.Errorf("status without a key: %d %s", code, out)
+	}
+	code, out, _ = e.keyrack("alice", "status")
 	if code != 0 || !strings.Contains(out, "token      up: cli-test") {
-		t.Errorf("status: %d %s", code, out)
+		t.Errorf("status as an officer: %d %s", code, out)
 	}
 	code, out, _ = e.keyrack("alice", "officers")
 	if code != 0 || !strings.Contains(out, "quorum 2") {
@@ -1298,8 +1303,9 @@ func TestTLSClientCertificates(t *testing.T) {
 	if code, _, errs := e.keyrackTTY(nil, "-ca", caFile, "-key", e.files["alice"], "-cert", officer["alice"].cert, "keys"); code != 2 || !strings.Contains(errs, "go together") {
 		t.Fatalf("-cert without -cert-key: %d %s", code, errs)
 	}
-	// Health needs no certificate; the status command trusts -ca too.
-	if code, out, errs := e.keyrackTTY(nil, "-ca", caFile, "status"); code != 0 || !strings.Contains(out, "token      up: cli-test") {
+	// Health's summary needs no certificate; the status command trusts -ca
+	// too.
+	if code, out, errs := e.keyrackTTY(nil, "-ca", caFile, "status"); code != 0 || !strings.Contains(out, "appliance  ok") {
 		t.Fatalf("status over TLS: %d %s %s", code, out, errs)
 	}
 }

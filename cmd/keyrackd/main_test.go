@@ -334,7 +334,7 @@ func waitHealthy(t *testing.T, addr string) {
 		if err == nil {
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode == 200 && strings.Contains(string(body), `"up":true`) {
+			if resp.StatusCode == 200 && strings.Contains(string(body), `"status":"ok"`) {
 				return
 			}
 		}
