@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/keyrack/keyrack/hsm"
@@ -56,6 +57,34 @@ type HTTPConfig struct {
 	ReadTimeout       Duration `json:"read_timeout"`        // default 30s
 	WriteTimeout      Duration `json:"write_timeout"`       // default 60s
 	IdleTimeout       Duration `json:"idle_timeout"`        // default 120s
+	// TrustedProxies are the load balancers (addresses or CIDR ranges)
+	// whose X-Forwarded-For names the client: only a request that came
+	// from one of them is counted against the address it forwards for.
+	// Empty: the TCP peer is the client, and X-Forwarded-For is ignored.
+	TrustedProxies []string `json:"trusted_proxies,omitempty"`
+}
+
+// TrustedProxyNets parses TrustedProxies.
+func (h HTTPConfig) TrustedProxyNets() ([]*net.IPNet, error) {
+	var out []*net.IPNet
+	for _, p := range h.TrustedProxies {
+		if !strings.Contains(p, "/") {
+			if ip := net.ParseIP(p); ip != nil {
+				bits := 128
+				if ip.To4() != nil {
+					ip, bits = ip.To4(), 32
+				}
+				out = append(out, &net.IPNet{IP: ip, Mask: net.CIDRMask(bits, bits)})
+				continue
+			}
+		}
+		_, n, err := net.ParseCIDR(p)
+		if err != nil {
+			return nil, fmt.Errorf("%w: http.trusted_proxies: %q is neither an address nor a CIDR range", ErrConfig, p)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }
 
 // LimitsConfig bounds the signing queue. Requests beyond it are answered
@@ -282,6 +311,9 @@ func (c *Config) Normalize() error {
 		if *d.v == 0 {
 			*d.v = Duration(d.def)
 		}
+	}
+	if _, err := c.HTTP.TrustedProxyNets(); err != nil {
+		return err
 	}
 	if c.Limits.AuthFailures == 0 {
 		c.Limits.AuthFailures = 10

@@ -173,16 +173,16 @@ func (a *Appliance) LoginChallenge(ctx context.Context, req wire.LoginRequest, s
 		return wire.LoginChallenge{}, err
 	}
 	now := time.Now()
-	if d := a.limiter.blocked(now, "addr:"+source, "name:"+sessionPrefix+officer); d > 0 {
+	if d := a.limiter.blocked(now, sourceKey(source)); d > 0 {
 		a.metrics.refusals.WithLabelValues("auth-rate").Inc()
 		return wire.LoginChallenge{}, rateLimited(d)
 	}
-	if d := a.challenges.blocked(now, source); d > 0 {
+	if d := a.challenges.blocked(now, sourceKey(source)); d > 0 {
 		a.metrics.refusals.WithLabelValues("auth-rate").Inc()
 		return wire.LoginChallenge{}, &Error{Kind: RateLimited, Code: "rate-limited", RetryAfter: d,
 			Message: fmt.Sprintf("too many login challenges from this address (%d a minute at most); retry shortly", challengesPerSource)}
 	}
-	a.challenges.fail(now, source)
+	a.challenges.fail(now, sourceKey(source))
 	raw := make([]byte, 32)
 	if _, err := rand.Read(raw); err != nil {
 		return wire.LoginChallenge{}, err
@@ -246,7 +246,7 @@ func (a *Appliance) Login(ctx context.Context, ans wire.LoginAnswer, source, cer
 			return err
 		}
 		sess.Officer = officer
-		if d := a.limiter.blocked(now, "addr:"+source, "name:"+sessionPrefix+officer); d > 0 {
+		if d := a.limiter.blocked(now, sourceKey(source)); d > 0 {
 			a.metrics.refusals.WithLabelValues("auth-rate").Inc()
 			return rateLimited(d)
 		}
@@ -295,11 +295,7 @@ func (a *Appliance) Login(ctx context.Context, ans wire.LoginAnswer, source, cer
 		return wire.Session{}, err
 	}
 	if failure != "" {
-		keys := []string{"addr:" + source}
-		if sess.Officer != "" {
-			keys = append(keys, "name:"+sessionPrefix+sess.Officer)
-		}
-		a.limiter.fail(now, keys...)
+		a.limiter.fail(now, sourceKey(source))
 		a.loginFailed(ctx, source, sess.Officer, failure)
 		return wire.Session{}, errLoginFailed
 	}
@@ -324,7 +320,7 @@ var errUnauthenticated = &Error{Kind: Unauthenticated, Code: "unauthorized",
 // only.
 func (a *Appliance) AuthenticateOfficer(ctx context.Context, token, source, certSHA256 string) (string, error) {
 	now := time.Now()
-	if d := a.limiter.blocked(now, "addr:"+source); d > 0 {
+	if d := a.limiter.blocked(now, sourceKey(source)); d > 0 {
 		a.metrics.refusals.WithLabelValues("auth-rate").Inc()
 		return "", rateLimited(d)
 	}
@@ -334,7 +330,7 @@ func (a *Appliance) AuthenticateOfficer(ctx context.Context, token, source, cert
 	rest, ok := strings.CutPrefix(token, sessionPrefix)
 	if !ok || len(rest) != 64 {
 		if token != "" {
-			a.limiter.fail(now, "addr:"+source)
+			a.limiter.fail(now, sourceKey(source))
 			a.loginFailed(ctx, source, "", "malformed session token")
 		}
 		return "", errUnauthenticated
@@ -360,7 +356,7 @@ func (a *Appliance) AuthenticateOfficer(ctx context.Context, token, source, cert
 		return nil
 	})
 	if errors.Is(err, store.ErrNotFound) {
-		a.limiter.fail(now, "addr:"+source)
+		a.limiter.fail(now, sourceKey(source))
 		a.loginFailed(ctx, source, "", "unknown, expired or ended session, or another client certificate")
 		return "", errUnauthenticated
 	}

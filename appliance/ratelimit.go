@@ -1,17 +1,17 @@
 package appliance
 
 import (
+	"net"
 	"strconv"
 	"sync"
 	"time"
 )
 
-// authLimiter counts authentication failures per source address and per
-// credential name. Past limit failures in window, the key is blocked for
-// window: guessing API keys or officer credentials is throttled, per
-// attacker address and per targeted name alike. Successes do not reset the
-// count, so a caller holding one valid key cannot launder guesses for
-// another between its own requests.
+// authLimiter counts authentication failures per key (a source: see
+// sourceKey). Past limit failures in window, the key is blocked for
+// window. Successes do not reset the count, so a caller holding one valid
+// key cannot launder guesses for another between its own requests. It
+// holds at most maxLimiterEntries keys.
 type authLimiter struct {
 	limit  int
 	window time.Duration
@@ -49,13 +49,20 @@ func (l *authLimiter) blocked(now time.Time, keys ...string) time.Duration {
 func (l *authLimiter) fail(now time.Time, keys ...string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if len(l.entries) > maxLimiterEntries {
-		// Forget entries whose window and block are over: memory stays
-		// bounded however many addresses or names are tried.
+	if len(l.entries) >= maxLimiterEntries {
+		// Forget entries whose window and block are over; if every entry
+		// is live, forget some anyway: memory stays bounded however many
+		// sources are tried (a source forgotten starts its count afresh).
 		for k, e := range l.entries {
 			if now.Sub(e.windowStart) > l.window && now.After(e.blockedUntil) {
 				delete(l.entries, k)
 			}
+		}
+		for k := range l.entries {
+			if len(l.entries) < maxLimiterEntries*9/10 {
+				break
+			}
+			delete(l.entries, k)
 		}
 	}
 	for _, k := range keys {
@@ -69,6 +76,20 @@ func (l *authLimiter) fail(now time.Time, keys ...string) {
 			e.blockedUntil = now.Add(l.window)
 		}
 	}
+}
+
+// sourceKey is what failures are counted against for a source address: the
+// address itself for IPv4, its /64 for IPv6 (one host commonly holds a
+// whole /64, and could otherwise start afresh from each of its addresses).
+func sourceKey(source string) string {
+	ip := net.ParseIP(source)
+	if ip == nil {
+		return "addr:" + source
+	}
+	if v4 := ip.To4(); v4 != nil {
+		return "addr:" + v4.String()
+	}
+	return "net:" + ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
 }
 
 func rateLimited(d time.Duration) *Error {

@@ -1,6 +1,7 @@
 package appliance
 
 import (
+	"fmt"
 	"testing"
 	"time"
 )
@@ -28,5 +29,32 @@ func TestAuthLimiter(t *testing.T) {
 	l.fail(now.Add(4*time.Minute), "name:z")
 	if l.blocked(now.Add(4*time.Minute), "name:z") > 0 {
 		t.Fatal("failures in different windows added up")
+	}
+}
+
+// TestAuthLimiterBounded: however many sources fail, the limiter holds at
+// most maxLimiterEntries of them.
+func TestAuthLimiterBounded(t *testing.T) {
+	l := newAuthLimiter(3, time.Minute)
+	now := time.Now()
+	for i := 0; i < maxLimiterEntries+5000; i++ {
+		l.fail(now, fmt.Sprintf("addr:%d", i))
+	}
+	if n := len(l.entries); n > maxLimiterEntries {
+		t.Fatalf("%d entries, bound %d", n, maxLimiterEntries)
+	}
+}
+
+func TestSourceKey(t *testing.T) {
+	for in, want := range map[string]string{
+		"192.0.2.1":            "addr:192.0.2.1",
+		"::ffff:192.0.2.1":     "addr:192.0.2.1",
+		"2001:db8:1:2::1":      "net:2001:db8:1:2::/64",
+		"2001:db8:1:2:ffff::9": "net:2001:db8:1:2::/64",
+		"2001:db8:1:3::1":      "net:2001:db8:1:3::/64",
+	} {
+		if got := sourceKey(in); got != want {
+			t.Errorf("sourceKey(%q) = %q, want %q", in, got, want)
+		}
 	}
 }

@@ -43,9 +43,16 @@ func New(app *appliance.Appliance) *Server {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.errorHandler
-	// The peer address, never X-Forwarded-For: a client must not choose
-	// the address its failed logins are counted against.
+	// The peer address, or what a configured proxy forwards for: a client
+	// must not choose the address its failed logins are counted against.
 	e.IPExtractor = echo.ExtractIPDirect()
+	if nets, _ := cfg.HTTP.TrustedProxyNets(); len(nets) > 0 {
+		opts := []echo.TrustOption{echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false)}
+		for _, n := range nets {
+			opts = append(opts, echo.TrustIPRange(n))
+		}
+		e.IPExtractor = echo.ExtractIPFromXFFHeader(opts...)
+	}
 	e.Use(s.observe)
 	e.Use(headerLimit)
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{
