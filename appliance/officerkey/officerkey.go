@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 
 	"golang.org/x/crypto/ssh"
@@ -266,4 +267,17 @@ func CertSHA256(data []byte) (string, error) {
 		sum := sha256.Sum256(b.Bytes)
 		return hex.EncodeToString(sum[:]), nil
 	}
+}
+
+// CertFileSHA256 is CertSHA256 of the PEM file at path.
+func CertFileSHA256(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("reading the client certificate: %w", err)
+	}
+	sum, err := CertSHA256(data)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	return sum, nil
 }

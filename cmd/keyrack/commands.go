@@ -445,7 +445,7 @@ func (c *cli) officers(ctx context.Context, args []string) error {
 		}
 		req := wire.OfficerRequest{Name: rest[0], PublicKey: pub}
 		if *certFile != "" {
-			if req.ClientCertSHA256, err = certSHA256(*certFile); err != nil {
+			if req.ClientCertSHA256, err = officerkey.CertFileSHA256(*certFile); err != nil {
 				return err
 			}
 			fmt.Fprintf(c.stdout, "client certificate sha256 %s\n", req.ClientCertSHA256)
@@ -578,20 +578,6 @@ func (c *cli) quorum(ctx context.Context, args []string) error {
 		return usageErr("quorum set N: N is a number of officers")
 	}
 	return c.propose(ctx, "POST", "/v1/quorum", wire.QuorumRequest{Quorum: n}, false, *yes)
-}
-
-// certSHA256 reads the client certificate in the PEM file path and gives
-// the SHA-256 that binds it to an officer (officerkey.CertSHA256).
-func certSHA256(path string) (string, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("reading the client certificate: %w", err)
-	}
-	sum, err := officerkey.CertSHA256(data)
-	if err != nil {
-		return "", fmt.Errorf("%s: %w", path, err)
-	}
-	return sum, nil
 }
 
 func compact(raw json.RawMessage) string {

@@ -204,27 +204,13 @@ func readOfficerKeys(arg string) ([]bootstrapOfficer, error) {
 		o := bootstrapOfficer{OfficerKey: appliance.OfficerKey{Name: name, PublicKey: officerkey.Authorized(pub)},
 			Fingerprint: officerkey.Fingerprint(pub)}
 		if withCert {
-			if o.CertSHA256, err = certSHA256(certFile); err != nil {
+			if o.CertSHA256, err = officerkey.CertFileSHA256(certFile); err != nil {
 				return nil, fmt.Errorf("officer %s: %w", name, err)
 			}
 		}
 		out = append(out, o)
 	}
 	return out, nil
-}
-
-// certSHA256 reads the client certificate in the PEM file path and gives
-// the SHA-256 that binds it to an officer (officerkey.CertSHA256).
-func certSHA256(path string) (string, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("reading the client certificate: %w", err)
-	}
-	sum, err := officerkey.CertSHA256(data)
-	if err != nil {
-		return "", fmt.Errorf("%s: %w", path, err)
-	}
-	return sum, nil
 }
 
 func bootstrapOfficers(cfg appliance.Config, officers []bootstrapOfficer, log *slog.Logger) int {
