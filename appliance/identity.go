@@ -75,9 +75,6 @@ func ensureApplianceID(ctx context.Context, db *store.DB) (string, error) {
 	return id, err
 }
 
-// ID is the appliance's id, part of everything officers sign for it.
-func (a *Appliance) ID() string { return a.id }
-
 // officerKey parses an officer's recorded public key.
 func officerKey(o store.Officer) (ssh.PublicKey, error) {
 	if o.PublicKey == "" {

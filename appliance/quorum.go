@@ -64,17 +64,6 @@ func quorumIn(tx *store.Tx) (int, error) {
 	return strconv.Atoi(v)
 }
 
-// Quorum is the quorum on record.
-func (a *Appliance) Quorum(ctx context.Context) (int, error) {
-	var q int
-	err := a.db.View(ctx, func(tx *store.Tx) error {
-		var err error
-		q, err = quorumIn(tx)
-		return err
-	})
-	return q, err
-}
-
 // ProposeQuorum proposes a new quorum, to be approved by the current one.
 func (a *Appliance) ProposeQuorum(ctx context.Context, officer string, req wire.QuorumRequest) (out Outcome, err error) {
 	defer a.auditRefusal(ctx, officer, "proposal.create", KindQuorumSet, &err)

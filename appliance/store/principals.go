@@ -107,14 +107,6 @@ func (t *Tx) CountActiveOfficers() (int, error) {
 	return n, err
 }
 
-// CountOfficers returns how many officers are not revoked, with a key or
-// not.
-func (t *Tx) CountOfficers() (int, error) {
-	var n int
-	err := t.queryRow(`SELECT count(*) FROM officers WHERE revoked_us IS NULL`).Scan(&n)
-	return n, err
-}
-
 // SetOfficerKey replaces an active officer's public key and bound client
 // certificate.
 func (t *Tx) SetOfficerKey(name, publicKey, certSHA256 string) error {

@@ -126,11 +126,6 @@ type ReplicateRequest struct {
 	Blob []byte `json:"blob"`
 }
 
-// NameRequest names an officer to add.
-type NameRequest struct {
-	Name string `json:"name"`
-}
-
 // ClientRequest proposes an API client with its scope.
 type ClientRequest struct {
 	Name   string   `json:"name"`
