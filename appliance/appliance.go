@@ -48,6 +48,9 @@ type Appliance struct {
 	loginFails loginFails
 	// challenges bounds login challenges per source address.
 	challenges *authLimiter
+	// requestIDKey is the MAC secret of request-ids, shared through the
+	// store by the appliances on it.
+	requestIDKey []byte
 }
 
 // New opens the core on an open token module and store: it finds or makes
@@ -64,6 +67,9 @@ func New(ctx context.Context, cfg Config, mod *hsm.Module, db *store.DB, log *sl
 		return nil, err
 	}
 	a.id = id
+	if a.requestIDKey, err = ensureRequestIDKey(ctx, db); err != nil {
+		return nil, err
+	}
 	ik, err := ensureImportKey(ctx, mod, db)
 	if err != nil {
 		return nil, err
@@ -194,7 +200,7 @@ func (a *Appliance) RunJanitor(ctx context.Context) {
 	}
 }
 
-// PurgeRequestIDs deletes the request-ids that expired unused.
+// PurgeRequestIDs deletes the used request-ids that have expired.
 func (a *Appliance) PurgeRequestIDs(ctx context.Context) {
 	var n int64
 	err := a.db.Update(ctx, func(tx *store.Tx) error {
@@ -206,5 +212,7 @@ func (a *Appliance) PurgeRequestIDs(ctx context.Context) {
 		a.log.Warn("purging expired request-ids", "err", err)
 		return
 	}
-	a.metrics.nonces.WithLabelValues("expired").Add(float64(n))
+	if n > 0 {
+		a.log.Debug("purged expired request-ids", "rows", n)
+	}
 }

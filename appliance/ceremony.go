@@ -374,6 +374,9 @@ func (a *Appliance) precheck(tx *store.Tx, proposer, kind string, raw []byte) er
 	case KindQuorumSet:
 		_, err := a.checkQuorumValue(tx, raw)
 		return err
+	case KindSerialRekey:
+		_, err := checkRekey(tx, raw)
+		return err
 	default:
 		return badInput("unknown-kind", "unknown proposal kind "+kind)
 	}
@@ -456,7 +459,7 @@ func (a *Appliance) execute(ctx context.Context, id, officer string) (Outcome, e
 		execErr = a.executeKeyDestroy(ctx, p, actor)
 	case KindKeyReplicate:
 		execErr = a.executeReplicate(ctx, p, actor)
-	case KindOfficerAdd, KindOfficerRemove, KindOfficerRotate, KindClientCreate, KindClientRevoke, KindModelSet, KindQuorumSet:
+	case KindOfficerAdd, KindOfficerRemove, KindOfficerRotate, KindClientCreate, KindClientRevoke, KindModelSet, KindQuorumSet, KindSerialRekey:
 		credential, execErr = a.executePrincipal(ctx, p, actor)
 	default:
 		execErr = fmt.Errorf("unknown proposal kind %q", p.Kind)
@@ -772,6 +775,11 @@ func (a *Appliance) executePrincipal(ctx context.Context, p store.Proposal, acto
 		case KindModelSet:
 			var err error
 			if subject, details, err = a.executeModelSet(tx, p); err != nil {
+				return err
+			}
+		case KindSerialRekey:
+			var err error
+			if subject, details, err = a.executeRekey(tx, p); err != nil {
 				return err
 			}
 		case KindQuorumSet:

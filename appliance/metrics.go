@@ -25,6 +25,8 @@ type metrics struct {
 	storeTime  *prometheus.HistogramVec
 	refusals   *prometheus.CounterVec
 	nonces     *prometheus.CounterVec
+	returned   prometheus.Counter
+	rekeys     *prometheus.CounterVec
 	duplicates prometheus.Counter
 	overloaded prometheus.Counter
 }
@@ -98,15 +100,26 @@ func newMetrics(mod *hsm.Module, db *store.DB, version string) *metrics {
 	}, []string{"rule"})
 	m.nonces = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "keyrack_request_ids_total",
-		Help: "Device request-ids by event (issued, consumed, expired).",
+		Help: "Device request-ids by event: issued, consumed (by a signed serial), and refused as expired, invalid (not issued here to that client) or reused.",
 	}, []string{"event"})
 	m.duplicates = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "keyrack_serial_duplicates_refused_total",
 		Help: "Serial requests refused because the serial belongs to another device key.",
 	})
+	m.returned = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "keyrack_serials_returned_total",
+		Help: "Serial requests answered with the serial on record for the same device key (a retry: nothing signed).",
+	})
+	m.rekeys = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "keyrack_serial_rekeys_total",
+		Help: "Serials moved to a new device key, by what allowed it (old-device-key, officers).",
+	}, []string{"by"})
+	for _, b := range []string{"old-device-key", "officers"} {
+		m.rekeys.WithLabelValues(b)
+	}
 	// Series of closed label sets exist from the start, at zero, so that
 	// dashboards and alerts see 0 rather than no data.
-	for _, e := range []string{"issued", "consumed", "expired"} {
+	for _, e := range []string{"issued", "consumed", "expired", "invalid", "reused"} {
 		m.nonces.WithLabelValues(e)
 	}
 	for _, r := range []string{"ok", "error"} {
@@ -119,7 +132,7 @@ func newMetrics(mod *hsm.Module, db *store.DB, version string) *metrics {
 		Name: "keyrack_overload_refusals_total",
 		Help: "Signing requests answered 503 because the signing queue was full.",
 	})
-	reg.MustRegister(m.signatures, m.refusals, m.nonces, m.duplicates, m.overloaded)
+	reg.MustRegister(m.signatures, m.refusals, m.nonces, m.returned, m.rekeys, m.duplicates, m.overloaded)
 	build := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "keyrack_build_info",
 		Help:        "Build information; always 1.",

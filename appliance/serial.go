@@ -2,8 +2,6 @@ package appliance
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -22,19 +20,16 @@ import (
 // pointing at /v1/): POST request-id, then POST serial with the
 // serial-request and the model.
 
-// IssueRequestID gives a device a random, single-use request-id bound to
-// its API client, for one serial request within the configured time.
+// IssueRequestID gives a device a single-use request-id bound to its API
+// client, for one serial request within devices.nonce_ttl. Nothing is
+// stored: the request-id carries its expiry and a MAC (see requestid.go).
 func (a *Appliance) IssueRequestID(ctx context.Context, cl *Client) (string, error) {
-	b := make([]byte, 16)
-	if _, err := rand.Read(b); err != nil {
+	// A request-id from an appliance whose store has failed could never
+	// be used: say so now (503, which snapd retries).
+	if err := a.db.Err(); err != nil {
 		return "", err
 	}
-	id := hex.EncodeToString(b)
-	// Unsynced: a request-id lost in a crash is answered "unknown
-	// request-id" and snapd asks for a new one.
-	err := a.db.UpdateUnsynced(ctx, func(tx *store.Tx) error {
-		return tx.InsertNonce(id, cl.name, time.Duration(a.cfg.Devices.NonceTTL))
-	})
+	id, err := a.newRequestID(cl.name, time.Now().Add(time.Duration(a.cfg.Devices.NonceTTL)))
 	if err != nil {
 		return "", err
 	}
@@ -44,16 +39,21 @@ func (a *Appliance) IssueRequestID(ctx context.Context, cl *Client) (string, err
 
 func nonceError(err error) error {
 	switch {
-	case errors.Is(err, store.ErrNonceUnknown):
-		return badInput("invalid-request-id", "unknown request-id: ask for one at request-id first")
+	case errors.Is(err, errRequestIDInvalid):
+		return badInput("invalid-request-id", "unknown request-id (not issued by this appliance to this API client): ask for one at request-id first")
 	case errors.Is(err, store.ErrNonceUsed):
 		return &Error{Kind: Conflict, Code: "request-id-used", Message: "the request-id was already used: ask for a new one"}
-	case errors.Is(err, store.ErrNonceExpired):
+	case errors.Is(err, errRequestIDExpired):
 		return badInput("request-id-expired", "the request-id has expired: ask for a new one")
-	case errors.Is(err, store.ErrNonceClient):
-		return &Error{Kind: Refused, Code: "request-id-client", Message: "the request-id was issued to another API client"}
 	}
 	return err
+}
+
+func nonceRefusal(err error) string {
+	if errors.Is(err, errRequestIDExpired) {
+		return "expired"
+	}
+	return "invalid"
 }
 
 // serialPattern is the serials the appliance signs: letters, digits and
@@ -79,6 +79,7 @@ type serialDecision struct {
 	serial   string
 	revision int
 	stored   []byte // an identical serial already issued: answer with it
+	rekeyBy  string // a re-key: what allowed it
 }
 
 // SerialRequest is a device's request for its serial.
@@ -100,6 +101,8 @@ type serialJob struct {
 	ds           *assertion.DeviceStream
 	brand, model string
 	serial       string // "" when the appliance assigns it
+	nonceExpires time.Time
+	rekeyFrom    string // the old device key that signed a re-key proof
 	mc           store.ModelConfig
 	key          *signingKey
 }
@@ -141,6 +144,11 @@ func (a *Appliance) checkSerialRequest(ctx context.Context, cl *Client, stream i
 		return nil, badInput("invalid-stream", err.Error())
 	}
 	req := ds.Request
+	nonceExpires, err := a.checkRequestID(cl.name, req.RequestID(), time.Now())
+	if err != nil {
+		a.metrics.nonces.WithLabelValues(nonceRefusal(err)).Inc()
+		return nil, nonceError(err)
+	}
 	brand, model := req.BrandID(), req.Model()
 	if err := cl.scope.Check(brand, []string{model}, policy.Serial); err != nil {
 		a.metrics.refusals.WithLabelValues(refusalRule(err)).Inc()
@@ -167,7 +175,13 @@ func (a *Appliance) checkSerialRequest(ctx context.Context, cl *Client, stream i
 	switch {
 	case mc.SerialSource == "assign" && req.Serial() != "":
 		return nil, badInput("serial-assigned", fmt.Sprintf("serials of model %s/%s are assigned by the appliance; send the request without a serial", brand, model))
-	case mc.SerialSource != "assign" && serial == "":
+	case mc.SerialSource == "assign":
+		// A remodel into a model whose serials the appliance assigns
+		// takes that model's next number (or the one this device key
+		// already has there): the old model's serial is not in the new
+		// model's sequence.
+		serial = ""
+	case serial == "":
 		return nil, badInput("no-serial", fmt.Sprintf("model %s/%s takes the serial from the request: set the serial header", brand, model))
 	}
 	if serial != "" {
@@ -175,7 +189,16 @@ func (a *Appliance) checkSerialRequest(ctx context.Context, cl *Client, stream i
 			return nil, err
 		}
 	}
-	return &serialJob{client: cl.name, ds: ds, brand: brand, model: model, serial: serial, mc: mc, key: k}, nil
+	job := &serialJob{client: cl.name, ds: ds, brand: brand, model: model, serial: serial, nonceExpires: nonceExpires, mc: mc, key: k}
+	if p := ds.RekeyProof; p != nil {
+		if p.BrandID() != brand || p.Model() != model || p.Serial() == "" || p.Serial() != serial || p.RequestID() != req.RequestID() ||
+			string(p.Body()) != assertion.RekeyProofPrefix+req.DeviceKey().ID() || p.DeviceKey().ID() == req.DeviceKey().ID() {
+			return nil, badInput("invalid-rekey-proof", fmt.Sprintf("a re-key proof is a serial-request self-signed by the old device key, "+
+				"for the request's brand-id, model, serial and request-id, whose body is %q followed by the new device key's sha3-384", assertion.RekeyProofPrefix))
+		}
+		job.rekeyFrom = p.DeviceKey().ID()
+	}
+	return job, nil
 }
 
 // decideSerial claims the request-id and decides about the serial,
@@ -192,16 +215,38 @@ func (a *Appliance) decideSerial(ctx context.Context, job *serialJob) (serialDec
 	var d serialDecision
 	var refusal error
 	decide := func(tx *store.Tx, fast bool) error {
-		if err := tx.ClaimNonce(nonce, cl); err != nil {
+		if err := tx.ClaimNonce(nonce, cl, job.nonceExpires); err != nil {
+			if errors.Is(err, store.ErrNonceUsed) {
+				a.metrics.nonces.WithLabelValues("reused").Inc()
+			}
 			return nonceError(err)
 		}
 		d = serialDecision{serial: job.serial}
-		if d.serial == "" {
+		assigned := mc.SerialSource == "assign"
+		if assigned {
+			held, err := tx.DeviceSerial(brand, model, devKey.ID())
+			if err == nil {
+				if fast {
+					return errOnRecord
+				}
+				return a.heldSerial(tx, job, held, &d, &refusal)
+			}
+			if !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
 			n, err := tx.NextSerial(brand, model)
 			if err != nil {
 				return err
 			}
 			d.serial = mc.SerialPrefix + strconv.FormatInt(n, 10)
+			if err := tx.BindDeviceSerial(brand, model, devKey.ID(), d.serial); errors.Is(err, store.ErrExists) {
+				// Another appliance on the store is giving this key its
+				// serial right now: roll everything back (the request-id
+				// too) and let snapd retry.
+				return errInProgress
+			} else if err != nil {
+				return err
+			}
 		}
 		rec := store.SerialRecord{Brand: brand, Model: model, Serial: d.serial, DeviceKeyID: devKey.ID(), Client: cl, Nonce: nonce}
 		err := tx.ReserveSerial(rec)
@@ -211,53 +256,146 @@ func (a *Appliance) decideSerial(ctx context.Context, job *serialJob) (serialDec
 		if fast {
 			return errOnRecord
 		}
+		subject := brand + "/" + model + "/" + d.serial
+		if assigned {
+			// The sequence ran into a serial on record (the sequence or
+			// the prefix was changed): this number is used up, and the
+			// device's retry takes the next.
+			if err := tx.UnbindDeviceSerial(brand, model, devKey.ID()); err != nil {
+				return err
+			}
+			refusal = &Error{Kind: Unavailable, Code: "serial-sequence", RetryAfter: 2 * time.Second,
+				Message: fmt.Sprintf("serial %s of model %s/%s, next in its sequence, is already on record; retry for the next one", d.serial, brand, model)}
+			return a.recordRefusal(tx, cl, nonce, subject, refusal, devKey.ID())
+		}
 		old, err := tx.GetSerial(brand, model, d.serial)
 		if err != nil {
 			return err
 		}
-		subject := brand + "/" + model + "/" + d.serial
-		sameKey := old.DeviceKeyID == devKey.ID()
 		switch {
-		case !sameKey && !mc.AllowRekey:
-			a.metrics.duplicates.Inc()
-			refusal = &Error{Kind: Conflict, Code: "serial-taken",
-				Message: fmt.Sprintf("serial %s of model %s/%s is registered to another device key", d.serial, brand, model)}
 		case old.State == "signing":
-			refusal = &Error{Kind: Unavailable, Code: "in-progress", RetryAfter: 2 * time.Second,
-				Message: "this serial is being signed for another request; retry"}
-		case sameKey:
+			refusal = errInProgress
+		case old.DeviceKeyID == devKey.ID():
 			d.stored = old.Assertion
+			d.revision = old.Revision
 			if err := tx.ConsumeNonce(nonce); err != nil {
 				return err
 			}
 			_, err = tx.Audit("client:"+cl, "serial.duplicate", subject, "returned the stored serial (same device key)", map[string]any{"revision": old.Revision})
 			return err
 		default:
+			by, err := a.rekeyAuthority(tx, job, old)
+			if err != nil {
+				return err
+			}
+			if by == nil {
+				a.metrics.duplicates.Inc()
+				refusal = rekeyRefusal(job, old)
+				break
+			}
 			d.revision = old.Revision + 1
 			rec.Revision = d.revision
 			if err := tx.RekeySerial(rec, old.Revision); err != nil {
 				return err
 			}
-			_, err = tx.Audit("client:"+cl, "serial.rekey", subject, "ok", map[string]any{"revision": d.revision,
-				"old_device_key_id": old.DeviceKeyID, "device_key_id": devKey.ID()})
+			by["revision"], by["old_device_key_id"], by["device_key_id"] = d.revision, old.DeviceKeyID, devKey.ID()
+			d.rekeyBy = by["by"].(string)
+			_, err = tx.Audit("client:"+cl, "serial.rekey", subject, "ok", by)
 			return err
 		}
 		// A refusal is itself a decision to record, with the request-id
 		// used up.
-		if err := tx.ConsumeNonce(nonce); err != nil {
-			return err
-		}
-		_, err = tx.Audit("client:"+cl, "serial.duplicate", subject, "refused: "+AsError(refusal).Message, map[string]any{"device_key_id": devKey.ID()})
-		return err
+		return a.recordRefusal(tx, cl, nonce, subject, refusal, devKey.ID())
 	}
 	err := a.db.UpdateUnsynced(ctx, func(tx *store.Tx) error { return decide(tx, true) })
 	if errors.Is(err, errOnRecord) {
 		err = a.db.Update(ctx, func(tx *store.Tx) error { return decide(tx, false) })
 	}
-	if err == nil {
+	switch {
+	case err == nil && refusal != nil:
 		err = refusal
+	case err == nil && d.stored != nil:
+		a.metrics.returned.Inc()
+	case err == nil && d.rekeyBy != "":
+		a.metrics.rekeys.WithLabelValues(d.rekeyBy).Inc()
 	}
 	return d, err
+}
+
+// errInProgress answers a device whose serial is being signed for another
+// of its requests (snapd retries a 503).
+var errInProgress = &Error{Kind: Unavailable, Code: "in-progress", RetryAfter: 2 * time.Second,
+	Message: "this serial is being signed for another request; retry"}
+
+// recordRefusal uses up the request-id of a refused serial request and
+// records the refusal.
+func (a *Appliance) recordRefusal(tx *store.Tx, client, nonce, subject string, refusal error, deviceKeyID string) error {
+	if err := tx.ConsumeNonce(nonce); err != nil {
+		return err
+	}
+	_, err := tx.Audit("client:"+client, "serial.duplicate", subject, "refused: "+AsError(refusal).Message, map[string]any{"device_key_id": deviceKeyID})
+	return err
+}
+
+// heldSerial answers a device key that already has its serial in a model
+// whose serials the appliance assigns: the stored serial, same revision,
+// however often the device asks (snapd retries with the same key and a
+// new request-id after a refusal or a lost answer).
+func (a *Appliance) heldSerial(tx *store.Tx, job *serialJob, serial string, d *serialDecision, refusal *error) error {
+	brand, model, cl, nonce := job.brand, job.model, job.client, job.ds.Request.RequestID()
+	subject := brand + "/" + model + "/" + serial
+	old, err := tx.GetSerial(brand, model, serial)
+	if err != nil {
+		// Not %w: a binding without its serial is the store's fault,
+		// not the device's (which would read "not found").
+		return fmt.Errorf("device key bound to serial %s, which has no record: %v", subject, err)
+	}
+	d.serial = serial
+	if old.State == "signing" {
+		*refusal = errInProgress
+		return a.recordRefusal(tx, cl, nonce, subject, *refusal, job.ds.Request.DeviceKey().ID())
+	}
+	d.stored, d.revision = old.Assertion, old.Revision
+	if err := tx.ConsumeNonce(nonce); err != nil {
+		return err
+	}
+	_, err = tx.Audit("client:"+cl, "serial.duplicate", subject, "returned the stored serial (same device key)", map[string]any{"revision": old.Revision})
+	return err
+}
+
+// rekeyAuthority says what lets a serial on record move to the request's
+// device key: the old device key's proof, where the model allows re-keys,
+// or an officers' grant for exactly that move (used up here). nil: nothing.
+func (a *Appliance) rekeyAuthority(tx *store.Tx, job *serialJob, old store.SerialRecord) (map[string]any, error) {
+	if job.rekeyFrom != "" && job.rekeyFrom == old.DeviceKeyID && job.mc.AllowRekey {
+		return map[string]any{"by": "old-device-key"}, nil
+	}
+	proposal, err := tx.TakeRekeyGrant(old.Brand, old.Model, old.Serial, job.ds.Request.DeviceKey().ID())
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"by": "officers", "grant": proposal}, nil
+}
+
+// rekeyRefusal says why a serial registered to another device key was not
+// moved, and what would move it.
+func rekeyRefusal(job *serialJob, old store.SerialRecord) error {
+	grant := fmt.Sprintf("or officers' approval of this move (keyrack serials rekey %s %s %s -device-key %s)",
+		old.Brand, old.Model, old.Serial, job.ds.Request.DeviceKey().ID())
+	if !job.mc.AllowRekey {
+		return &Error{Kind: Conflict, Code: "serial-taken",
+			Message: fmt.Sprintf("serial %s of model %s/%s is registered to another device key; it moves only with officers' approval (keyrack serials rekey %s %s %s -device-key %s)",
+				old.Serial, old.Brand, old.Model, old.Brand, old.Model, old.Serial, job.ds.Request.DeviceKey().ID())}
+	}
+	what := "a re-key proof signed by the device key it is registered to"
+	if job.rekeyFrom != "" {
+		what = "a re-key proof signed by the device key it is registered to (the one sent is signed by another key)"
+	}
+	return &Error{Kind: Refused, Code: "rekey-unproven",
+		Message: fmt.Sprintf("serial %s of model %s/%s is registered to another device key; moving it needs %s, %s", old.Serial, old.Brand, old.Model, what, grant)}
 }
 
 // signSerial has the token sign the serial decided, then records it, its

@@ -47,6 +47,14 @@ func checkSerialRequest(a asserts.Assertion) (*asserts.SerialRequest, error) {
 	return req, nil
 }
 
+// RekeyProofPrefix starts the body of a re-key proof: a second
+// serial-request in the stream, self-signed by the device key the serial
+// is registered to, whose body is this prefix and the new device key's
+// sha3-384 id. It is made with snapd's own asserts package by whoever
+// holds the old key (asserts.SignWithoutAuthority), and the appliance
+// checks it names the request's brand, model, serial and request-id.
+const RekeyProofPrefix = "rekey-to: "
+
 // DeviceStream is what a device sends to ask for a serial.
 type DeviceStream struct {
 	Request *asserts.SerialRequest // signature checked
@@ -54,6 +62,13 @@ type DeviceStream struct {
 	// OldSerial is the device's current serial on a remodel; its
 	// signature is not checked here.
 	OldSerial *asserts.Serial
+	// RekeyProof is the old device key's consent to a re-key, if sent;
+	// its self-signature is checked, what it names is not.
+	RekeyProof *asserts.SerialRequest
+}
+
+func isRekeyProof(r *asserts.SerialRequest) bool {
+	return bytes.HasPrefix(r.Body(), []byte(RekeyProofPrefix))
 }
 
 // ParseDeviceStream reads at most MaxStreamBytes from r: a serial-request,
@@ -85,10 +100,14 @@ func ParseDeviceStream(r io.Reader) (*DeviceStream, error) {
 		}
 		switch x := a.(type) {
 		case *asserts.SerialRequest:
-			if ds.Request != nil {
-				return nil, fmt.Errorf("%w: two serial-requests in the stream", ErrBadRequest)
+			slot, what := &ds.Request, "serial-requests"
+			if isRekeyProof(x) {
+				slot, what = &ds.RekeyProof, "re-key proofs"
 			}
-			if ds.Request, err = checkSerialRequest(x); err != nil {
+			if *slot != nil {
+				return nil, fmt.Errorf("%w: two %s in the stream", ErrBadRequest, what)
+			}
+			if *slot, err = checkSerialRequest(x); err != nil {
 				return nil, err
 			}
 		case *asserts.Model:

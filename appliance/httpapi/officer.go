@@ -43,6 +43,7 @@ func (s *Server) officerRoutes(e *echo.Echo) {
 	officer(http.MethodPost, "/officers", s.proposeOfficer(s.app.ProposeOfficerAdd))
 	officer(http.MethodPost, "/officers/rotate", s.proposeOfficer(s.app.ProposeOfficerRotate))
 	officer(http.MethodPost, "/quorum", s.proposeQuorum)
+	officer(http.MethodPost, "/serials/rekey", s.proposeRekey)
 	officer(http.MethodDelete, "/officers/:name", s.byName(s.app.ProposeOfficerRemove))
 	officer(http.MethodGet, "/clients", s.listClients)
 	officer(http.MethodPost, "/clients", s.proposeClientCreate)
@@ -229,6 +230,15 @@ func (s *Server) proposeQuorum(c echo.Context) error {
 		return err
 	}
 	out, err := s.app.ProposeQuorum(c.Request().Context(), officerOf(c), req)
+	return answerStep(c, out, err)
+}
+
+func (s *Server) proposeRekey(c echo.Context) error {
+	var req wire.RekeyRequest
+	if _, err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	out, err := s.app.ProposeRekey(c.Request().Context(), officerOf(c), req)
 	return answerStep(c, out, err)
 }
 

@@ -108,51 +108,30 @@ func (t *Tx) NextSerial(brand, model string) (int64, error) {
 	return n, err
 }
 
-// Nonce errors.
-var (
-	ErrNonceUnknown = errors.New("unknown request-id")
-	ErrNonceUsed    = errors.New("request-id already used")
-	ErrNonceExpired = errors.New("request-id expired")
-	ErrNonceClient  = errors.New("request-id was issued to another client")
-)
+// ErrNonceUsed: the request-id was claimed before.
+var ErrNonceUsed = errors.New("request-id already used")
 
-// InsertNonce records a request-id issued to client.
-func (t *Tx) InsertNonce(id, client string, ttl time.Duration) error {
-	_, err := t.exec(`INSERT INTO nonces (id, client, state, created_us, expires_us) VALUES ($1, $2, 'issued', $3, $4)`,
-		id, client, micros(t.now), micros(t.now.Add(ttl)))
-	return err
-}
-
-// ClaimNonce marks an issued request-id as being used by client. Exactly
-// one caller can claim it. The claim is one statement; only a refused one
-// reads the row back to say why (a statement less on every serial).
-func (t *Tx) ClaimNonce(id, client string) error {
-	res, err := t.exec(`UPDATE nonces SET state = 'claimed', used_us = $1
-		WHERE id = $2 AND client = $3 AND state = 'issued' AND expires_us >= $1`, micros(t.now), id, client)
+// ClaimNonce records that a request-id, already verified by the appliance
+// (its MAC and expiry), is being used by client. Exactly one caller can
+// claim it: the row is the set of used request-ids, and on PostgreSQL a
+// concurrent claim of the same id waits for the first and then conflicts.
+func (t *Tx) ClaimNonce(id, client string, expires time.Time) error {
+	res, err := t.exec(`INSERT INTO nonces (id, client, state, created_us, expires_us, used_us) VALUES ($1, $2, 'claimed', $3, $4, $3)
+		ON CONFLICT DO NOTHING`, id, client, micros(t.now), micros(expires))
 	if err != nil {
 		return err
 	}
 	if n, err := res.RowsAffected(); err != nil || n == 1 {
 		return err
 	}
-	var owner, state string
-	var expires int64
-	err = t.queryRow(`SELECT client, state, expires_us FROM nonces WHERE id = $1`, id).Scan(&owner, &state, &expires)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		return ErrNonceUnknown
-	case err != nil:
-		return err
-	case owner != client:
-		return ErrNonceClient
-	case state != "issued":
-		return ErrNonceUsed
-	case micros(t.now) > expires:
-		return ErrNonceExpired
-	}
-	// Issued to client and unexpired, yet not claimed: nothing else
-	// writes nonces meanwhile, so this is not expected.
-	return fmt.Errorf("store: claiming request-id: no row changed")
+	return ErrNonceUsed
+}
+
+// CountNonces returns how many request-ids the store holds.
+func (t *Tx) CountNonces() (int64, error) {
+	var n int64
+	err := t.queryRow(`SELECT COUNT(*) FROM nonces`).Scan(&n)
+	return n, err
 }
 
 // ConsumeNonce finishes a claimed request-id.
@@ -161,10 +140,14 @@ func (t *Tx) ConsumeNonce(id string) error {
 	return expectOne(res, err, "consuming request-id")
 }
 
-// PurgeNonces deletes request-ids that expired before cutoff and were
-// never used, and returns how many.
+// PurgeNonces deletes the used request-ids that expired before cutoff
+// (their expiry refuses them before the store is asked) and returns how
+// many. A claimed one is kept an hour longer: a signature in flight may
+// still consume it. Rows issued by an appliance from before request-ids
+// carried their own MAC go the same way.
 func (t *Tx) PurgeNonces(cutoff time.Time) (int64, error) {
-	res, err := t.exec(`DELETE FROM nonces WHERE expires_us < $1 AND state = 'issued'`, micros(cutoff))
+	res, err := t.exec(`DELETE FROM nonces WHERE (expires_us < $1 AND state <> 'claimed') OR expires_us < $2`,
+		micros(cutoff), micros(cutoff.Add(-time.Hour)))
 	if err != nil {
 		return 0, err
 	}
@@ -224,17 +207,82 @@ func (t *Tx) IssueSerial(brand, model, serial, nonce string, assertion []byte) e
 }
 
 // DropSerialReservation undoes a reservation whose signing failed: a new
-// serial is removed, a re-key returns to the serial as it was issued.
+// serial is removed, with its device key's binding, a re-key returns to
+// the serial as it was issued.
 func (t *Tx) DropSerialReservation(brand, model, serial, nonce string) error {
-	_, err := t.exec(`DELETE FROM serials WHERE brand = $1 AND model = $2 AND serial = $3 AND state = 'signing' AND nonce = $4 AND pending_key_id IS NULL`,
+	res, err := t.exec(`DELETE FROM serials WHERE brand = $1 AND model = $2 AND serial = $3 AND state = 'signing' AND nonce = $4 AND pending_key_id IS NULL`,
 		brand, model, serial, nonce)
 	if err != nil {
 		return err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return err
+	} else if n > 0 {
+		if _, err := t.exec(`DELETE FROM device_serials WHERE brand = $1 AND model = $2 AND serial = $3`, brand, model, serial); err != nil {
+			return err
+		}
 	}
 	_, err = t.exec(`UPDATE serials SET state = 'issued', revision = revision - 1, pending_key_id = NULL
 		WHERE brand = $1 AND model = $2 AND serial = $3 AND state = 'signing' AND nonce = $4 AND pending_key_id IS NOT NULL`,
 		brand, model, serial, nonce)
 	return err
+}
+
+// DeviceSerial returns the serial bound to a device key in a model whose
+// serials the appliance assigns.
+func (t *Tx) DeviceSerial(brand, model, deviceKeyID string) (string, error) {
+	var serial string
+	err := t.queryRow(`SELECT serial FROM device_serials WHERE brand = $1 AND model = $2 AND device_key_id = $3`, brand, model, deviceKeyID).Scan(&serial)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", fmt.Errorf("store: serial of device key %s in %s/%s: %w", deviceKeyID, brand, model, ErrNotFound)
+	}
+	return serial, err
+}
+
+// BindDeviceSerial binds a device key to its serial in a model whose
+// serials the appliance assigns; ErrExists when the key has one. On
+// PostgreSQL a concurrent binding of the same key waits for the first
+// and then conflicts, so one key gets one serial across appliances.
+func (t *Tx) BindDeviceSerial(brand, model, deviceKeyID, serial string) error {
+	res, err := t.exec(`INSERT INTO device_serials (brand, model, device_key_id, serial) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`,
+		brand, model, deviceKeyID, serial)
+	return inserted(res, err, "device key "+deviceKeyID+"'s serial")
+}
+
+// UnbindDeviceSerial drops a device key's binding.
+func (t *Tx) UnbindDeviceSerial(brand, model, deviceKeyID string) error {
+	_, err := t.exec(`DELETE FROM device_serials WHERE brand = $1 AND model = $2 AND device_key_id = $3`, brand, model, deviceKeyID)
+	return err
+}
+
+// RekeyGrant is an officers' permission for one serial to move to one new
+// device key, once, before it expires.
+type RekeyGrant struct {
+	Brand, Model, Serial string
+	DeviceKeyID          string
+	ProposalID           string
+	Expires              time.Time
+}
+
+// PutRekeyGrant records a grant, replacing an earlier one for the serial.
+func (t *Tx) PutRekeyGrant(g RekeyGrant) error {
+	_, err := t.exec(`INSERT INTO rekey_grants (brand, model, serial, device_key_id, proposal_id, expires_us) VALUES ($1, $2, $3, $4, $5, $6)
+		ON CONFLICT (brand, model, serial) DO UPDATE SET device_key_id = excluded.device_key_id, proposal_id = excluded.proposal_id,
+			expires_us = excluded.expires_us`,
+		g.Brand, g.Model, g.Serial, g.DeviceKeyID, g.ProposalID, micros(g.Expires))
+	return err
+}
+
+// TakeRekeyGrant uses up the unexpired grant for serial to move to
+// deviceKeyID, and returns its proposal; ErrNotFound when there is none.
+func (t *Tx) TakeRekeyGrant(brand, model, serial, deviceKeyID string) (string, error) {
+	var proposal string
+	err := t.queryRow(`DELETE FROM rekey_grants WHERE brand = $1 AND model = $2 AND serial = $3 AND device_key_id = $4 AND expires_us >= $5
+		RETURNING proposal_id`, brand, model, serial, deviceKeyID, micros(t.now)).Scan(&proposal)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", fmt.Errorf("store: re-key grant for %s/%s/%s: %w", brand, model, serial, ErrNotFound)
+	}
+	return proposal, err
 }
 
 // StaleReservations returns serials left in state "signing" since before

@@ -149,5 +149,34 @@ CREATE TABLE officer_sessions (
 	expires_us  BIGINT NOT NULL
 );
 `,
+		// 4: one device key, one serial, where the appliance assigns
+		// serials; a serial moves to another device key only with proof
+		// or an officer's grant. Existing assigned serials are bound to
+		// their device keys: a key that was given several (before this
+		// rule), to the one issued last, the one it most likely holds.
+		`
+CREATE TABLE device_serials (
+	brand         TEXT NOT NULL,
+	model         TEXT NOT NULL,
+	device_key_id TEXT NOT NULL,
+	serial        TEXT NOT NULL,
+	PRIMARY KEY (brand, model, device_key_id)
+);
+INSERT INTO device_serials (brand, model, device_key_id, serial)
+	SELECT s.brand, s.model, s.device_key_id, s.serial FROM serials s
+	JOIN models m ON m.brand = s.brand AND m.model = s.model
+	WHERE m.serial_source = 'assign' AND s.state = 'issued' AND NOT EXISTS (
+		SELECT 1 FROM serials t WHERE t.brand = s.brand AND t.model = s.model AND t.device_key_id = s.device_key_id
+		AND t.state = 'issued' AND (t.updated_us > s.updated_us OR (t.updated_us = s.updated_us AND t.serial > s.serial)));
+CREATE TABLE rekey_grants (
+	brand         TEXT NOT NULL,
+	model         TEXT NOT NULL,
+	serial        TEXT NOT NULL,
+	device_key_id TEXT NOT NULL,                                       -- the new device key the serial may move to
+	proposal_id   TEXT NOT NULL,
+	expires_us    BIGINT NOT NULL,
+	PRIMARY KEY (brand, model, serial)
+);
+`,
 	},
 }

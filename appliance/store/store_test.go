@@ -606,66 +606,70 @@ func testObserver(t *testing.T, db *DB) {
 
 func TestNonces(t *testing.T) { backends(t, testNonces) }
 
-// testNonces: a request-id is claimed once, by the client it was issued
-// to, before it expires; every refusal names its reason, and a refused
-// claim changes nothing.
+// testNonces: the store is the set of used request-ids (the appliance
+// checks their MAC and expiry first). A request-id is claimed once
+// whatever the client; a refused claim changes nothing; the purge drops
+// consumed ones past their expiry and claimed ones an hour later (a
+// signature in flight may still consume one).
 func testNonces(t *testing.T, db *DB) {
 	ctx := context.Background()
-	err := db.Update(ctx, func(tx *Tx) error {
-		for id, ttl := range map[string]time.Duration{"fresh": time.Hour, "other": time.Hour, "old": -time.Second} {
-			if err := tx.InsertNonce(id, "factory", ttl); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	claim := func(id, client string) error {
-		return db.Update(ctx, func(tx *Tx) error { return tx.ClaimNonce(id, client) })
+	now := time.Now()
+	claim := func(id, client string, expires time.Time) error {
+		return db.Update(ctx, func(tx *Tx) error { return tx.ClaimNonce(id, client, expires) })
 	}
 	for _, c := range []struct {
 		id, client string
+		expires    time.Time
 		want       error
 	}{
-		{"nope", "factory", ErrNonceUnknown},
-		{"old", "factory", ErrNonceExpired},
-		{"other", "line-2", ErrNonceClient},
-		{"fresh", "factory", nil},
-		{"fresh", "factory", ErrNonceUsed},
-		{"other", "factory", nil},
+		{"fresh", "factory", now.Add(time.Hour), nil},
+		{"fresh", "factory", now.Add(time.Hour), ErrNonceUsed},
+		{"fresh", "line-2", now.Add(time.Hour), ErrNonceUsed},
+		{"old", "factory", now.Add(-time.Minute), nil},
+		{"stale", "factory", now.Add(-2 * time.Hour), nil},
+		{"done", "factory", now.Add(-time.Minute), nil},
 	} {
-		if err := claim(c.id, c.client); !errors.Is(err, c.want) || (c.want == nil) != (err == nil) {
+		if err := claim(c.id, c.client, c.expires); !errors.Is(err, c.want) || (c.want == nil) != (err == nil) {
 			t.Errorf("claiming %s as %s: %v, want %v", c.id, c.client, err, c.want)
 		}
 	}
-	if err := db.Update(ctx, func(tx *Tx) error { return tx.ConsumeNonce("fresh") }); err != nil {
-		t.Fatal(err)
-	}
-	if err := claim("fresh", "factory"); !errors.Is(err, ErrNonceUsed) {
-		t.Errorf("claiming a consumed request-id: %v", err)
-	}
-	if err := db.Update(ctx, func(tx *Tx) error { return tx.ConsumeNonce("old") }); err == nil {
-		t.Error("consumed a request-id that was never claimed")
-	}
-	var states []string
-	db.View(ctx, func(tx *Tx) error {
-		rows, err := tx.query(`SELECT id || ':' || state || ':' || CASE WHEN used_us IS NULL THEN 'unused' ELSE 'used' END FROM nonces ORDER BY id`)
-		if err != nil {
+	for _, id := range []string{"fresh", "done"} {
+		if err := db.Update(ctx, func(tx *Tx) error { return tx.ConsumeNonce(id) }); err != nil {
 			t.Fatal(err)
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var s string
-			rows.Scan(&s)
-			states = append(states, s)
-		}
-		return rows.Err()
-	})
-	want := "fresh:consumed:used old:issued:unused other:claimed:used"
-	if got := strings.Join(states, " "); got != want {
+	}
+	if err := claim("fresh", "factory", now.Add(time.Hour)); !errors.Is(err, ErrNonceUsed) {
+		t.Errorf("claiming a consumed request-id: %v", err)
+	}
+	if err := db.Update(ctx, func(tx *Tx) error { return tx.ConsumeNonce("fresh") }); err == nil {
+		t.Error("consumed a request-id twice")
+	}
+	states := func() string {
+		var out []string
+		db.View(ctx, func(tx *Tx) error {
+			rows, err := tx.query(`SELECT id || ':' || state FROM nonces ORDER BY id`)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var s string
+				rows.Scan(&s)
+				out = append(out, s)
+			}
+			return rows.Err()
+		})
+		return strings.Join(out, " ")
+	}
+	if got, want := states(), "done:consumed fresh:consumed old:claimed stale:claimed"; got != want {
 		t.Errorf("nonces %q, want %q", got, want)
+	}
+	var purged int64
+	if err := db.Update(ctx, func(tx *Tx) (err error) { purged, err = tx.PurgeNonces(now); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := states(), "fresh:consumed old:claimed"; got != want || purged != 2 {
+		t.Errorf("after the purge: nonces %q (%d purged), want %q (2 purged)", got, purged, want)
 	}
 }
 

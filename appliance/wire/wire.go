@@ -364,6 +364,14 @@ type ApproveRequest struct {
 	Signature []byte `json:"signature"`
 }
 
+// RekeyRequest proposes that a serial may move to a new device key, once.
+type RekeyRequest struct {
+	Brand     string `json:"brand"`
+	Model     string `json:"model"`
+	Serial    string `json:"serial"`
+	DeviceKey string `json:"device-key-sha3-384"`
+}
+
 // QuorumRequest proposes a new quorum.
 type QuorumRequest struct {
 	Quorum int `json:"quorum"`

@@ -580,6 +580,22 @@ func (c *cli) quorum(ctx context.Context, args []string) error {
 	return c.propose(ctx, "POST", "/v1/quorum", wire.QuorumRequest{Quorum: n}, false, *yes)
 }
 
+// serials proposes that a serial may move to a new device key (serials
+// rekey), where the device cannot prove it holds the old one.
+func (c *cli) serials(ctx context.Context, args []string) error {
+	const use = "serials rekey BRAND MODEL SERIAL -device-key SHA3-384 [-yes]"
+	if len(args) == 0 || args[0] != "rekey" {
+		return usageErr(use)
+	}
+	fs, yes := c.stepFlags("serials rekey")
+	key := fs.String("device-key", "", "the new device key's sha3-384 (its serial-request's device-key-sha3-384)")
+	rest, err := parseAll(fs, args[1:])
+	if err != nil || len(rest) != 3 || *key == "" {
+		return usageErr(use)
+	}
+	return c.propose(ctx, "POST", "/v1/serials/rekey", wire.RekeyRequest{Brand: rest[0], Model: rest[1], Serial: rest[2], DeviceKey: *key}, false, *yes)
+}
+
 func compact(raw json.RawMessage) string {
 	var v any
 	if json.Unmarshal(raw, &v) != nil {

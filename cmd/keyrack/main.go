@@ -43,6 +43,7 @@
 //	keyrack quorum | quorum set N
 //	keyrack clients [list] [-json] | clients create NAME -brand B -model M -type serial | clients revoke NAME
 //	keyrack models [list] [-json] | models set BRAND MODEL -key serial=KEY ...
+//	keyrack serials rekey BRAND MODEL SERIAL -device-key SHA3-384
 //	keyrack log [-model M] [-serial S] [-csv | -json]
 //	keyrack audit [-after N] [-limit N] [-json] | audit verify [-db PATH]
 package main
@@ -118,6 +119,8 @@ appliance:
   clients revoke NAME    revoke an API client at once (one officer)
   models [list]
 * models set BRAND MODEL -key TYPE=KEY ... [-serial-source request|assign] [-serial-prefix P] [-allow-rekey]
+* serials rekey BRAND MODEL SERIAL -device-key SHA3-384
+                         let a serial move once to a new device key (within 7 days)
   log [-type T] [-model M] [-serial S] [-client C] [-since T] [-until T] [-csv | -json]
                          the signing log
   audit [-after N] [-limit N]
@@ -216,6 +219,8 @@ func runWith(args []string, tty terminal, stdout, stderr io.Writer) int {
 		err = c.officers(ctx, rest[1:])
 	case "quorum":
 		err = c.quorum(ctx, rest[1:])
+	case "serials":
+		err = c.serials(ctx, rest[1:])
 	case "clients":
 		err = c.clients(ctx, rest[1:])
 	case "audit":

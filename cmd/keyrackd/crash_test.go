@@ -162,6 +162,21 @@ func TestCrashRecovery(t *testing.T) {
 			t.Fatalf("serial %s: %d signing-log rows, %d audit events", s.Serial(), logged, audited)
 		}
 	}
+	// The demo model assigns serials: each device key kept the one
+	// serial it was first given, through every retry and every kill.
+	byKey := map[string]map[string]bool{}
+	for _, a := range received {
+		s := a.(*asserts.Serial)
+		if byKey[s.DeviceKey().ID()] == nil {
+			byKey[s.DeviceKey().ID()] = map[string]bool{}
+		}
+		byKey[s.DeviceKey().ID()][s.Serial()] = true
+	}
+	for k, serials := range byKey {
+		if len(serials) != 1 {
+			t.Errorf("device key %s was given %d serials across restarts: %v", k, len(serials), serials)
+		}
+	}
 	var pending int
 	raw.QueryRow(`SELECT count(*) FROM keys WHERE state = 'pending'`).Scan(&pending)
 	if pending != 0 {
@@ -212,7 +227,7 @@ func TestCrashRecovery(t *testing.T) {
 	if importKeys != 1 {
 		t.Errorf("%d import keys recorded for the one token", importKeys)
 	}
-	t.Logf("%d serials received across 4 kills; all recorded, logged and audited", len(received))
+	t.Logf("%d serials received across 4 kills by %d device keys, one serial each; all recorded, logged and audited", len(received), len(byKey))
 }
 
 func errorAs(err error, target **device.Error) bool {

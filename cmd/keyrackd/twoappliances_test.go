@@ -63,6 +63,66 @@ func TestTwoAppliancesOnePostgres(t *testing.T) {
 		}
 	}
 
+	// One device key asks through both appliances at once, ten times (a
+	// device retrying while its first answers are lost): the model
+	// assigns serials, and the key gets exactly one, the same in every
+	// answer.
+	one, err := device.New(appliance.DemoBrand, appliance.DemoModel, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	one.ModelAssertion = model
+	const tries = 10
+	got := make([]string, tries)
+	var wgOne sync.WaitGroup
+	for i := 0; i < tries; i++ {
+		c := []*device.Client{a, b}[i%2]
+		wgOne.Add(1)
+		go func(i int) {
+			defer wgOne.Done()
+			for attempt := 0; attempt < 200; attempt++ {
+				rid, err := c.RequestID(context.Background())
+				if err != nil {
+					got[i] = "request-id: " + err.Error()
+					return
+				}
+				req, _ := one.SerialRequest(rid, "", nil)
+				as, err := c.PostSerial(context.Background(), one.Stream(req))
+				var de *device.Error
+				if errorAs(err, &de) && de.Status == http.StatusServiceUnavailable {
+					time.Sleep(20 * time.Millisecond)
+					continue
+				}
+				if err != nil {
+					got[i] = "error: " + err.Error()
+					return
+				}
+				got[i] = as[0].HeaderString("serial")
+				return
+			}
+		}(i)
+	}
+	wgOne.Wait()
+	for _, g := range got {
+		if g != got[0] || !strings.HasPrefix(g, "dev-") {
+			t.Fatalf("one device key through two appliances got %q", got)
+		}
+	}
+	var rows int
+	if db, err := store.OpenPostgres(context.Background(), dsn); err != nil {
+		t.Fatal(err)
+	} else {
+		db.View(context.Background(), func(tx *store.Tx) error {
+			log, err := tx.SigningLog(store.LogFilter{Serial: got[0]})
+			rows = len(log)
+			return err
+		})
+		db.Close()
+	}
+	if rows != 1 {
+		t.Fatalf("serial %s signed %d times for one device key", got[0], rows)
+	}
+
 	// The model now takes serials from requests (a ceremony through A).
 	if code, out := demoOfficer(t, work, addrA).ceremony("POST", "/v1/models", map[string]any{"brand": appliance.DemoBrand, "model": appliance.DemoModel,
 		"keys": map[string]string{"serial": appliance.DemoKey, "model": appliance.DemoKey}, "serial-source": "request"}); code != 200 {
