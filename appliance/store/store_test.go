@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"os"
@@ -742,5 +743,75 @@ func TestViewDurable(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatalf("%s did not return after the sync was let go", what)
 		}
+	}
+}
+
+// TestDeviceSerialsBackfill: migration 4 binds the serials an older
+// appliance assigned to their device keys, so that a device registered
+// before the upgrade gets its serial back after it. A key that was given
+// several (the old behaviour) is bound to the one issued last; serials
+// from requests, and reservations never issued, are not bound.
+func TestDeviceSerialsBackfill(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "keyrack.db")
+	raw, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exec := func(q string, args ...any) {
+		t.Helper()
+		if _, err := raw.ExecContext(ctx, q, args...); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	exec(`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_us BIGINT NOT NULL)`)
+	for v := 1; v <= 3; v++ {
+		exec(sqliteDialect.migrations[v-1])
+		exec(`INSERT INTO schema_migrations (version, applied_us) VALUES ($1, 0)`, v)
+	}
+	for _, m := range []struct{ model, source string }{{"assigned", "assign"}, {"requested", "request"}} {
+		exec(`INSERT INTO models (brand, model, keys, serial_source, serial_prefix, next_serial, allow_rekey, proposal_id, created_us, updated_us)
+			VALUES ('b', $1, '{}', $2, '', 1, 0, 'p', 0, 0)`, m.model, m.source)
+	}
+	for _, s := range []struct {
+		model, serial, key, state string
+		updated                   int64
+	}{
+		{"assigned", "1", "k1", "issued", 10},
+		{"assigned", "2", "k1", "issued", 30}, // k1 again, later: bound
+		{"assigned", "3", "k1", "issued", 20},
+		{"assigned", "4", "k2", "issued", 10},
+		{"assigned", "5", "k3", "signing", 10},
+		{"requested", "R", "k1", "issued", 10},
+	} {
+		exec(`INSERT INTO serials (brand, model, serial, device_key_id, revision, state, client, nonce, updated_us)
+			VALUES ('b', $1, $2, $3, 0, $4, 'c', 'n', $5)`, s.model, s.serial, s.key, s.state, s.updated)
+	}
+	raw.Close()
+
+	db, err := OpenSQLite(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	got := map[string]string{}
+	err = db.View(ctx, func(tx *Tx) error {
+		for _, q := range []struct{ model, key string }{{"assigned", "k1"}, {"assigned", "k2"}, {"assigned", "k3"}, {"requested", "k1"}} {
+			s, err := tx.DeviceSerial("b", q.model, q.key)
+			if errors.Is(err, ErrNotFound) {
+				s = "-"
+			} else if err != nil {
+				return err
+			}
+			got[q.model+"/"+q.key] = s
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"assigned/k1": "2", "assigned/k2": "4", "assigned/k3": "-", "requested/k1": "-"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("bindings after the migration %v, want %v", got, want)
 	}
 }

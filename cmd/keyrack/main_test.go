@@ -410,6 +410,18 @@ func TestModelsClientsDevice(t *testing.T) {
 	if code != 1 || !strings.Contains(errs, "client-model") {
 		t.Fatalf("out-of-scope device: %d %s", code, errs)
 	}
+	// Moving an assigned serial to a new key is refused at the proposal,
+	// with the reason; a serial that does not exist, too.
+	newKey := strings.Repeat("A", 64)
+	if code, _, errs := e.keyrack("alice", "serials", "rekey", "brand-x", "line-7", "L7-1", "-device-key", newKey, "-yes"); code != 1 || !strings.Contains(errs, "a device with a new key gets a new serial") {
+		t.Fatalf("serials rekey of an assigned serial: %d %s", code, errs)
+	}
+	if code, _, errs := e.keyrack("alice", "serials", "rekey", "brand-x", "line-7", "L7-99", "-device-key", newKey, "-yes"); code != 1 || !strings.Contains(errs, "no serial L7-99") {
+		t.Fatalf("serials rekey of an unknown serial: %d %s", code, errs)
+	}
+	if code, _, _ := e.keyrack("alice", "serials", "rekey", "brand-x", "line-7"); code != 2 {
+		t.Fatalf("serials rekey without a serial: %d", code)
+	}
 }
 
 // alterEvent edits audit event 4 in the store file behind keyrack's back.
