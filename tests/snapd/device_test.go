@@ -84,7 +84,6 @@ type device struct {
 	se      *overlord.StateEngine
 	devMgr  *devicestate.DeviceManager
 	hook    prepareDevice
-	hookErr func(error)
 
 	logBuf *syncBuffer
 }
