@@ -23,9 +23,12 @@ build:
 run: deps build
 	./bin/keyrackd -dev $(DEVDIR) -listen $(LISTEN)
 
-# Every test, against real SoftHSM tokens made fresh in temp dirs.
+# Every test, against real SoftHSM tokens made fresh in temp dirs; then
+# snapd's own device manager registering devices against a dev keyrackd
+# (tests/snapd, its own module, which ./... does not reach).
 test: deps lint
 	$(GO) test -count=1 ./...
+	cd tests/snapd && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 # Serial issuance against the token's limit (cmd/keyrack-bench: raw token,
 # in-process Go RSA, end to end through keyrackd at concurrency 1/4/8/32,
@@ -40,6 +43,7 @@ bench: deps build
 lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	cd tests/snapd && $(GO) vet ./...
 	GO=$(GO) ./scripts/check-layers.sh
 
 # Binaries, units, sysusers/tmpfiles entries and an example configuration,
