@@ -42,6 +42,6 @@ func (a *Appliance) ensureDemoTemplate(ctx context.Context, ceremony func(kind, 
 	if _, err := ceremony(KindModelTemplate, "the demo model's template", req); err != nil {
 		return fmt.Errorf("demo model template: %w", err)
 	}
-	a.log.Info("demo data", "model_template", DemoBrand+"/"+DemoModel)
+	a.log.Info("demo model template approved", "model", DemoBrand+"/"+DemoModel)
 	return nil
 }
