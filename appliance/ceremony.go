@@ -369,6 +369,20 @@ func (a *Appliance) precheck(tx *store.Tx, proposer, kind string, raw []byte) er
 			return err
 		}
 		return a.checkModelPayload(tx, &p)
+	case KindModelTemplate:
+		var p templatePayload
+		if err := json.Unmarshal(raw, &p); err != nil {
+			return err
+		}
+		_, err := a.checkTemplatePayload(tx, &p)
+		return err
+	case KindAssertionSign:
+		var p signPayload
+		if err := json.Unmarshal(raw, &p); err != nil {
+			return err
+		}
+		_, err := a.checkSignPayload(tx, &p)
+		return err
 	case KindKeyReplicate:
 		return a.precheckReplicate(tx, raw)
 	case KindQuorumSet:
@@ -459,7 +473,9 @@ func (a *Appliance) execute(ctx context.Context, id, officer string) (Outcome, e
 		execErr = a.executeKeyDestroy(ctx, p, actor)
 	case KindKeyReplicate:
 		execErr = a.executeReplicate(ctx, p, actor)
-	case KindOfficerAdd, KindOfficerRemove, KindOfficerRotate, KindClientCreate, KindClientRevoke, KindModelSet, KindQuorumSet, KindSerialRekey:
+	case KindAssertionSign:
+		execErr = a.executeSign(ctx, p, actor)
+	case KindOfficerAdd, KindOfficerRemove, KindOfficerRotate, KindClientCreate, KindClientRevoke, KindModelSet, KindModelTemplate, KindQuorumSet, KindSerialRekey:
 		credential, execErr = a.executePrincipal(ctx, p, actor)
 	default:
 		execErr = fmt.Errorf("unknown proposal kind %q", p.Kind)
@@ -780,6 +796,11 @@ func (a *Appliance) executePrincipal(ctx context.Context, p store.Proposal, acto
 		case KindSerialRekey:
 			var err error
 			if subject, details, err = a.executeRekey(tx, p); err != nil {
+				return err
+			}
+		case KindModelTemplate:
+			var err error
+			if subject, details, err = a.executeModelTemplate(tx, p); err != nil {
 				return err
 			}
 		case KindQuorumSet:

@@ -46,14 +46,6 @@ func (a *Appliance) EnsureDemo(ctx context.Context, devDir string) error {
 	default:
 		return err
 	}
-	k, err := a.keyRecord(ctx, DemoKey)
-	if err == nil && k.State == store.KeyActive {
-		a.log.Info("demo data", "serial_key", DemoKey, "key_id", k.KeyID, "created", false)
-		return nil
-	}
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return err
-	}
 	// The same ceremonies as production, each signed by the demo officer's
 	// key (a dev appliance runs with quorum 1).
 	ceremony := func(kind, summary string, payload any) (Outcome, error) {
@@ -67,6 +59,15 @@ func (a *Appliance) EnsureDemo(ctx context.Context, devDir string) error {
 		}
 		return a.approve(ctx, DemoOfficer, out.Proposal.ID, sig)
 	}
+	k, err := a.keyRecord(ctx, DemoKey)
+	if err == nil && k.State == store.KeyActive {
+		a.log.Info("demo data", "serial_key", DemoKey, "key_id", k.KeyID, "created", false)
+		// A dev appliance made before model templates gets its one now.
+		return a.ensureDemoTemplate(ctx, ceremony)
+	}
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
 	if _, err := ceremony(KindKeyGenerate, "generate the demo key",
 		keyPayload{Name: DemoKey, Roles: json.RawMessage(demoRoleJSON)}); err != nil {
 		return fmt.Errorf("demo key: %w", err)
@@ -75,6 +76,9 @@ func (a *Appliance) EnsureDemo(ctx context.Context, devDir string) error {
 	if _, err := ceremony(KindModelSet, "bind the demo model",
 		modelPayload{Brand: DemoBrand, Model: DemoModel, Keys: keys, SerialSource: "assign", SerialPrefix: "dev-"}); err != nil {
 		return fmt.Errorf("demo model: %w", err)
+	}
+	if err := a.ensureDemoTemplate(ctx, ceremony); err != nil {
+		return err
 	}
 	out, err := ceremony(KindClientCreate, "create the demo API client",
 		clientPayload{Name: DemoClient, Brand: DemoBrand, Models: []string{DemoModel}, Types: []string{"serial", "model", "system-user", "preseed"}})

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/keyrack/keyrack/appliance/assertion"
@@ -27,28 +28,119 @@ func publicKeyOf(k store.Key) (*rsa.PublicKey, error) {
 	return rp, nil
 }
 
-// SignModel signs a model assertion for the client's brand with the key
-// bound to the model's "model" role.
+// SignModel signs the model template officers approved for a model of
+// the client's brand, with the key bound to the model's "model" role. The
+// client names the template; the appliance sets only timestamp and a
+// revision above every one signed for the model before, counted in the
+// store and advanced in the transaction that records the signature.
 func (a *Appliance) SignModel(ctx context.Context, cl *Client, req wire.ModelSignRequest) (asserts.Assertion, error) {
-	model, _ := req.Headers["model"].(string)
-	if model == "" {
-		return nil, badInput("invalid-headers", "headers.model is required")
+	if len(req.Headers) > 0 || req.Body != "" {
+		a.metrics.refusals.WithLabelValues("template-only").Inc()
+		return nil, errTemplateOnly
+	}
+	if req.Model == "" {
+		return nil, badInput("invalid-argument", `model is required: {"brand-id": BRAND, "model": MODEL} names the model template to sign`)
 	}
 	brand := cl.scope.Brand()
-	if err := cl.scope.Check(brand, []string{model}, policy.Model); err != nil {
+	if req.BrandID != "" {
+		brand = req.BrandID
+	}
+	if err := cl.scope.Check(brand, []string{req.Model}, policy.Model); err != nil {
 		a.metrics.refusals.WithLabelValues(refusalRule(err)).Inc()
 		return nil, err
 	}
-	k, _, err := a.keyFor(ctx, brand, model, policy.Model, map[string]any{"model": model, "brand-id": brand})
-	if err != nil {
-		return nil, err
+	model := req.Model
+	// A few tries: a signature whose revision a concurrent one took (on
+	// another appliance sharing the store, or here) is discarded, and
+	// signed again with the next revision.
+	for try := 0; try < 4; try++ {
+		var tpl store.ModelTemplate
+		var st assertion.Statement
+		var rev int64
+		err := a.db.View(ctx, func(tx *store.Tx) error {
+			var err error
+			if tpl, st, err = a.approvedTemplate(tx, brand, model); err != nil {
+				return err
+			}
+			rev, err = nextRevision(tx, tpl, st)
+			return err
+		})
+		if errors.Is(err, errTemplateChanged) {
+			a.templateRefused(ctx, cl.name, brand, model)
+		}
+		if err != nil {
+			return nil, err
+		}
+		k, _, err := a.keyFor(ctx, brand, model, policy.Model, st.Headers)
+		if err != nil {
+			return nil, err
+		}
+		h := make(map[string]any, len(st.Headers)+2)
+		for n, v := range st.Headers {
+			h[n] = v
+		}
+		h["timestamp"] = time.Now().UTC().Format(time.RFC3339)
+		h["revision"] = strconv.FormatInt(rev, 10)
+		if rev == 0 {
+			delete(h, "revision")
+		}
+		signed, err := k.signer.Sign(asserts.ModelType, h, st.Body)
+		a.signatureMade(ctx, policy.Model, k.rec.KeyID, err)
+		if err != nil {
+			return nil, signingError(err, "invalid-statement")
+		}
+		out, err := a.recordWith(ctx, cl.name, policy.Model, k, store.LogEntry{Brand: brand, Model: model, Revision: int(rev)}, signed,
+			recordHooks{
+				check: func(tx *store.Tx) error {
+					now, _, err := a.approvedTemplate(tx, brand, model)
+					if err != nil {
+						if errors.Is(err, errTemplateChanged) || errors.As(err, new(*Error)) {
+							return &discarded{reason: "the model template changed while signing", err: errTemplateChanged}
+						}
+						return err
+					}
+					if now.ProposalID != tpl.ProposalID {
+						return &discarded{reason: "the model template was replaced while signing", err: errRevisionTaken}
+					}
+					logged, err := tx.MaxLoggedRevision(string(policy.Model), brand, model)
+					if err != nil {
+						return err
+					}
+					if max(now.LastRevision, logged) >= rev {
+						return &discarded{reason: fmt.Sprintf("revision %d was taken by a concurrent signature", rev), err: errRevisionTaken}
+					}
+					return tx.AdvanceTemplateRevision(brand, model, rev)
+				},
+				extra: map[string]any{"revision": rev, "template": tpl.ProposalID},
+				// A signature made and not released still used its
+				// revision: none is signed twice.
+				discard: func(tx *store.Tx) error {
+					err := tx.AdvanceTemplateRevision(brand, model, rev)
+					if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) {
+						return nil
+					}
+					return err
+				},
+			})
+		if errors.Is(err, errRevisionTaken) {
+			continue
+		}
+		return out, err
 	}
-	signed, err := k.signer.Model(brand, req.Headers, []byte(req.Body))
-	a.signatureMade(ctx, policy.Model, k.rec.KeyID, err)
+	return nil, errRevisionTaken
+}
+
+// templateRefused audits a signing refused because the template on record
+// is not the one officers approved: someone changed the store.
+func (a *Appliance) templateRefused(ctx context.Context, client, brand, model string) {
+	a.metrics.refusals.WithLabelValues("template-changed").Inc()
+	err := a.db.Update(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+		_, err := tx.Audit("client:"+client, "model.sign", brand+"/"+model, "refused: "+errTemplateChanged.Message, nil)
+		return err
+	})
 	if err != nil {
-		return nil, signingError(err, "invalid-headers")
+		a.log.Error("auditing a refused model template", "err", err)
 	}
-	return a.record(ctx, cl.name, policy.Model, k, store.LogEntry{Brand: brand, Model: model}, signed)
 }
 
 // SignSystemUser signs a system-user assertion. Every model it names must
@@ -132,9 +224,29 @@ func signingError(err error, code string) error {
 // serials are), so the signing log and the audit chain account for every
 // signature the token made.
 func (a *Appliance) record(ctx context.Context, client string, t policy.AssertionType, k *signingKey, e store.LogEntry, signed assertion.Signed) (asserts.Assertion, error) {
+	return a.recordWith(ctx, client, t, k, e, signed, recordHooks{})
+}
+
+// recordHooks add to record's transactions what a signing path needs:
+// check runs first in the recording transaction (a *discarded from it
+// refuses the signature), extra goes into the audit event, and discard
+// runs in the transaction that audits a discarded signature.
+type recordHooks struct {
+	check   func(tx *store.Tx) error
+	extra   map[string]any
+	discard func(tx *store.Tx) error
+}
+
+// recordWith is record with hooks.
+func (a *Appliance) recordWith(ctx context.Context, client string, t policy.AssertionType, k *signingKey, e store.LogEntry, signed assertion.Signed, h recordHooks) (asserts.Assertion, error) {
 	ctx = context.WithoutCancel(ctx)
 	err := a.db.Update(ctx, func(tx *store.Tx) error {
-		return a.logAndAudit(tx, client, t, k, e, signed.Bytes, nil)
+		if h.check != nil {
+			if err := h.check(tx); err != nil {
+				return err
+			}
+		}
+		return a.logAndAudit(tx, client, t, k, e, signed.Bytes, h.extra)
 	})
 	var d *discarded
 	if errors.As(err, &d) {
@@ -142,6 +254,11 @@ func (a *Appliance) record(ctx context.Context, client string, t policy.Assertio
 		// transaction of its own (the first one was rolled back whole).
 		outcome := failureOutcome(d)
 		aerr := a.db.Update(ctx, func(tx *store.Tx) error {
+			if h.discard != nil {
+				if err := h.discard(tx); err != nil {
+					return err
+				}
+			}
 			_, err := tx.Audit("client:"+client, string(t)+".sign", e.Brand+"/"+e.Model, outcome,
 				map[string]any{"key_id": k.rec.KeyID, "digest": digest(signed.Bytes)})
 			return err

@@ -113,11 +113,11 @@ func (c *Client) RequestID(ctx context.Context) (string, error) {
 	return v.RequestID, nil
 }
 
-// SignModel asks the appliance to sign a minimal core18-style model (a
-// dev convenience: a real device carries the model from its image).
+// SignModel asks the appliance for a signature of the model template
+// officers approved for model, of the client's brand (a dev convenience:
+// a real device carries the model from its image).
 func (c *Client) SignModel(ctx context.Context, model string) ([]byte, error) {
-	b, _ := json.Marshal(map[string]any{"headers": map[string]any{"model": model, "architecture": "amd64", "gadget": "pc",
-		"kernel": "pc-kernel", "base": "core18", "timestamp": "2026-01-01T00:00:00Z"}})
+	b, _ := json.Marshal(map[string]any{"model": model})
 	status, _, raw, err := c.post(ctx, "model", "application/json", b, nil)
 	if err != nil {
 		return nil, err

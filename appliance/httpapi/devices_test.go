@@ -134,8 +134,8 @@ func (e *deviceEnv) requestID(client string) string {
 // modelAssertion has the appliance sign the model (as the brand would).
 func (e *deviceEnv) modelAssertion(model string) []byte {
 	e.t.Helper()
-	b, _ := json.Marshal(map[string]any{"headers": map[string]any{"model": model, "architecture": "amd64", "gadget": "pc",
-		"kernel": "pc-kernel", "timestamp": "2026-01-01T00:00:00Z"}})
+	e.ensureTemplate(model)
+	b, _ := json.Marshal(map[string]any{"model": model})
 	code, _, raw := e.call("line-a", "POST", "/v1/model", "application/json", b, nil)
 	if code != 200 {
 		e.t.Fatalf("model: %d %s", code, raw)
@@ -781,8 +781,8 @@ func TestDiscardedSignaturesAudited(t *testing.T) {
 		}
 		return evs[len(evs)-1]
 	}
-	modelBody, _ := json.Marshal(map[string]any{"headers": map[string]any{"model": "line-1", "architecture": "amd64", "gadget": "pc",
-		"kernel": "pc-kernel", "timestamp": "2026-01-01T00:00:00Z"}})
+	e.ensureTemplate("line-1")
+	modelBody, _ := json.Marshal(map[string]any{"model": "line-1"})
 
 	setKey(keys["model"], store.KeyActive, store.KeyDisabled)
 	code, _, raw := e.call("line-a", "POST", "/v1/model", "application/json", modelBody, nil)

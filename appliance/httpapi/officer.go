@@ -52,6 +52,10 @@ func (s *Server) officerRoutes(e *echo.Echo) {
 	officer(http.MethodGet, "/audit", s.listAudit)
 	officer(http.MethodGet, "/models", s.listModels)
 	officer(http.MethodPost, "/models", s.proposeModelSet)
+	officer(http.MethodGet, "/models/templates", s.listTemplates)
+	officer(http.MethodPost, "/models/templates", s.proposeTemplate)
+	officer(http.MethodPost, "/sign", s.proposeSign)
+	officer(http.MethodGet, "/proposals/:id/assertion", s.signedAssertion)
 	officer(http.MethodGet, "/signing-log", s.signingLog)
 }
 

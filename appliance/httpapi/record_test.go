@@ -50,6 +50,7 @@ func holdWriter(t *testing.T, db *store.DB) (letGo func()) {
 // the caller leaves.
 func TestSignatureRecordedAfterClientLeaves(t *testing.T) {
 	e := newDeviceEnv(t, false)
+	e.ensureTemplate("line-1")
 	ctx := context.Background()
 	asJSON := func(v any) []byte { b, _ := json.Marshal(v); return b }
 	var mc store.ModelConfig
@@ -63,8 +64,7 @@ func TestSignatureRecordedAfterClientLeaves(t *testing.T) {
 		officer                     bool
 	}{
 		{name: "model", path: "/v1/model", logType: "model", action: "model.sign",
-			body: asJSON(map[string]any{"headers": map[string]any{"model": "line-1", "architecture": "amd64", "gadget": "pc",
-				"kernel": "pc-kernel", "timestamp": "2026-01-01T00:00:00Z"}})},
+			body: asJSON(map[string]any{"model": "line-1"})},
 		{name: "system-user", path: "/v1/system-user", logType: "system-user", action: "system-user.sign",
 			body: asJSON(map[string]any{"email": "ops@example.com", "username": "ops", "name": "Ops", "password": "pw-secret",
 				"models": []string{"line-1"}, "serials": []string{"SN-1"}, "until": time.Now().AddDate(0, 1, 0)})},
@@ -204,13 +204,13 @@ func TestOfficerReadsAreDurable(t *testing.T) {
 // the store has failed.
 func TestStoreSyncFailure(t *testing.T) {
 	e := newDeviceEnv(t, false)
+	e.ensureTemplate("line-1")
 	wal := e.srv.cfg.Store.Path + "-wal"
 	if err := os.Rename(wal, wal+".away"); err != nil {
 		t.Fatal(err)
 	}
 	defer os.Rename(wal+".away", wal)
-	body, _ := json.Marshal(map[string]any{"headers": map[string]any{"model": "line-1", "architecture": "amd64", "gadget": "pc",
-		"kernel": "pc-kernel", "timestamp": "2026-01-01T00:00:00Z"}})
+	body, _ := json.Marshal(map[string]any{"model": "line-1"})
 	// The caller learns that the appliance is out of service, not why in
 	// detail: the cause names files, which are for the operator.
 	failed := func(what string, code int, hdr http.Header, raw []byte) {
@@ -251,8 +251,8 @@ func TestQueuePlaceFreedWhenTokenAnswers(t *testing.T) {
 		_, _, m := e.call("", "GET", "/metrics", "", nil, nil)
 		return metricValue(t, m, `keyrack_token_sign_duration_seconds_count{result="ok"}`)
 	}
-	body, _ := json.Marshal(map[string]any{"headers": map[string]any{"model": "line-1", "architecture": "amd64",
-		"gadget": "pc", "kernel": "pc-kernel", "timestamp": "2026-01-01T00:00:00Z"}})
+	e.ensureTemplate("line-1")
+	body, _ := json.Marshal(map[string]any{"model": "line-1"})
 	// Warm the caches: the model's binding is read once, before the hold.
 	if code, _, raw := e.call("line-a", "POST", "/v1/model", "application/json", body, nil); code != 200 {
 		t.Fatalf("model: %d %s", code, raw)

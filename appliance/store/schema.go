@@ -178,5 +178,25 @@ CREATE TABLE rekey_grants (
 	PRIMARY KEY (brand, model, serial)
 );
 `,
+		// 5: model assertions only from officer-approved templates, and the
+		// assertions signed by an assertion.sign ceremony.
+		`
+CREATE TABLE model_templates (
+	brand         TEXT NOT NULL,
+	model         TEXT NOT NULL,
+	headers       TEXT NOT NULL,       -- JSON object: the approved statement's headers, exactly
+	body          TEXT NOT NULL DEFAULT '',
+	proposal_id   TEXT NOT NULL,       -- the model.template proposal that approved them
+	last_revision BIGINT NOT NULL DEFAULT 0, -- the highest revision signed from any template of this model
+	created_us    BIGINT NOT NULL,
+	updated_us    BIGINT NOT NULL,
+	PRIMARY KEY (brand, model)
+);
+CREATE TABLE signed_assertions (
+	proposal_id TEXT PRIMARY KEY,      -- the assertion.sign proposal
+	assertion   BLOB NOT NULL,
+	created_us  BIGINT NOT NULL
+);
+`,
 	},
 }

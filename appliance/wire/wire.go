@@ -291,10 +291,48 @@ type RequestID struct {
 	RequestID string `json:"request-id"`
 }
 
-// ModelSignRequest asks for a model assertion (POST /v1/model).
+// ModelSignRequest asks for a signature of the model template officers
+// approved for a model (POST /v1/model). BrandID defaults to the client's
+// brand. Headers and Body are refused when given: they are kept only so
+// that a client of the earlier shape, which sent its own headers, is told
+// why instead of meeting an unknown field.
 type ModelSignRequest struct {
-	Headers map[string]any `json:"headers"`
+	BrandID string         `json:"brand-id,omitempty"`
+	Model   string         `json:"model"`
+	Headers map[string]any `json:"headers,omitempty"`
 	Body    string         `json:"body,omitempty"`
+}
+
+// TemplateRequest proposes a model template (POST /v1/models/templates):
+// Statement is the JSON file `snap sign` takes, as its bytes.
+type TemplateRequest struct {
+	Brand     string `json:"brand"`
+	Model     string `json:"model"`
+	Statement string `json:"statement"`
+}
+
+// Template is an approved model template.
+type Template struct {
+	Brand        string         `json:"brand"`
+	Model        string         `json:"model"`
+	Headers      map[string]any `json:"headers"`
+	Body         string         `json:"body,omitempty"`
+	Proposal     string         `json:"proposal"`
+	LastRevision int64          `json:"last-revision"`
+	UpdatedAt    time.Time      `json:"updated-at"`
+}
+
+// TemplateList is GET /v1/models/templates.
+type TemplateList struct {
+	Templates []Template `json:"templates"`
+}
+
+// SignRequest proposes an ad-hoc signature (POST /v1/sign): Statement,
+// the JSON file `snap sign` takes, signed with key Key once the quorum
+// approves.
+type SignRequest struct {
+	Key       string `json:"key"`
+	Statement string `json:"statement"`
 }
 
 // SystemUserRequest asks for a system-user assertion. The password is

@@ -33,8 +33,14 @@ func (c *cli) models(ctx context.Context, args []string) error {
 		}
 		return tw.Flush()
 	}
+	switch args[0] {
+	case "template":
+		return c.modelTemplate(ctx, args[1:])
+	case "templates":
+		return c.listTemplates(ctx, args[1:])
+	}
 	if args[0] != "set" || len(args) < 3 {
-		return usageErr("models [list] | models set BRAND MODEL -key TYPE=KEY ... [-serial-source request|assign] [-serial-prefix P] [-allow-rekey]")
+		return usageErr("models [list] | models set BRAND MODEL -key TYPE=KEY ... [-serial-source request|assign] [-serial-prefix P] [-allow-rekey] | models template BRAND MODEL -file model.json | models templates")
 	}
 	fs, yes := c.stepFlags("models set")
 	var keys listFlag

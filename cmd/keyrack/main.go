@@ -119,6 +119,13 @@ appliance:
   clients revoke NAME    revoke an API client at once (one officer)
   models [list]
 * models set BRAND MODEL -key TYPE=KEY ... [-serial-source request|assign] [-serial-prefix P] [-allow-rekey]
+* models template BRAND MODEL -file model.json
+                         the model assertion (snap sign's JSON) signing clients may obtain; replaces an earlier one
+  models templates       the approved model templates
+* sign -k KEY [-o FILE] [-no-wait] [FILE]
+                         snap sign -k KEY with a quorum: proposes the statement (FILE or stdin), waits for
+                         the approvals and writes the signed assertion to stdout (or FILE)
+  sign -fetch ID [-o FILE]                 the assertion an executed sign proposal made
 * serials rekey BRAND MODEL SERIAL -device-key SHA3-384
                          let a serial move once to a new device key (within 7 days)
   log [-type T] [-model M] [-serial S] [-client C] [-since T] [-until T] [-csv | -json]
@@ -231,6 +238,8 @@ func runWith(args []string, tty terminal, stdout, stderr io.Writer) int {
 		err = c.signingLog(ctx, rest[1:])
 	case "device":
 		err = c.deviceCmd(ctx, rest[1:])
+	case "sign":
+		err = c.signCmd(ctx, rest[1:])
 	default:
 		err = usageErr(fmt.Sprintf("unknown command %q", rest[0]))
 	}

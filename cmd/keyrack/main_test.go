@@ -722,6 +722,11 @@ func (e *env) lineSetup() (apiKeyFile string) {
 	approve(out)
 	_, out, _ = e.keyrack("alice", "models", "set", "brand-x", "line-7", "-key", "serial=line-key", "-key", "model=line-key", "-serial-source", "assign", "-serial-prefix", "L7-")
 	approve(out)
+	code, out, errs = e.keyrack("alice", "models", "template", "brand-x", "line-7", "-file", e.statementFile("line-7.json", line7Statement))
+	if code != 0 {
+		t.Fatalf("models template: %d %s %s", code, out, errs)
+	}
+	approve(out)
 	_, out, _ = e.keyrack("alice", "clients", "create", "line-7-client", "-brand", "brand-x", "-model", "line-7", "-type", "serial", "-type", "model")
 	out = approve(out)
 	cred := regexp.MustCompile(`credential (krk_c_\S+)`).FindStringSubmatch(out)
