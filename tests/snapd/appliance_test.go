@@ -207,11 +207,19 @@ func (a *appliance) exportKey(t *testing.T, name string) exportedKey {
 	return k
 }
 
-// signModel asks the appliance, as the factory line dev-line does, for a
-// model assertion signed in the token.
+// signModel has the officers approve headers as the model's template
+// (keyrack models template, a ceremony: the dev appliance's quorum is 1),
+// then asks the appliance, as a factory line does, for the template's
+// signature: model assertions come only from templates.
 func (a *appliance) signModel(t *testing.T, headers map[string]any) *asserts.Model {
 	t.Helper()
-	body, _ := json.Marshal(map[string]any{"headers": headers})
+	statement, _ := json.Marshal(headers)
+	file := filepath.Join(t.TempDir(), "model.json")
+	if err := os.WriteFile(file, statement, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a.keyrack(t, "-yes", "models", "template", headers["brand-id"].(string), headers["model"].(string), "-file", file)
+	body, _ := json.Marshal(map[string]any{"model": headers["model"]})
 	req, _ := http.NewRequest("POST", a.url+"/v1/model", bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("api-key", a.apiKey)

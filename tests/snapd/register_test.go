@@ -93,6 +93,7 @@ func TestSnapdRegistersWithKeyrack(t *testing.T) {
 	app.keyrack(t, "keys", "account-key", serialKey, "-file", akFile)
 
 	model := app.signModel(t, map[string]any{
+		"type": "model", "authority-id": brandID, "brand-id": brandID, "series": "16",
 		"model": modelID, "architecture": "amd64", "base": "core18",
 		"gadget": gadgetName, "kernel": "dev-kernel",
 		"timestamp": time.Now().UTC().Add(-time.Hour).Format(time.RFC3339),
