@@ -913,7 +913,7 @@ func TestFreezeAndRevokeAtOnce(t *testing.T) {
 	if code != 0 || !regexp.MustCompile(`^API client line-7-client revoked at \S+: its key is refused from now on\n$`).MatchString(out) {
 		t.Fatalf("revoke: %d %q %s", code, out, errs)
 	}
-	if _, out, _ := e.keyrack("bob", "clients"); !regexp.MustCompile(`line-7-client\s.*\srevoked\n`).MatchString(out) {
+	if _, out, _ := e.keyrack("bob", "clients"); !regexp.MustCompile(`line-7-client\s.*\srevoked\s+-\n`).MatchString(out) {
 		t.Fatalf("clients after the revocation:\n%s", out)
 	}
 	if code, _, errs := e.register(apiKey); code != 1 || !strings.Contains(errs, "401") {
