@@ -69,11 +69,17 @@ type officerPayload struct {
 	CertSHA256 string `json:"client-cert-sha256,omitempty"`
 }
 
+// clientPayload is the payload of client.create. Kind, CertSHA256 and
+// Limits came with the two kinds of client (clients.go): proposals made
+// before have none of them, and their content stays what was signed.
 type clientPayload struct {
-	Name   string   `json:"name"`
-	Brand  string   `json:"brand"`
-	Models []string `json:"models"`
-	Types  []string `json:"types"`
+	Name       string         `json:"name"`
+	Brand      string         `json:"brand"`
+	Models     []string       `json:"models"`
+	Types      []string       `json:"types"`
+	Kind       string         `json:"kind,omitempty"`
+	CertSHA256 string         `json:"client-cert-sha256,omitempty"`
+	Limits     *limitsPayload `json:"limits,omitempty"`
 }
 
 // Outcome is what a proposal, an approval or a cancellation led to.
@@ -342,10 +348,7 @@ func (a *Appliance) precheck(tx *store.Tx, proposer, kind string, raw []byte) er
 		if err := json.Unmarshal(raw, &p); err != nil {
 			return err
 		}
-		if err := validName("client", p.Name); err != nil {
-			return err
-		}
-		if err := checkClientScope(p); err != nil {
+		if _, err := checkClientPayload(p); err != nil {
 			return err
 		}
 		if _, err := tx.GetClientByName(p.Name); err == nil {
@@ -363,6 +366,9 @@ func (a *Appliance) precheck(tx *store.Tx, proposer, kind string, raw []byte) er
 		if c.RevokedAt != nil {
 			return &Error{Kind: Conflict, Code: "client-revoked", Message: fmt.Sprintf("API client %q is already revoked", p.Name)}
 		}
+	case KindClientLimits:
+		_, err := checkLimitsPayload(tx, raw)
+		return err
 	case KindModelSet:
 		var p modelPayload
 		if err := json.Unmarshal(raw, &p); err != nil {
@@ -475,7 +481,7 @@ func (a *Appliance) execute(ctx context.Context, id, officer string) (Outcome, e
 		execErr = a.executeReplicate(ctx, p, actor)
 	case KindAssertionSign:
 		execErr = a.executeSign(ctx, p, actor)
-	case KindOfficerAdd, KindOfficerRemove, KindOfficerRotate, KindClientCreate, KindClientRevoke, KindModelSet, KindModelTemplate, KindQuorumSet, KindSerialRekey:
+	case KindOfficerAdd, KindOfficerRemove, KindOfficerRotate, KindClientCreate, KindClientRevoke, KindClientLimits, KindModelSet, KindModelTemplate, KindQuorumSet, KindSerialRekey:
 		credential, execErr = a.executePrincipal(ctx, p, actor)
 	default:
 		execErr = fmt.Errorf("unknown proposal kind %q", p.Kind)
@@ -778,16 +784,34 @@ func (a *Appliance) executePrincipal(ctx context.Context, p store.Proposal, acto
 			if err := json.Unmarshal([]byte(p.Payload), &cp); err != nil {
 				return err
 			}
+			kind, err := checkClientPayload(cp)
+			if err != nil {
+				return err
+			}
 			tok, hash, err := newCredential(clientPrefix, cp.Name)
 			if err != nil {
 				return err
 			}
-			if err := tx.InsertClient(store.Client{ID: cp.Name, Name: cp.Name, Brand: cp.Brand, Models: cp.Models,
-				Types: cp.Types, SecretHash: hash}); err != nil {
+			rec, err := storeClient(cp, kind, hash)
+			if err != nil {
+				return err
+			}
+			if err := tx.InsertClient(rec); err != nil {
 				return err
 			}
 			credential, subject = tok, cp.Name
-			details = map[string]any{"brand": cp.Brand, "models": cp.Models, "types": cp.Types}
+			details = map[string]any{"brand": cp.Brand, "models": cp.Models, "types": cp.Types, "kind": rec.Kind}
+			if rec.CertSHA256 != "" {
+				details["client_cert_sha256"] = rec.CertSHA256
+			}
+			if rec.Limits != "" {
+				details["limits"] = json.RawMessage(rec.Limits)
+			}
+		case KindClientLimits:
+			var err error
+			if subject, details, err = executeClientLimits(tx, p); err != nil {
+				return err
+			}
 		case KindModelSet:
 			var err error
 			if subject, details, err = a.executeModelSet(tx, p); err != nil {

@@ -20,7 +20,8 @@ const (
 	DemoKey      = "dev-serial"
 	DemoBrand    = "dev-brand"
 	DemoModel    = "dev-model"
-	DemoClient   = "dev-line"
+	DemoClient   = "dev-line"   // device-service: its key is the gadget's, in var/dev/api-key
+	DemoSigner   = "dev-signer" // signing: its key is a secret, in var/dev/signing-key
 	demoRoleJSON = `[{"type": "serial", "models": ["dev-model"]}, {"type": "model", "models": ["dev-model"]},
 		{"type": "system-user", "models": ["dev-model"]}, {"type": "preseed", "models": ["dev-model"]}]`
 )
@@ -29,8 +30,13 @@ const (
 // first start, through the same ceremonies production uses (quorum 1): an
 // officer (key in devDir/officer-key), a signing key generated in
 // the token, the model dev-brand/dev-model bound to it with serials
-// assigned by the appliance, and an API client for that model (key in
-// devDir/api-key). Files are mode 0600. A restart changes nothing.
+// assigned by the appliance, and one client of each kind for that model:
+// the device-service client dev-line (key in devDir/api-key, the one a
+// gadget carries) and the signing client dev-signer (key in
+// devDir/signing-key). Files are mode 0600. A restart changes nothing; a
+// dev directory made before clients had kinds gets dev-signer on its next
+// start (its dev-line became a device-service client when the store was
+// migrated).
 func (a *Appliance) EnsureDemo(ctx context.Context, devDir string) error {
 	if !a.cfg.Dev {
 		return errors.New("demo data only on a dev appliance")
@@ -60,14 +66,38 @@ func (a *Appliance) EnsureDemo(ctx context.Context, devDir string) error {
 		return a.approve(ctx, DemoOfficer, out.Proposal.ID, sig)
 	}
 	k, err := a.keyRecord(ctx, DemoKey)
-	if err == nil && k.State == store.KeyActive {
-		a.log.Info("demo data", "serial_key", DemoKey, "key_id", k.KeyID, "created", false)
-		// A dev appliance made before model templates gets its one now.
-		return a.ensureDemoTemplate(ctx, ceremony)
-	}
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
+	created := err != nil || k.State != store.KeyActive
+	if created {
+		if err := a.demoKeyAndLine(ctx, devDir, ceremony); err != nil {
+			return err
+		}
+		if k, err = a.keyRecord(ctx, DemoKey); err != nil {
+			return err
+		}
+	}
+	// A dev appliance made before model templates gets its one now.
+	if err := a.ensureDemoTemplate(ctx, ceremony); err != nil {
+		return err
+	}
+	signingKeyFile, err := a.demoSigner(ctx, devDir, ceremony)
+	if err != nil {
+		return err
+	}
+	a.log.Info("demo data", "serial_key", DemoKey, "key_id", k.KeyID, "created", created, "brand", DemoBrand, "model", DemoModel,
+		"device_service_client", DemoClient, "api_key_file", filepath.Join(devDir, "api-key"),
+		"signing_client", DemoSigner, "signing_key_file", signingKeyFile)
+	return nil
+}
+
+type demoCeremony func(kind, summary string, payload any) (Outcome, error)
+
+// demoKeyAndLine makes the demo key, binds the demo model to it and
+// creates the device-service client dev-line, whose key goes where a
+// gadget's would: devDir/api-key.
+func (a *Appliance) demoKeyAndLine(ctx context.Context, devDir string, ceremony demoCeremony) error {
 	if _, err := ceremony(KindKeyGenerate, "generate the demo key",
 		keyPayload{Name: DemoKey, Roles: json.RawMessage(demoRoleJSON)}); err != nil {
 		return fmt.Errorf("demo key: %w", err)
@@ -77,24 +107,44 @@ func (a *Appliance) EnsureDemo(ctx context.Context, devDir string) error {
 		modelPayload{Brand: DemoBrand, Model: DemoModel, Keys: keys, SerialSource: "assign", SerialPrefix: "dev-"}); err != nil {
 		return fmt.Errorf("demo model: %w", err)
 	}
-	if err := a.ensureDemoTemplate(ctx, ceremony); err != nil {
-		return err
-	}
-	out, err := ceremony(KindClientCreate, "create the demo API client",
-		clientPayload{Name: DemoClient, Brand: DemoBrand, Models: []string{DemoModel}, Types: []string{"serial", "model", "system-user", "preseed"}})
+	line := clientPayload{Name: DemoClient, Kind: string(DeviceServiceClient), Brand: DemoBrand, Models: []string{DemoModel},
+		Types: []string{"serial"}}
+	out, err := ceremony(KindClientCreate, clientSummary(line), line)
 	if err != nil {
-		return fmt.Errorf("demo client: %w", err)
+		return fmt.Errorf("demo device-service client: %w", err)
 	}
-	apiKeyFile := filepath.Join(devDir, "api-key")
-	if err := writeSecretFile(apiKeyFile, out.Credential); err != nil {
+	return writeSecretFile(filepath.Join(devDir, "api-key"), out.Credential)
+}
+
+// demoSigner creates the signing client dev-signer, with the default
+// limits, unless it exists, and returns the file of its key.
+func (a *Appliance) demoSigner(ctx context.Context, devDir string, ceremony demoCeremony) (string, error) {
+	file := filepath.Join(devDir, "signing-key")
+	err := a.db.View(ctx, func(tx *store.Tx) error {
+		_, err := tx.GetClientByName(DemoSigner)
 		return err
+	})
+	switch {
+	case err == nil:
+		if _, serr := os.Stat(file); serr != nil {
+			// The appliance keeps only the key's hash: it cannot write it
+			// again.
+			a.log.Warn("the demo signing client exists but its key file is missing: revoke it and delete var/dev to start over",
+				"signing_client", DemoSigner, "signing_key_file", file)
+		}
+		return file, nil
+	case !errors.Is(err, store.ErrNotFound):
+		return "", err
 	}
-	if k, err = a.keyRecord(ctx, DemoKey); err != nil {
-		return err
+	models := []string{DemoModel}
+	l := defaultLimits(models)
+	p := clientPayload{Name: DemoSigner, Kind: string(SigningClient), Brand: DemoBrand, Models: models,
+		Types: []string{"model", "system-user", "preseed"}, Limits: &l}
+	out, err := ceremony(KindClientCreate, clientSummary(p), p)
+	if err != nil {
+		return "", fmt.Errorf("demo signing client: %w", err)
 	}
-	a.log.Info("demo data", "serial_key", DemoKey, "key_id", k.KeyID, "created", true, "brand", DemoBrand, "model", DemoModel,
-		"api_client", DemoClient, "api_key_file", apiKeyFile)
-	return nil
+	return file, writeSecretFile(file, out.Credential)
 }
 
 // demoOfficerKey reads the demo officer's key file, or makes it (mode

@@ -10,6 +10,7 @@ import (
 
 	"github.com/keyrack/keyrack/appliance/store"
 	"github.com/keyrack/keyrack/hsm"
+	"github.com/keyrack/keyrack/policy"
 )
 
 // metrics are the core's Prometheus series (the front ends add their own
@@ -96,7 +97,7 @@ func newMetrics(mod *hsm.Module, db *store.DB, version string) *metrics {
 	}, []string{"type", "key_id", "result"})
 	m.refusals = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "keyrack_policy_refusals_total",
-		Help: "Requests refused by a client scope or key role, by rule.",
+		Help: "Requests refused by a client scope, kind, certificate or limit, or a key role, by rule.",
 	}, []string{"rule"})
 	m.nonces = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "keyrack_request_ids_total",
@@ -125,7 +126,9 @@ func newMetrics(mod *hsm.Module, db *store.DB, version string) *metrics {
 	for _, r := range []string{"ok", "error"} {
 		m.signTime.WithLabelValues(r)
 	}
-	for _, r := range []string{"key-type", "key-model", "client-brand", "client-model", "client-type", "auth-rate"} {
+	for _, r := range []string{"key-type", "key-model", "client-brand", "client-model", "client-type", "auth-rate",
+		policy.RuleClientKind, ruleClientCert, policy.RuleLimitModels, policy.RuleLimitValidity, policy.RuleLimitPassword,
+		policy.RuleLimitSSHKeys, policy.RuleLimitSerials} {
 		m.refusals.WithLabelValues(r)
 	}
 	m.overloaded = prometheus.NewCounter(prometheus.CounterOpts{

@@ -227,13 +227,6 @@ func (a *Appliance) ProposeOfficerRemove(ctx context.Context, officer, name stri
 	return a.propose(ctx, officer, KindOfficerRemove, fmt.Sprintf("remove officer %q", name), namePayload{Name: name})
 }
 
-// ProposeClientCreate proposes an API client with its scope.
-func (a *Appliance) ProposeClientCreate(ctx context.Context, officer string, req wire.ClientRequest) (out Outcome, err error) {
-	defer a.auditRefusal(ctx, officer, "proposal.create", KindClientCreate, &err)
-	return a.propose(ctx, officer, KindClientCreate,
-		fmt.Sprintf("create API client %q for brand %q, models %v, types %v", req.Name, req.Brand, req.Models, req.Types), clientPayload(req))
-}
-
 // ProposeClientRevoke proposes revoking an API client.
 func (a *Appliance) ProposeClientRevoke(ctx context.Context, officer, name string) (out Outcome, err error) {
 	defer a.auditRefusal(ctx, officer, "proposal.create", KindClientRevoke, &err)
@@ -347,7 +340,7 @@ func (a *Appliance) ListClients(ctx context.Context) ([]wire.Client, error) {
 	}
 	out := make([]wire.Client, 0, len(cs))
 	for _, x := range cs {
-		out = append(out, wire.Client{Name: x.Name, Brand: x.Brand, Models: x.Models, Types: x.Types, CreatedAt: x.CreatedAt, RevokedAt: x.RevokedAt})
+		out = append(out, clientView(x))
 	}
 	return out, nil
 }

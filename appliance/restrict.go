@@ -65,5 +65,5 @@ func (a *Appliance) RevokeClient(ctx context.Context, officer, name string) (wir
 		a.auditRefusal(ctx, officer, "client.revoke", name, &err)
 		return wire.Client{}, err
 	}
-	return wire.Client{Name: c.Name, Brand: c.Brand, Models: c.Models, Types: c.Types, CreatedAt: c.CreatedAt, RevokedAt: c.RevokedAt}, nil
+	return clientView(c), nil
 }

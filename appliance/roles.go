@@ -3,8 +3,6 @@ package appliance
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
-	"fmt"
 
 	"github.com/keyrack/keyrack/policy"
 )
@@ -35,14 +33,4 @@ func parseRoles(raw json.RawMessage) (roles, error) {
 		return roles{}, err
 	}
 	return roles{scope: scope, canonical: string(canon)}, nil
-}
-
-func checkClientScope(p clientPayload) error {
-	if _, err := policy.NewClientScope(p.Brand, p.Models, p.Types); err != nil {
-		if errors.Is(err, policy.ErrInvalid) {
-			return badInput("invalid-scope", err.Error())
-		}
-		return fmt.Errorf("client scope: %w", err)
-	}
-	return nil
 }

@@ -155,6 +155,16 @@ func (a *Appliance) SignSystemUser(ctx context.Context, cl *Client, req wire.Sys
 		a.metrics.refusals.WithLabelValues(refusalRule(err)).Inc()
 		return nil, err
 	}
+	now := time.Now().UTC()
+	if req.Since.IsZero() {
+		req.Since = now
+	}
+	// The client's limits bound what it may put on devices, whatever
+	// models it names: a login of the brand with a validity, credentials
+	// and devices the officers allowed.
+	if err := a.checkSystemUserLimits(cl, req, now); err != nil {
+		return nil, err
+	}
 	models := make([]any, len(req.Models))
 	for i, m := range req.Models {
 		models[i] = m
@@ -169,9 +179,6 @@ func (a *Appliance) SignSystemUser(ctx context.Context, cl *Client, req wire.Sys
 			return nil, badInput("mixed-keys", "the models are bound to different system-user keys: ask for one assertion per key")
 		}
 		k = km
-	}
-	if req.Since.IsZero() {
-		req.Since = time.Now().UTC()
 	}
 	signed, err := k.signer.SystemUser(assertion.SystemUser{BrandID: brand, Email: req.Email, Username: req.Username, Name: req.Name,
 		Models: req.Models, Serials: req.Serials, Password: req.Password, SSHKeys: req.SSHKeys, Since: req.Since, Until: req.Until})
@@ -189,6 +196,9 @@ func (a *Appliance) SignPreseed(ctx context.Context, cl *Client, req wire.Presee
 	brand := cl.scope.Brand()
 	if err := cl.scope.Check(brand, []string{req.Model}, policy.Preseed); err != nil {
 		a.metrics.refusals.WithLabelValues(refusalRule(err)).Inc()
+		return nil, err
+	}
+	if err := a.checkPreseedLimits(cl, req.Model); err != nil {
 		return nil, err
 	}
 	k, _, err := a.keyFor(ctx, brand, req.Model, policy.Preseed, map[string]any{"model": req.Model, "brand-id": brand})

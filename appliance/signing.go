@@ -71,6 +71,7 @@ type binding struct {
 type cachedClient struct {
 	client store.Client
 	scope  *policy.ClientScope
+	limits *policy.Limits
 	gen    uint64
 	at     time.Time
 }

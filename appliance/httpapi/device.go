@@ -20,13 +20,16 @@ import (
 // ask for.
 
 func (s *Server) deviceRoutes(e *echo.Echo) {
-	e.POST("/v1/request-id", s.requestID, s.requireClient)
+	// request-id and serial are for device-service clients, whose key is
+	// in gadget images; the other assertions for signing clients only.
+	device := s.requireClient(appliance.DeviceServiceClient)
+	e.POST("/v1/request-id", s.requestID, device)
 	// Admission comes first: an overloaded appliance answers at once,
 	// before spending anything on the request.
-	e.POST("/v1/serial", s.serial, s.admission, s.requireClient)
-	e.POST("/v1/model", s.signModel, s.admission, s.requireClient)
-	e.POST("/v1/system-user", s.signSystemUser, s.admission, s.requireClient)
-	e.POST("/v1/preseed", s.signPreseed, s.admission, s.requireClient)
+	e.POST("/v1/serial", s.serial, s.admission, device)
+	e.POST("/v1/model", s.signModel, s.admission, s.requireSigningClient)
+	e.POST("/v1/system-user", s.signSystemUser, s.admission, s.requireSigningClient)
+	e.POST("/v1/preseed", s.signPreseed, s.admission, s.requireSigningClient)
 }
 
 func (s *Server) requestID(c echo.Context) error {

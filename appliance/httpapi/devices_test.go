@@ -28,7 +28,9 @@ import (
 
 // deviceEnv is an appliance with a brand key bound to brand-x/line-1
 // (serials from the request) and brand-x/line-9 (serials assigned), and
-// two clients: "line-a" for line-1 and line-9, "line-b" for line-2.
+// three clients: the device-service clients "line-a" for line-1 and
+// line-9 and "line-b" for line-2, and the signing client "sign-a" for
+// line-1 and line-9.
 type deviceEnv struct {
 	*ceremonyEnv
 	apiKeys map[string]string
@@ -64,11 +66,23 @@ func newDeviceEnv(t *testing.T, rekey bool, opts ...func(*appliance.Config)) *de
 	e.quorum("alice", "POST", "/v1/models", map[string]any{"brand": "brand-x", "model": "line-1", "keys": all, "allow-rekey": rekey})
 	e.quorum("alice", "POST", "/v1/models", map[string]any{"brand": "brand-x", "model": "line-9", "keys": all, "serial-source": "assign", "serial-prefix": "L9-"})
 	for client, models := range map[string][]string{"line-a": {"line-1", "line-9"}, "line-b": {"line-2"}} {
-		b := e.quorum("alice", "POST", "/v1/clients", map[string]any{"name": client, "brand": "brand-x", "models": models,
-			"types": []string{"serial", "model", "system-user", "preseed"}})
+		b := e.quorum("alice", "POST", "/v1/clients", map[string]any{"name": client, "kind": "device-service", "brand": "brand-x", "models": models})
 		e.apiKeys[client] = b.Body["credential"].(string)
 	}
+	// The signing client of the tests that ask for models, system-users
+	// and preseeds: the default limits, and passwords allowed.
+	e.createClient("sign-a", map[string]any{"kind": "signing", "brand": "brand-x", "models": []string{"line-1", "line-9"},
+		"types": []string{"model", "system-user", "preseed"}, "limits": map[string]any{"password": true}})
 	return e
+}
+
+// createClient creates API client name through the ceremony and keeps its
+// key in e.apiKeys.
+func (e *deviceEnv) createClient(name string, req map[string]any) {
+	e.t.Helper()
+	req["name"] = name
+	b := e.quorum("alice", "POST", "/v1/clients", req)
+	e.apiKeys[name] = b.Body["credential"].(string)
 }
 
 func randomHex(n int) string {
@@ -136,7 +150,7 @@ func (e *deviceEnv) modelAssertion(model string) []byte {
 	e.t.Helper()
 	e.ensureTemplate(model)
 	b, _ := json.Marshal(map[string]any{"model": model})
-	code, _, raw := e.call("line-a", "POST", "/v1/model", "application/json", b, nil)
+	code, _, raw := e.call("sign-a", "POST", "/v1/model", "application/json", b, nil)
 	if code != 200 {
 		e.t.Fatalf("model: %d %s", code, raw)
 	}
@@ -487,7 +501,7 @@ func TestOtherAssertionsThroughTheAPI(t *testing.T) {
 	}
 	su, _ := json.Marshal(map[string]any{"email": "ops@example.com", "username": "ops", "name": "Ops", "password": "pw-secret",
 		"models": []string{"line-1"}, "serials": []string{"SN-1"}, "until": time.Now().AddDate(0, 1, 0)})
-	code, _, raw := e.call("line-a", "POST", "/v1/system-user", "application/json", su, nil)
+	code, _, raw := e.call("sign-a", "POST", "/v1/system-user", "application/json", su, nil)
 	if code != 200 {
 		t.Fatalf("system-user: %d %s", code, raw)
 	}
@@ -500,7 +514,7 @@ func TestOtherAssertionsThroughTheAPI(t *testing.T) {
 	}
 	pre, _ := json.Marshal(map[string]any{"model": "line-1", "system-label": "20261126", "artifact-sha3-384": "KPIl7M4vQ9d4AUjkoU41TGAwtOMLc_bWUCeW8AvdRWD4_xcP60Oo4ABs1No7BZsO",
 		"snaps": []map[string]any{{"name": "pc", "id": "UqFziVZDHLSyO3TqSWgNBoAdHbLI4dAH", "revision": 145}}})
-	code, _, raw = e.call("line-a", "POST", "/v1/preseed", "application/json", pre, nil)
+	code, _, raw = e.call("sign-a", "POST", "/v1/preseed", "application/json", pre, nil)
 	if code != 200 {
 		t.Fatalf("preseed: %d %s", code, raw)
 	}
@@ -514,7 +528,7 @@ func TestOtherAssertionsThroughTheAPI(t *testing.T) {
 	e.db.View(context.Background(), func(tx *store.Tx) error { evs, _ = tx.AuditEvents(0, 10000); return nil })
 	for _, ev := range evs {
 		all := ev.Actor + ev.Action + ev.Subject + ev.Result + ev.Details
-		for _, secret := range append([]string{"pw-secret", "krk_o_", "krk_s_", "krk_c_", e.creds["alice"], e.creds["bob"], e.creds["carol"]}, e.apiKeys["line-a"]) {
+		for _, secret := range append([]string{"pw-secret", "krk_o_", "krk_s_", "krk_c_", e.creds["alice"], e.creds["bob"], e.creds["carol"]}, e.apiKeys["line-a"], e.apiKeys["sign-a"]) {
 			if strings.Contains(all, secret) {
 				t.Fatalf("audit event %d carries a secret (%q): %s", ev.Seq, secret, all)
 			}
@@ -523,7 +537,7 @@ func TestOtherAssertionsThroughTheAPI(t *testing.T) {
 	// Out of scope models are refused with the rule named.
 	su2, _ := json.Marshal(map[string]any{"email": "a@b.c", "username": "x", "name": "X", "password": "p", "models": []string{"line-1", "line-2"},
 		"until": time.Now().AddDate(0, 1, 0)})
-	if code, _, raw := e.call("line-a", "POST", "/v1/system-user", "application/json", su2, nil); code != 403 || !strings.Contains(string(raw), "client-model") {
+	if code, _, raw := e.call("sign-a", "POST", "/v1/system-user", "application/json", su2, nil); code != 403 || !strings.Contains(string(raw), "client-model") {
 		t.Fatalf("system-user for an unscoped model: %d %s", code, raw)
 	}
 	// The signing log as CSV.
@@ -785,12 +799,12 @@ func TestDiscardedSignaturesAudited(t *testing.T) {
 	modelBody, _ := json.Marshal(map[string]any{"model": "line-1"})
 
 	setKey(keys["model"], store.KeyActive, store.KeyDisabled)
-	code, _, raw := e.call("line-a", "POST", "/v1/model", "application/json", modelBody, nil)
+	code, _, raw := e.call("sign-a", "POST", "/v1/model", "application/json", modelBody, nil)
 	if code != 403 || errCodeOf(raw) != "key-not-active" {
 		t.Fatalf("model, key disabled elsewhere: %d %s", code, raw)
 	}
 	ev := lastEvent()
-	if ev.Action != "model.sign" || ev.Actor != "client:line-a" || ev.Subject != "brand-x/line-1" ||
+	if ev.Action != "model.sign" || ev.Actor != "client:sign-a" || ev.Subject != "brand-x/line-1" ||
 		ev.Result != "discarded: key "+keys["model"]+" became disabled while signing" || !strings.Contains(ev.Details, `"digest":`) {
 		t.Fatalf("audit event for the discarded model: %+v", ev)
 	}
@@ -807,10 +821,10 @@ func TestDiscardedSignaturesAudited(t *testing.T) {
 	}
 	setKey(keys["serial"], store.KeyDisabled, store.KeyActive)
 
-	if err := other.Update(ctx, func(tx *store.Tx) error { return tx.RevokeClient("line-a") }); err != nil {
+	if err := other.Update(ctx, func(tx *store.Tx) error { return tx.RevokeClient("sign-a") }); err != nil {
 		t.Fatal(err)
 	}
-	code, _, raw = e.call("line-a", "POST", "/v1/model", "application/json", modelBody, nil)
+	code, _, raw = e.call("sign-a", "POST", "/v1/model", "application/json", modelBody, nil)
 	if code != 401 {
 		t.Fatalf("model, client revoked elsewhere: %d %s", code, raw)
 	}

@@ -100,6 +100,9 @@ func codeForStatus(status int) string {
 var errClientCertRequired = &apiError{Status: http.StatusForbidden, Code: "client-certificate-required",
 	Message: "officer endpoints need a client certificate from the configured CA"}
 
+var errSigningTLSRequired = &apiError{Status: http.StatusForbidden, Code: "tls-required",
+	Message: "a signing client's key is a secret: use HTTPS (plain HTTP is accepted from this machine only)"}
+
 var errTLSRequired = &apiError{Status: http.StatusForbidden, Code: "tls-required",
 	Message: "officer requests carry credentials and key material: use HTTPS (plain HTTP is accepted from this machine only)"}
 

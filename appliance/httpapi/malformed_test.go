@@ -93,7 +93,12 @@ func TestMalformedRequests(t *testing.T) {
 					hr.Header.Set("Content-Type", r.ctype)
 				}
 				if _, ok := r.hdr["api-key"]; !ok {
+					// Each endpoint with its kind of client, so that the
+					// malformed content is what is refused.
 					hr.Header.Set("api-key", key)
+					if r.path != "/v1/serial" && r.path != "/v1/request-id" {
+						hr.Header.Set("api-key", e.apiKeys["sign-a"])
+					}
 				}
 				for k, v := range r.hdr {
 					hr.Header.Set(k, v)

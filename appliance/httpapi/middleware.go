@@ -154,21 +154,38 @@ func officerOf(c echo.Context) string {
 	return name
 }
 
-// requireClient authenticates factory clients by the api-key header, the
-// header snapd sends from the gadget's device-service.headers (or a
-// Bearer credential).
-func (s *Server) requireClient(next echo.HandlerFunc) echo.HandlerFunc {
+// requireClient authenticates factory clients of kind by the api-key
+// header, the header snapd sends from the gadget's device-service.headers
+// (or a Bearer credential), with the TLS client certificate the connection
+// presented, which a signing client may be bound to.
+func (s *Server) requireClient(kind appliance.ClientKind) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			token := c.Request().Header.Get("api-key")
+			if token == "" {
+				token = bearer(c)
+			}
+			cl, err := s.app.AuthenticateClient(c.Request().Context(), token, c.RealIP(), kind, clientCert(c))
+			if err != nil {
+				return err
+			}
+			c.Set(clientKey, cl)
+			return next(c)
+		}
+	}
+}
+
+// requireSigningClient guards the signing endpoints: their credential is
+// a secret, so it is taken only over TLS or from this machine (on an
+// appliance that is not a dev appliance, as officers' are), then it must
+// be a signing client's (and its bound certificate's, if any).
+func (s *Server) requireSigningClient(next echo.HandlerFunc) echo.HandlerFunc {
+	auth := s.requireClient(appliance.SigningClient)(next)
 	return func(c echo.Context) error {
-		token := c.Request().Header.Get("api-key")
-		if token == "" {
-			token = bearer(c)
+		if !s.cfg.Dev && c.Request().TLS == nil && !loopback(c.RealIP()) {
+			return errSigningTLSRequired
 		}
-		cl, err := s.app.AuthenticateClient(c.Request().Context(), token, c.RealIP())
-		if err != nil {
-			return err
-		}
-		c.Set(clientKey, cl)
-		return next(c)
+		return auth(c)
 	}
 }
 

@@ -49,6 +49,7 @@ func (s *Server) officerRoutes(e *echo.Echo) {
 	officer(http.MethodPost, "/clients", s.proposeClientCreate)
 	officer(http.MethodDelete, "/clients/:name", s.byName(s.app.ProposeClientRevoke))
 	officer(http.MethodPost, "/clients/:name/revoke", s.revokeClient)
+	officer(http.MethodPost, "/clients/:name/limits", s.proposeClientLimits)
 	officer(http.MethodGet, "/audit", s.listAudit)
 	officer(http.MethodGet, "/models", s.listModels)
 	officer(http.MethodPost, "/models", s.proposeModelSet)
@@ -288,6 +289,15 @@ func (s *Server) proposeClientCreate(c echo.Context) error {
 		return err
 	}
 	out, err := s.app.ProposeClientCreate(c.Request().Context(), officerOf(c), req)
+	return answerStep(c, out, err)
+}
+
+func (s *Server) proposeClientLimits(c echo.Context) error {
+	var req wire.ClientLimits
+	if _, err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	out, err := s.app.ProposeClientLimits(c.Request().Context(), officerOf(c), c.Param("name"), req)
 	return answerStep(c, out, err)
 }
 

@@ -117,7 +117,7 @@ func TestSignatureRecordedAfterClientLeaves(t *testing.T) {
 					req.Header.Set("Authorization", "Bearer "+e.creds["alice"])
 				} else {
 					req.Header.Set("Content-Type", "application/json")
-					req.Header.Set("api-key", e.apiKeys["line-a"])
+					req.Header.Set("api-key", e.apiKeys["sign-a"])
 				}
 				resp, err := http.DefaultClient.Do(req)
 				if err == nil {
@@ -159,7 +159,7 @@ func TestSignatureRecordedAfterClientLeaves(t *testing.T) {
 				if n := logRows(tc.logType); n != rowsBefore+1 {
 					t.Fatalf("signing log: %d %s rows after one signature (%d before)", n, tc.logType, rowsBefore)
 				}
-				if ev.Actor != "client:line-a" || !strings.Contains(ev.Details, `"digest":`) {
+				if ev.Actor != "client:sign-a" || !strings.Contains(ev.Details, `"digest":`) {
 					t.Fatalf("audit event: %+v (want the client and the digest)", ev)
 				}
 			}
@@ -221,7 +221,7 @@ func TestStoreSyncFailure(t *testing.T) {
 			t.Fatalf("%s: %d %v %s (want 503 store-failed, no Retry-After, no path, no assertion)", what, code, hdr, raw)
 		}
 	}
-	code, hdr, raw := e.call("line-a", "POST", "/v1/model", "application/json", body, nil)
+	code, hdr, raw := e.call("sign-a", "POST", "/v1/model", "application/json", body, nil)
 	failed("model with the store failing", code, hdr, raw)
 	code, hdr, raw = e.call("line-a", "POST", "/v1/request-id", "", nil, nil)
 	failed("request-id after the store failed", code, hdr, raw)
@@ -254,7 +254,7 @@ func TestQueuePlaceFreedWhenTokenAnswers(t *testing.T) {
 	e.ensureTemplate("line-1")
 	body, _ := json.Marshal(map[string]any{"model": "line-1"})
 	// Warm the caches: the model's binding is read once, before the hold.
-	if code, _, raw := e.call("line-a", "POST", "/v1/model", "application/json", body, nil); code != 200 {
+	if code, _, raw := e.call("sign-a", "POST", "/v1/model", "application/json", body, nil); code != 200 {
 		t.Fatalf("model: %d %s", code, raw)
 	}
 	signedBefore := tokenSignatures()
@@ -262,7 +262,7 @@ func TestQueuePlaceFreedWhenTokenAnswers(t *testing.T) {
 	letGo := holdWriter(t, e.db)
 	answered := make(chan int, 1)
 	go func() {
-		code, _, _ := e.call("line-a", "POST", "/v1/model", "application/json", body, nil)
+		code, _, _ := e.call("sign-a", "POST", "/v1/model", "application/json", body, nil)
 		answered <- code
 	}()
 	deadline := time.Now().Add(30 * time.Second)

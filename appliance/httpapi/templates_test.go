@@ -62,11 +62,11 @@ func (e *deviceEnv) ensureTemplate(model string) {
 		"statement": statementOf(e.t, templateHeaders(model))})
 }
 
-// signTemplate asks for brand-x/model's template as client line-a.
+// signTemplate asks for brand-x/model's template as the signing client sign-a.
 func (e *deviceEnv) signTemplate(model string) (int, []byte) {
 	e.t.Helper()
 	b, _ := json.Marshal(map[string]any{"brand-id": "brand-x", "model": model})
-	code, _, raw := e.call("line-a", "POST", "/v1/model", "application/json", b, nil)
+	code, _, raw := e.call("sign-a", "POST", "/v1/model", "application/json", b, nil)
 	return code, raw
 }
 
@@ -127,7 +127,7 @@ func TestModelHeadersOfTheClientRefused(t *testing.T) {
 		"headers with authority*": {"headers": map[string]any{"model": "line-1", "system-user-authority": "*"}},
 	} {
 		b, _ := json.Marshal(req)
-		code, _, raw := e.call("line-a", "POST", "/v1/model", "application/json", b, nil)
+		code, _, raw := e.call("sign-a", "POST", "/v1/model", "application/json", b, nil)
 		var eb struct{ Code, Message string }
 		json.Unmarshal(raw, &eb)
 		if code != http.StatusForbidden || eb.Code != "template-only" || !strings.Contains(eb.Message, "templates officers approved") {

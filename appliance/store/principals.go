@@ -183,11 +183,19 @@ func (t *Tx) PurgeLogins(now time.Time) error {
 
 // Client is a factory API client with its scope.
 type Client struct {
-	ID         string
-	Name       string
-	Brand      string
-	Models     []string
-	Types      []string
+	ID     string
+	Name   string
+	Brand  string
+	Models []string
+	Types  []string
+	// Kind is device-service or signing (schema version 4).
+	Kind string
+	// CertSHA256 is the SHA-256 (hex) of the TLS client certificate bound
+	// to a signing client at creation, or "".
+	CertSHA256 string
+	// Limits is a signing client's limits on system-user and preseed, as
+	// the core's JSON; "" for a device-service client.
+	Limits     string
 	SecretHash []byte
 	CreatedAt  time.Time
 	RevokedAt  *time.Time
@@ -198,19 +206,26 @@ func (t *Tx) InsertClient(c Client) error {
 	t.config = true
 	models, _ := json.Marshal(c.Models)
 	types, _ := json.Marshal(c.Types)
-	res, err := t.exec(`INSERT INTO clients (id, name, brand, models, types, secret_hash, created_us) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING`,
-		c.ID, c.Name, c.Brand, string(models), string(types), c.SecretHash, micros(t.now))
+	res, err := t.exec(`INSERT INTO clients (id, name, brand, models, types, kind, cert_sha256, limits, secret_hash, created_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING`,
+		c.ID, c.Name, c.Brand, string(models), string(types), c.Kind, c.CertSHA256, c.Limits, c.SecretHash, micros(t.now))
 	return inserted(res, err, fmt.Sprintf("client %q", c.Name))
 }
 
-const clientCols = `id, name, brand, models, types, secret_hash, created_us, revoked_us`
+// SetClientLimits replaces an active client's limits.
+func (t *Tx) SetClientLimits(name, limits string) error {
+	t.config = true
+	res, err := t.exec(`UPDATE clients SET limits = $1 WHERE name = $2 AND revoked_us IS NULL`, limits, name)
+	return expectOne(res, err, "setting the limits of client "+name)
+}
+
+const clientCols = `id, name, brand, models, types, kind, cert_sha256, limits, secret_hash, created_us, revoked_us`
 
 func scanClient(row interface{ Scan(...any) error }) (Client, error) {
 	var c Client
 	var models, types string
 	var created int64
 	var revoked sql.NullInt64
-	if err := row.Scan(&c.ID, &c.Name, &c.Brand, &models, &types, &c.SecretHash, &created, &revoked); err != nil {
+	if err := row.Scan(&c.ID, &c.Name, &c.Brand, &models, &types, &c.Kind, &c.CertSHA256, &c.Limits, &c.SecretHash, &created, &revoked); err != nil {
 		return Client{}, err
 	}
 	if err := json.Unmarshal([]byte(models), &c.Models); err != nil {

@@ -198,5 +198,26 @@ CREATE TABLE signed_assertions (
 	created_us  BIGINT NOT NULL
 );
 `,
+		// 6: two kinds of API client, never mixed: device-service clients
+		// (request-id and serial; their key is in every gadget image, so
+		// public) and signing clients (model, system-user, preseed; a
+		// secret, with an optional bound TLS client certificate and limits
+		// on system-user and preseed). Existing clients: one with serial
+		// among its types becomes device-service and keeps only serial. A
+		// mixed client's key is the one a gadget carries, so it must be
+		// taken for public: devices in the field keep registering with it,
+		// and whatever else it signed needs a new signing client. A client
+		// without serial becomes a signing client with the default limits
+		// (its models, a year, SSH keys only, serials required), which
+		// officers widen with a client.limits ceremony.
+		`
+ALTER TABLE clients ADD COLUMN kind TEXT NOT NULL DEFAULT '';         -- device-service | signing
+ALTER TABLE clients ADD COLUMN cert_sha256 TEXT NOT NULL DEFAULT '';  -- signing: the TLS client certificate bound at creation, if any
+ALTER TABLE clients ADD COLUMN limits TEXT NOT NULL DEFAULT '';       -- signing: JSON limits on system-user and preseed
+UPDATE clients SET kind = CASE WHEN types LIKE '%"serial"%' THEN 'device-service' ELSE 'signing' END;
+UPDATE clients SET types = '["serial"]' WHERE kind = 'device-service';
+UPDATE clients SET limits = '{"models":' || models || ',"max-validity-days":365,"password":false,"ssh-keys":true,"serials-required":true}'
+	WHERE kind = 'signing';
+`,
 	},
 }

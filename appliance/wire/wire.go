@@ -126,12 +126,37 @@ type ReplicateRequest struct {
 	Blob []byte `json:"blob"`
 }
 
-// ClientRequest proposes an API client with its scope.
+// ClientRequest proposes an API client with its kind and scope. Kind is
+// "device-service" (types: serial; its key goes into gadget images and is
+// public) or "signing" (types among model, system-user and preseed; its key
+// is a secret, used over TLS); when empty it follows from Types, and a mix
+// of serial with another type is refused. A signing client may be bound to
+// a TLS client certificate (ClientCertSHA256, the SHA-256 of its DER in
+// hex) and has Limits (unset fields: the defaults).
 type ClientRequest struct {
-	Name   string   `json:"name"`
-	Brand  string   `json:"brand"`
-	Models []string `json:"models"`
-	Types  []string `json:"types"`
+	Name             string        `json:"name"`
+	Kind             string        `json:"kind,omitempty"`
+	Brand            string        `json:"brand"`
+	Models           []string      `json:"models"`
+	Types            []string      `json:"types"`
+	ClientCertSHA256 string        `json:"client-cert-sha256,omitempty"`
+	Limits           *ClientLimits `json:"limits,omitempty"`
+}
+
+// ClientLimits bound a signing client's system-user and preseed
+// assertions. In a request an unset field is the default (at creation:
+// the client's models, 365 days, no password, SSH keys, serials required)
+// or the current value (POST /v1/clients/NAME/limits); in a listing every
+// field is set.
+type ClientLimits struct {
+	// Models a system-user or preseed may name: some of the client's.
+	Models []string `json:"models,omitempty"`
+	// MaxValidityDays bounds a system-user's until: at most this many
+	// days after its since and after the moment it is signed.
+	MaxValidityDays int   `json:"max-validity-days,omitempty"`
+	Password        *bool `json:"password,omitempty"`
+	SSHKeys         *bool `json:"ssh-keys,omitempty"`
+	SerialsRequired *bool `json:"serials-required,omitempty"`
 }
 
 // ModelBinding proposes which key signs which assertion type of a model,
@@ -198,14 +223,18 @@ type OfficerList struct {
 	Quorum   int       `json:"quorum"`
 }
 
-// Client is one API client and its scope.
+// Client is one API client, its kind and its scope; a signing client also
+// its bound certificate, if any, and its limits.
 type Client struct {
-	Name      string     `json:"name"`
-	Brand     string     `json:"brand"`
-	Models    []string   `json:"models"`
-	Types     []string   `json:"types"`
-	CreatedAt time.Time  `json:"created-at"`
-	RevokedAt *time.Time `json:"revoked-at,omitempty"`
+	Name             string        `json:"name"`
+	Kind             string        `json:"kind"`
+	Brand            string        `json:"brand"`
+	Models           []string      `json:"models"`
+	Types            []string      `json:"types"`
+	ClientCertSHA256 string        `json:"client-cert-sha256,omitempty"`
+	Limits           *ClientLimits `json:"limits,omitempty"`
+	CreatedAt        time.Time     `json:"created-at"`
+	RevokedAt        *time.Time    `json:"revoked-at,omitempty"`
 }
 
 // ClientList is GET /v1/clients.

@@ -252,7 +252,14 @@ func run() error {
 	}
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256}, Timeout: time.Minute}
 	cl := &device.Client{URL: "http://" + addr + "/v1/", APIKey: strings.TrimSpace(string(apiKey)), HTTP: hc}
-	model, err := cl.SignModel(context.Background(), appliance.DemoModel)
+	// The model is the signing client's to ask for; the devices register
+	// with the device-service key.
+	signingKey, err := os.ReadFile(filepath.Join(devDir, "signing-key"))
+	if err != nil {
+		return err
+	}
+	signer := &device.Client{URL: cl.URL, APIKey: strings.TrimSpace(string(signingKey)), HTTP: hc}
+	model, err := signer.SignModel(context.Background(), appliance.DemoModel)
 	if err != nil {
 		return err
 	}

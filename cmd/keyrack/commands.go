@@ -479,6 +479,8 @@ func (c *cli) officerPublicKey(path string) (string, error) {
 	return officerkey.Authorized(pub), nil
 }
 
+const clientsCreateUsage = "clients create NAME -kind device-service|signing -brand B -model M ... [-type T ...] [-cert FILE] [limit flags]"
+
 func (c *cli) clients(ctx context.Context, args []string) error {
 	switch sub, rest := subcommand(args, "list"); {
 	case sub == "list":
@@ -491,25 +493,52 @@ func (c *cli) clients(ctx context.Context, args []string) error {
 			return err
 		}
 		tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "NAME\tBRAND\tMODELS\tTYPES\tSTATE")
+		fmt.Fprintln(tw, "NAME\tKIND\tBRAND\tMODELS\tTYPES\tSTATE\tLIMITS")
 		for _, x := range ans.Clients {
 			state := "active"
 			if x.RevokedAt != nil {
 				state = "revoked"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", x.Name, x.Brand, strings.Join(x.Models, ","), strings.Join(x.Types, ","), state)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", x.Name, x.Kind, x.Brand, strings.Join(x.Models, ","), strings.Join(x.Types, ","),
+				state, limitsText(x))
 		}
 		return tw.Flush()
 	case len(args) >= 2 && args[0] == "create":
 		fs, yes := c.stepFlags("clients create")
+		kind := fs.String("kind", "", "device-service (serials; its key goes into gadget images, so it is public) or signing (model, system-user, preseed; a secret, used over TLS)")
 		brand := fs.String("brand", "", "brand account id")
+		certFile := fs.String("cert", "", "signing: the client's TLS client certificate (PEM); it must connect with it")
 		var models, types listFlag
 		fs.Var(&models, "model", "model name the client may ask for (repeat)")
-		fs.Var(&types, "type", "assertion type the client may ask for (repeat)")
-		if err := fs.Parse(args[2:]); err != nil {
-			return usageErr("clients create NAME -brand B -model M ... -type T ...")
+		fs.Var(&types, "type", "assertion type the client may ask for (repeat; a device-service client's is serial)")
+		limits := limitFlags(fs)
+		if err := fs.Parse(args[2:]); err != nil || len(fs.Args()) > 0 {
+			return usageErr(clientsCreateUsage)
 		}
-		return c.propose(ctx, "POST", "/v1/clients", wire.ClientRequest{Name: args[1], Brand: *brand, Models: models, Types: types}, false, *yes)
+		req := wire.ClientRequest{Name: args[1], Kind: *kind, Brand: *brand, Models: models, Types: types}
+		if l := limits(fs); l != nil {
+			req.Limits = l
+		}
+		if *certFile != "" {
+			var err error
+			if req.ClientCertSHA256, err = officerkey.CertFileSHA256(*certFile); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.stdout, "client certificate sha256 %s\n", req.ClientCertSHA256)
+		}
+		return c.propose(ctx, "POST", "/v1/clients", req, false, *yes)
+	case len(args) >= 2 && args[0] == "limits":
+		fs, yes := c.stepFlags("clients limits")
+		limits := limitFlags(fs)
+		rest, err := parseAll(fs, args[1:])
+		if err != nil || len(rest) != 1 {
+			return usageErr("clients limits NAME [-su-model M ...] [-max-validity-days N] [-password=BOOL] [-ssh-keys=BOOL] [-serials-required=BOOL]")
+		}
+		l := limits(fs)
+		if l == nil {
+			return usageErr("clients limits NAME: say which limits change (-su-model, -max-validity-days, -password, -ssh-keys, -serials-required)")
+		}
+		return c.propose(ctx, "POST", "/v1/clients/"+url.PathEscape(rest[0])+"/limits", l, false, *yes)
 	case len(args) >= 2 && args[0] == "revoke":
 		// At once, on one officer's word: nothing is signed. -yes is
 		// accepted for the scripts written when this was a proposal.
@@ -529,7 +558,66 @@ func (c *cli) clients(ctx context.Context, args []string) error {
 		fmt.Fprintf(c.stdout, "API client %s revoked%s: its key is refused from now on\n", cl.Name, when)
 		return nil
 	}
-	return usageErr("clients [list] | clients create NAME ... | clients revoke NAME")
+	return usageErr("clients [list] | " + clientsCreateUsage + " | clients limits NAME ... | clients revoke NAME")
+}
+
+// limitFlags adds a signing client's limit flags to fs; the function it
+// returns gives the limits the command line set (nil when none), so that
+// what is not given stays the default (create) or as it is (limits).
+func limitFlags(fs *flag.FlagSet) func(*flag.FlagSet) *wire.ClientLimits {
+	var models listFlag
+	fs.Var(&models, "su-model", "signing: a model system-user and preseed assertions may name (repeat; default: the client's models)")
+	days := fs.Int("max-validity-days", 0, "signing: the longest a system-user may be valid, in days (default 365)")
+	password := fs.Bool("password", false, "signing: a system-user may carry a password (default false)")
+	sshKeys := fs.Bool("ssh-keys", true, "signing: a system-user may carry SSH keys (default true)")
+	serials := fs.Bool("serials-required", true, "signing: a system-user must name serials (default true)")
+	return func(fs *flag.FlagSet) *wire.ClientLimits {
+		var l wire.ClientLimits
+		set := false
+		fs.Visit(func(f *flag.Flag) {
+			switch f.Name {
+			case "su-model":
+				l.Models, set = models, true
+			case "max-validity-days":
+				l.MaxValidityDays, set = *days, true
+			case "password":
+				l.Password, set = password, true
+			case "ssh-keys":
+				l.SSHKeys, set = sshKeys, true
+			case "serials-required":
+				l.SerialsRequired, set = serials, true
+			}
+		})
+		if !set {
+			return nil
+		}
+		return &l
+	}
+}
+
+// limitsText is a signing client's limits in a table cell.
+func limitsText(x wire.Client) string {
+	l := x.Limits
+	if l == nil {
+		return "-"
+	}
+	var parts []string
+	parts = append(parts, "models="+strings.Join(l.Models, ","), fmt.Sprintf("until<=%dd", l.MaxValidityDays))
+	creds := []string{}
+	if l.Password != nil && *l.Password {
+		creds = append(creds, "password")
+	}
+	if l.SSHKeys != nil && *l.SSHKeys {
+		creds = append(creds, "ssh-keys")
+	}
+	parts = append(parts, strings.Join(creds, "+"))
+	if l.SerialsRequired != nil && *l.SerialsRequired {
+		parts = append(parts, "serials-required")
+	}
+	if x.ClientCertSHA256 != "" {
+		parts = append(parts, "cert="+x.ClientCertSHA256[:12])
+	}
+	return strings.Join(parts, " ")
 }
 
 func (c *cli) audit(ctx context.Context, args []string) error {

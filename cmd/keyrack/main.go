@@ -41,7 +41,9 @@
 //	keyrack officers [list] [-json] | officers add NAME -pubkey FILE [-cert CERT.pem] | officers remove NAME
 //	keyrack officers rotate -pubkey NEWFILE
 //	keyrack quorum | quorum set N
-//	keyrack clients [list] [-json] | clients create NAME -brand B -model M -type serial | clients revoke NAME
+//	keyrack clients [list] [-json] | clients create NAME -kind device-service -brand B -model M | clients revoke NAME
+//	keyrack clients create NAME -kind signing -brand B -model M -type model ... [-cert FILE] [limit flags]
+//	keyrack clients limits NAME [-su-model M] [-max-validity-days N] [-password=B] [-ssh-keys=B] [-serials-required=B]
 //	keyrack models [list] [-json] | models set BRAND MODEL -key serial=KEY ...
 //	keyrack serials rekey BRAND MODEL SERIAL -device-key SHA3-384
 //	keyrack log [-model M] [-serial S] [-csv | -json]
@@ -115,7 +117,12 @@ appliance:
   quorum                 the quorum on record
 * quorum set N           change the quorum
   clients [list]
-* clients create NAME -brand B -model M ... -type T ...
+* clients create NAME -kind device-service -brand B -model M ...
+                         a factory line's client: request-ids and serials; its key goes into gadgets (public)
+* clients create NAME -kind signing -brand B -model M ... -type T ... [-cert CERT.pem]
+         [-su-model M ...] [-max-validity-days N] [-password] [-ssh-keys=false] [-serials-required=false]
+                         a tool's client: model, system-user, preseed; a secret, over TLS
+* clients limits NAME [limit flags]        change a signing client's system-user/preseed limits
   clients revoke NAME    revoke an API client at once (one officer)
   models [list]
 * models set BRAND MODEL -key TYPE=KEY ... [-serial-source request|assign] [-serial-prefix P] [-allow-rekey]
@@ -133,7 +140,7 @@ appliance:
   audit [-after N] [-limit N]
   audit verify [-db PATH] walk the audit hash chain and verify the officers' approvals it records
                          (with -db also those on record in the store); names the first broken one
-  device register -api-key-file FILE -brand B -model M [-serial S]
+  device register -api-key-file FILE -brand B -model M [-serial S] [-signing-key-file FILE | -model-file FILE]
                          play a device registering as snapd does (for trying it out)
   version
 `

@@ -397,7 +397,8 @@ func TestCLIErrors(t *testing.T) {
 func TestModelsClientsDevice(t *testing.T) {
 	e := newEnv(t)
 	keyFile := e.lineSetup()
-	code, out, errs := e.keyrack("", "device", "register", "-api-key-file", keyFile, "-brand", "brand-x", "-model", "line-7", "-bits", "2048")
+	signingKey := filepath.Join(e.dir, "signing-key")
+	code, out, errs := e.keyrack("", "device", "register", "-api-key-file", keyFile, "-signing-key-file", signingKey, "-brand", "brand-x", "-model", "line-7", "-bits", "2048")
 	if code != 0 || !strings.Contains(out, "type: serial") || !strings.Contains(out, "serial: L7-1") {
 		t.Fatalf("device register: %d\n%s\n%s", code, out, errs)
 	}
@@ -406,7 +407,7 @@ func TestModelsClientsDevice(t *testing.T) {
 		t.Fatalf("log: %d %s", code, out)
 	}
 	// A client scoped to line-7 cannot register a device of another model.
-	code, _, errs = e.keyrack("", "device", "register", "-api-key-file", keyFile, "-brand", "brand-x", "-model", "line-8", "-bits", "2048")
+	code, _, errs = e.keyrack("", "device", "register", "-api-key-file", keyFile, "-signing-key-file", signingKey, "-brand", "brand-x", "-model", "line-8", "-bits", "2048")
 	if code != 1 || !strings.Contains(errs, "client-model") {
 		t.Fatalf("out-of-scope device: %d %s", code, errs)
 	}
@@ -421,6 +422,27 @@ func TestModelsClientsDevice(t *testing.T) {
 	}
 	if code, _, _ := e.keyrack("alice", "serials", "rekey", "brand-x", "line-7"); code != 2 {
 		t.Fatalf("serials rekey without a serial: %d", code)
+	}
+	// Kinds and limits in the listing; limits changed by a ceremony; a
+	// client mixing serial with another type refused, saying why.
+	code, out, _ = e.keyrack("bob", "clients")
+	if code != 0 || !regexp.MustCompile(`line-7-client\s+device-service\s.*\s-\n`).MatchString(out) ||
+		!regexp.MustCompile(`line-7-signer\s+signing\s.*models=line-7 until<=365d ssh-keys serials-required\n`).MatchString(out) {
+		t.Fatalf("clients:\n%s", out)
+	}
+	code, out, errs = e.keyrack("alice", "clients", "limits", "line-7-signer", "-max-validity-days", "30", "-password")
+	if code != 0 || !strings.Contains(out, "valid for at most 30 days, password allowed, SSH keys allowed, serials required") {
+		t.Fatalf("clients limits: %d %s %s", code, out, errs)
+	}
+	if code, out, errs := e.keyrack("bob", "approve", proposalID(t, out)); code != 0 || !strings.Contains(out, "executed") {
+		t.Fatalf("approving the limits: %d %s %s", code, out, errs)
+	}
+	if _, out, _ = e.keyrack("bob", "clients"); !strings.Contains(out, "models=line-7 until<=30d password+ssh-keys serials-required") {
+		t.Fatalf("clients after the limits changed:\n%s", out)
+	}
+	code, _, errs = e.keyrack("alice", "clients", "create", "mixed", "-brand", "brand-x", "-model", "line-7", "-type", "serial", "-type", "system-user")
+	if code != 1 || !strings.Contains(errs, "client-kind") || !strings.Contains(errs, "gadget image") {
+		t.Fatalf("a mixed client: %d %s", code, errs)
 	}
 }
 
@@ -603,7 +625,7 @@ func TestSigningAsksFirst(t *testing.T) {
 	if code != 1 || !strings.Contains(errs, "not signed: proposal") || !strings.Contains(errs, `"kind": "client.create"`) || out != "" {
 		t.Fatalf("declined proposal: %d %q\n%s", code, out, errs)
 	}
-	if _, out, _ := e.keyrack("bob", "proposals", "-state", "cancelled"); !strings.Contains(out, `create API client "c1"`) {
+	if _, out, _ := e.keyrack("bob", "proposals", "-state", "cancelled"); !strings.Contains(out, `create device-service client "c1"`) {
 		t.Fatalf("the declined proposal is not cancelled:\n%s", out)
 	}
 	// "y", and -yes after the command.
@@ -727,22 +749,31 @@ func (e *env) lineSetup() (apiKeyFile string) {
 		t.Fatalf("models template: %d %s %s", code, out, errs)
 	}
 	approve(out)
-	_, out, _ = e.keyrack("alice", "clients", "create", "line-7-client", "-brand", "brand-x", "-model", "line-7", "-type", "serial", "-type", "model")
-	out = approve(out)
-	cred := regexp.MustCompile(`credential (krk_c_\S+)`).FindStringSubmatch(out)
-	if cred == nil {
-		t.Fatalf("no client credential in %q", out)
+	// The line's device-service client (its key goes into the gadget) and
+	// a signing client for the model the test device carries.
+	for _, c := range []struct{ name, file string }{{"line-7-client", "api-key"}, {"line-7-signer", "signing-key"}} {
+		args := []string{"clients", "create", c.name, "-kind", "device-service", "-brand", "brand-x", "-model", "line-7"}
+		if c.file == "signing-key" {
+			args = []string{"clients", "create", c.name, "-kind", "signing", "-brand", "brand-x", "-model", "line-7", "-type", "model"}
+		}
+		_, out, _ = e.keyrack("alice", args...)
+		out = approve(out)
+		cred := regexp.MustCompile(`credential (krk_c_\S+)`).FindStringSubmatch(out)
+		if cred == nil {
+			t.Fatalf("no client credential in %q", out)
+		}
+		if err := os.WriteFile(filepath.Join(e.dir, c.file), []byte(cred[1]), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
-	apiKeyFile = filepath.Join(e.dir, "api-key")
-	if err := os.WriteFile(apiKeyFile, []byte(cred[1]), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return apiKeyFile
+	return filepath.Join(e.dir, "api-key")
 }
 
-// register plays a line-7 device registering with the API key in file.
+// register plays a line-7 device registering with the API key in file,
+// its model signed for the signing client of lineSetup.
 func (e *env) register(file string) (int, string, string) {
-	return e.keyrack("", "device", "register", "-api-key-file", file, "-brand", "brand-x", "-model", "line-7", "-bits", "2048")
+	return e.keyrack("", "device", "register", "-api-key-file", file, "-signing-key-file", filepath.Join(e.dir, "signing-key"),
+		"-brand", "brand-x", "-model", "line-7", "-bits", "2048")
 }
 
 // apiGet asks the appliance for path as officer, logged in by the test
@@ -899,7 +930,7 @@ func TestFreezeAndRevokeAtOnce(t *testing.T) {
 	if code != 0 || !regexp.MustCompile(`^API client line-7-client revoked at \S+: its key is refused from now on\n$`).MatchString(out) {
 		t.Fatalf("revoke: %d %q %s", code, out, errs)
 	}
-	if _, out, _ := e.keyrack("bob", "clients"); !regexp.MustCompile(`line-7-client\s.*\srevoked\n`).MatchString(out) {
+	if _, out, _ := e.keyrack("bob", "clients"); !regexp.MustCompile(`line-7-client\s.*\srevoked\s+-\n`).MatchString(out) {
 		t.Fatalf("clients after the revocation:\n%s", out)
 	}
 	if code, _, errs := e.register(apiKey); code != 1 || !strings.Contains(errs, "401") {

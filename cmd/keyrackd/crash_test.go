@@ -52,7 +52,12 @@ func TestCrashRecovery(t *testing.T) {
 			t.Fatal(err)
 		}
 		cl := &device.Client{URL: "http://" + addr + "/v1/", APIKey: strings.TrimSpace(string(apiKey))}
-		model, err := cl.SignModel(context.Background(), appliance.DemoModel)
+		signingKey, err := os.ReadFile(filepath.Join(devDir, "signing-key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		signer := &device.Client{URL: cl.URL, APIKey: strings.TrimSpace(string(signingKey))}
+		model, err := signer.SignModel(context.Background(), appliance.DemoModel)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -51,12 +51,12 @@ func TestDaemonIdleSigning(t *testing.T) {
 	}
 	d := startDaemon(t, bin, devDir, addr)
 	waitHealthy(t, addr)
-	apiKey, err := os.ReadFile(filepath.Join(devDir, "api-key"))
+	signingKey, err := os.ReadFile(filepath.Join(devDir, "signing-key"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl := &device.Client{URL: "http://" + addr + "/v1/", APIKey: strings.TrimSpace(string(apiKey))}
-	raw, err := cl.SignModel(context.Background(), appliance.DemoModel)
+	signer := &device.Client{URL: "http://" + addr + "/v1/", APIKey: strings.TrimSpace(string(signingKey))}
+	raw, err := signer.SignModel(context.Background(), appliance.DemoModel)
 	if err != nil {
 		t.Fatal(err)
 	}

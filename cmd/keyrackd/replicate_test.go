@@ -91,7 +91,9 @@ func TestReplicateToSecondToken(t *testing.T) {
 	// B's token lacks the key: B cannot sign yet.
 	apiKey, _ := os.ReadFile(filepath.Join(work, "api-key"))
 	cb := &device.Client{URL: "http://" + B.addr + "/v1/", APIKey: strings.TrimSpace(string(apiKey))}
-	if _, err := cb.SignModel(context.Background(), appliance.DemoModel); err == nil {
+	signingKey, _ := os.ReadFile(filepath.Join(work, "signing-key"))
+	signerB := &device.Client{URL: cb.URL, APIKey: strings.TrimSpace(string(signingKey))}
+	if _, err := signerB.SignModel(context.Background(), appliance.DemoModel); err == nil {
 		t.Fatal("B signed without the key in its token")
 	}
 	// A blob of another key is refused, and leaves nothing in B's token
@@ -112,7 +114,7 @@ func TestReplicateToSecondToken(t *testing.T) {
 		t.Fatalf("second replication to B: %d", code)
 	}
 	// Both appliances now sign with the brand key.
-	model, err := cb.SignModel(context.Background(), appliance.DemoModel)
+	model, err := signerB.SignModel(context.Background(), appliance.DemoModel)
 	if err != nil {
 		t.Fatalf("B signs after replication: %v", err)
 	}

@@ -37,7 +37,9 @@ func TestTwoAppliancesOnePostgres(t *testing.T) {
 	apiKey, _ := os.ReadFile(filepath.Join(work, "api-key"))
 	a := &device.Client{URL: "http://" + addrA + "/v1/", APIKey: strings.TrimSpace(string(apiKey))}
 	b := &device.Client{URL: "http://" + addrB + "/v1/", APIKey: a.APIKey}
-	model, err := a.SignModel(context.Background(), appliance.DemoModel)
+	signingKey, _ := os.ReadFile(filepath.Join(work, "signing-key"))
+	signer := &device.Client{URL: a.URL, APIKey: strings.TrimSpace(string(signingKey))}
+	model, err := signer.SignModel(context.Background(), appliance.DemoModel)
 	if err != nil {
 		t.Fatal(err)
 	}
