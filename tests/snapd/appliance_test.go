@@ -34,7 +34,11 @@ type appliance struct {
 	dir    string // the -dev directory: token, config, demo keys
 	url    string // http://127.0.0.1:PORT
 	cli    string // path of the keyrack binary
-	apiKey string // dev-line's api-key (never logged)
+	apiKey string // dev-line's api-key, the device-service key a gadget carries
+	// signingKey is dev-signer's: a signing client's, for the model
+	// assertion (a device-service key obtains request-ids and serials
+	// only). Neither is logged.
+	signingKey string
 }
 
 // repoRoot is the keyrack module this test module sits in (tests/snapd).
@@ -146,6 +150,10 @@ func startAppliance(t *testing.T) *appliance {
 		t.Fatal(err)
 	}
 	a.apiKey = strings.TrimSpace(string(key))
+	if key, err = os.ReadFile(filepath.Join(dir, "signing-key")); err != nil {
+		t.Fatal(err)
+	}
+	a.signingKey = strings.TrimSpace(string(key))
 	return a
 }
 
@@ -222,7 +230,7 @@ func (a *appliance) signModel(t *testing.T, headers map[string]any) *asserts.Mod
 	body, _ := json.Marshal(map[string]any{"model": headers["model"]})
 	req, _ := http.NewRequest("POST", a.url+"/v1/model", bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("api-key", a.apiKey)
+	req.Header.Set("api-key", a.signingKey)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
