@@ -967,8 +967,12 @@ func startAgent(t *testing.T) string {
 		cmd.Wait()
 		os.RemoveAll(dir)
 	})
+	// The socket file appears when ssh-agent binds it, a moment before it
+	// listens: wait for a connection to be taken, not for the file (on a
+	// loaded machine a dial in between is refused).
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if fi, err := os.Stat(sock); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
 			return sock
 		}
 		if time.Now().After(deadline) {

@@ -678,12 +678,15 @@ func TestOfficerLoginWithAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { agent.Process.Kill(); agent.Wait() })
+	// Ready when it takes a connection: its socket file exists a moment
+	// before it listens.
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if _, err := os.Stat(sock); err == nil {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("ssh-agent did not make its socket: %s", agentOut.String())
+			t.Fatalf("ssh-agent did not take connections on its socket: %s", agentOut.String())
 		}
 	}
 	for _, officer := range []string{"alice", "bob"} {
