@@ -44,6 +44,7 @@ func (s *Server) officerRoutes(e *echo.Echo) {
 	officer(http.MethodPost, "/officers/rotate", s.proposeOfficer(s.app.ProposeOfficerRotate))
 	officer(http.MethodPost, "/quorum", s.proposeQuorum)
 	officer(http.MethodPost, "/serials/rekey", s.proposeRekey)
+	officer(http.MethodGet, "/backup", s.backup)
 	officer(http.MethodDelete, "/officers/:name", s.byName(s.app.ProposeOfficerRemove))
 	officer(http.MethodGet, "/clients", s.listClients)
 	officer(http.MethodPost, "/clients", s.proposeClientCreate)

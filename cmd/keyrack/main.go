@@ -46,6 +46,7 @@
 //	keyrack clients limits NAME [-su-model M] [-max-validity-days N] [-password=B] [-ssh-keys=B] [-serials-required=B]
 //	keyrack models [list] [-json] | models set BRAND MODEL -key serial=KEY ...
 //	keyrack serials rekey BRAND MODEL SERIAL -device-key SHA3-384
+//	keyrack backup -o FILE
 //	keyrack log [-model M] [-serial S] [-csv | -json]
 //	keyrack audit [-after N] [-limit N] [-json] | audit verify [-db PATH]
 package main
@@ -137,6 +138,7 @@ appliance:
                          let a serial move once to a new device key (within 7 days)
   log [-type T] [-model M] [-serial S] [-client C] [-since T] [-until T] [-csv | -json]
                          the signing log
+  backup -o FILE         a consistent copy of the store, verified before it is kept (not the token's keys)
   audit [-after N] [-limit N]
   audit verify [-db PATH] walk the audit hash chain and verify the officers' approvals it records
                          (with -db also those on record in the store); names the first broken one
@@ -235,6 +237,8 @@ func runWith(args []string, tty terminal, stdout, stderr io.Writer) int {
 		err = c.quorum(ctx, rest[1:])
 	case "serials":
 		err = c.serials(ctx, rest[1:])
+	case "backup":
+		err = c.backup(ctx, rest[1:])
 	case "clients":
 		err = c.clients(ctx, rest[1:])
 	case "audit":

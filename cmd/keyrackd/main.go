@@ -52,6 +52,7 @@ func run() int {
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile to this file until shutdown (performance work)")
 	traceFile := flag.String("trace", "", "write a Go execution trace to this file until shutdown (performance work: scheduling latency)")
 	bootstrap := flag.String("bootstrap-officers", "", "enrol the first officers of an appliance that has none, each with the public key they made and optionally their TLS client certificate (NAME=PUBKEYFILE[:CERTFILE],...; keyrack officer keygen), and exit")
+	restore := flag.String("restore", "", "put this backup (keyrack backup) in place as the store of an appliance that has none, after verifying it, and exit")
 	flag.Parse()
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 
@@ -100,6 +101,15 @@ func run() int {
 	if err != nil {
 		log.Error("loading configuration", "err", err)
 		return 1
+	}
+	if *restore != "" {
+		msg, err := restoreStore(context.Background(), cfg, *restore)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "keyrackd: -restore: %v\n", err)
+			return 1
+		}
+		fmt.Println(msg)
+		return 0
 	}
 	if *bootstrap != "" {
 		officers, err := readOfficerKeys(*bootstrap)
