@@ -827,8 +827,10 @@ func (e *env) apiGet(officer, path string) []byte {
 
 // TestListingsJSON: -json prints the appliance's answer, indented: the
 // same JSON as the API gives for keys list and show, officers, proposals
-// list and show, clients, models, the signing log and the audit log; the
-// tables without -json are as before.
+// list and show, clients and models; for the signing log and the audit
+// log, which are exported whole, one line per row or event, each the
+// JSON object the API gives for it; the tables without -json are as
+// before.
 func TestListingsJSON(t *testing.T) {
 	e := newEnv(t)
 	apiKey := e.lineSetup()
@@ -851,10 +853,6 @@ func TestListingsJSON(t *testing.T) {
 		{[]string{"proposals", "show", pending, "-json"}, "/v1/proposals/" + pending},
 		{[]string{"clients", "-json"}, "/v1/clients"},
 		{[]string{"models", "list", "-json"}, "/v1/models"},
-		{[]string{"log", "-json"}, "/v1/signing-log"},
-		{[]string{"log", "-type", "serial", "-json"}, "/v1/signing-log?type=serial"},
-		// A range of the chain that the runs' own logins do not change.
-		{[]string{"audit", "-after", "2", "-limit", "5", "-json"}, "/v1/audit?after=2&limit=5"},
 	} {
 		code, out, errs := e.keyrack("bob", tc.cli...)
 		if code != 0 {
@@ -874,8 +872,37 @@ func TestListingsJSON(t *testing.T) {
 			t.Errorf("%v: not indented:\n%s", tc.cli, out)
 		}
 	}
+	for _, tc := range []struct {
+		cli      []string
+		api, key string
+	}{
+		{[]string{"log", "-json"}, "/v1/signing-log", "entries"},
+		{[]string{"log", "-type", "serial", "-json"}, "/v1/signing-log?type=serial", "entries"},
+		// A range of the chain that the runs' own logins do not change.
+		{[]string{"audit", "-after", "2", "-limit", "5", "-json"}, "/v1/audit?after=2&limit=5", "events"},
+	} {
+		code, out, errs := e.keyrack("bob", tc.cli...)
+		if code != 0 {
+			t.Fatalf("%v: %d %s", tc.cli, code, errs)
+		}
+		var page map[string]json.RawMessage
+		var want []any
+		if err := json.Unmarshal(e.apiGet("alice", tc.api), &page); err != nil || json.Unmarshal(page[tc.key], &want) != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+		if len(want) == 0 || len(lines) != len(want) {
+			t.Fatalf("%v prints %d lines, the API has %d %s:\n%s", tc.cli, len(lines), len(want), tc.key, out)
+		}
+		for i, l := range lines {
+			var got any
+			if err := json.Unmarshal([]byte(l), &got); err != nil || !reflect.DeepEqual(got, want[i]) {
+				t.Errorf("%v line %d: %s (%v), the API: %v", tc.cli, i, l, err, want[i])
+			}
+		}
+	}
 	// The signing log has the device's serial, and the tables are tables.
-	if _, out, _ := e.keyrack("bob", "log", "-json"); !strings.Contains(out, `"serial": "L7-1"`) {
+	if _, out, _ := e.keyrack("bob", "log", "-json"); !strings.Contains(out, `"serial":"L7-1"`) {
 		t.Fatalf("log -json lacks the serial:\n%s", out)
 	}
 	for cmd, head := range map[string]string{"keys": "NAME  ", "proposals": "ID  ", "clients": "NAME  ", "models": "BRAND  ", "log": "ID  ", "officers": "quorum 2\n"} {
