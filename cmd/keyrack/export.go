@@ -211,6 +211,7 @@ func (c *cli) signingLogCSV(ctx context.Context, q url.Values, limit int64) erro
 		return answerError(resp.StatusCode, data)
 	}
 	p := c.newProgress("signing log")
+	p.n = -1 // the header line is not a row
 	lines, err := copyCounting(c.stdout, resp.Body, p)
 	p.done()
 	rows := lines - 1 // the header line

@@ -49,6 +49,7 @@ type env struct {
 	mod   *hsm.Module
 	dir   string
 	files map[string]string // officer -> private key file
+	db    *store.DB         // the appliance's store, for tests that seed it
 }
 
 // clearEnv keeps the tester's own keyrack and ssh-agent settings out of
@@ -110,7 +111,7 @@ func newEnvWith(t *testing.T, opts envOptions) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	e := &env{t: t, mod: mod, dir: dir, files: map[string]string{}}
+	e := &env{t: t, mod: mod, dir: dir, files: map[string]string{}, db: db}
 	var officers []appliance.OfficerKey
 	for _, name := range []string{"alice", "bob"} {
 		officers = append(officers, appliance.OfficerKey{Name: name, PublicKey: e.keygen(name), CertSHA256: opts.certs[name]})
