@@ -16,7 +16,8 @@ import (
 )
 
 // seedLog writes n signing-log rows straight into the appliance's store
-// (two types, three models) and returns them as numbered.
+// (two types, three models), their ids and digests as long as real ones
+// (64 characters of base64url), and returns them as numbered.
 func (e *env) seedLog(n int) []store.LogEntry {
 	e.t.Helper()
 	out := make([]store.LogEntry, 0, n)
@@ -24,10 +25,10 @@ func (e *env) seedLog(n int) []store.LogEntry {
 		batch := min(n-done, 5000)
 		err := e.db.Update(context.Background(), func(tx *store.Tx) error {
 			for i := done; i < done+batch; i++ {
-				le := store.LogEntry{Type: []string{"serial", "model"}[i%2], KeyID: "k" + strconv.Itoa(i%7), Brand: "brand-x",
-					Model: fmt.Sprintf("line-%d", i%3), Client: "line-a", Digest: fmt.Sprintf("d%08d", i)}
+				le := store.LogEntry{Type: []string{"serial", "model"}[i%2], KeyID: fmt.Sprintf("k%063d", i%7), Brand: "brand-x",
+					Model: fmt.Sprintf("line-%d", i%3), Client: "line-a", Digest: fmt.Sprintf("d%063d", i)}
 				if le.Type == "serial" {
-					le.Serial = fmt.Sprintf("SN-%d", i)
+					le.Serial, le.DeviceKeyID = fmt.Sprintf("SN-%d", i), fmt.Sprintf("v%063d", i)
 				}
 				id, err := tx.LogSignature(le)
 				if err != nil {

@@ -44,7 +44,7 @@ import (
 )
 
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	url   string
 	mod   *hsm.Module
 	dir   string
@@ -54,7 +54,7 @@ type env struct {
 
 // clearEnv keeps the tester's own keyrack and ssh-agent settings out of
 // the CLI under test.
-func clearEnv(t *testing.T) {
+func clearEnv(t testing.TB) {
 	t.Helper()
 	for _, v := range []string{"KEYRACK_URL", "KEYRACK_OFFICER_KEY", "KEYRACK_OFFICER_PUBKEY", "KEYRACK_AGENT", "KEYRACK_KEY_PASSPHRASE", "SSH_AUTH_SOCK",
 		"KEYRACK_CA", "KEYRACK_CERT", "KEYRACK_CERT_KEY"} {
@@ -64,7 +64,7 @@ func clearEnv(t *testing.T) {
 
 // newEnv runs an appliance (quorum 2) whose first officers, alice and bob,
 // made their keys with keyrack officer keygen.
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	return newEnvWith(t, envOptions{})
 }
@@ -82,7 +82,7 @@ type envOptions struct {
 	serve bool
 }
 
-func newEnvWith(t *testing.T, opts envOptions) *env {
+func newEnvWith(t testing.TB, opts envOptions) *env {
 	t.Helper()
 	clearEnv(t)
 	dir := t.TempDir()
@@ -207,7 +207,7 @@ func (s *scripted) readSecret(prompt string) ([]byte, error) {
 var approveHint = regexp.MustCompile(`keyrack approve ([0-9a-f]+)`)
 
 // proposalID is the proposal a command's output names.
-func proposalID(t *testing.T, out string) string {
+func proposalID(t testing.TB, out string) string {
 	t.Helper()
 	id := approveHint.FindStringSubmatch(out)
 	if id == nil {
@@ -783,6 +783,25 @@ func (e *env) register(file string) (int, string, string) {
 func (e *env) apiGet(officer, path string) []byte {
 	t := e.t
 	t.Helper()
+	req, _ := http.NewRequest("GET", e.url+path, nil)
+	req.Header.Set("Authorization", "Bearer "+e.apiLogin(officer))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d %s", path, resp.StatusCode, raw)
+	}
+	return raw
+}
+
+// apiLogin logs officer in over the API with their key file, as keyrack
+// does, and returns the session token.
+func (e *env) apiLogin(officer string) string {
+	t := e.t
+	t.Helper()
 	priv, err := os.ReadFile(e.files[officer])
 	if err != nil {
 		t.Fatal(err)
@@ -812,18 +831,7 @@ func (e *env) apiGet(officer, path string) []byte {
 	}
 	var sess wire.Session
 	post("/v1/login", wire.LoginAnswer{ID: ch.ID, Signature: sig}, &sess)
-	req, _ := http.NewRequest("GET", e.url+path, nil)
-	req.Header.Set("Authorization", "Bearer "+sess.Token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %d %s", path, resp.StatusCode, raw)
-	}
-	return raw
+	return sess.Token
 }
 
 // TestListingsJSON: -json prints the appliance's answer, indented: the
