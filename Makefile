@@ -32,10 +32,13 @@ test: deps lint
 
 # Serial issuance against the token's limit (cmd/keyrack-bench: raw token,
 # in-process Go RSA, end to end through keyrackd at concurrency 1/4/8/32,
-# daemon memory; last line is the summary), then the micro-benchmarks.
+# daemon memory; last line is the summary), then the export of 10,000 and
+# 100,000 signing-log rows (time, peak heap and RSS: flat memory), then the
+# micro-benchmarks.
 bench: deps build
 	$(GO) build -o bin/keyrack-bench ./cmd/keyrack-bench
 	./bin/keyrack-bench -keyrackd bin/keyrackd
+	$(GO) test -run '^$$' -bench BenchmarkExportSigningLog -benchtime 1x ./cmd/keyrack/
 	$(GO) test -run '^$$' -bench . -benchtime 3s -cpu 1,2,4 ./hsm/
 	$(GO) test -run '^$$' -bench . -benchtime 3s -cpu 2 ./appliance/assertion/
 

@@ -46,6 +46,9 @@ type Appliance struct {
 	limiter *authLimiter
 	// loginFails aggregates failed officer logins for the audit chain.
 	loginFails loginFails
+	// signRefusals aggregates refusals of stopped keys and clients for
+	// the audit chain (refusals.go).
+	signRefusals signingRefusals
 	// challenges bounds login challenges per source address.
 	challenges *authLimiter
 	// requestIDKey is the MAC secret of request-ids, shared through the
@@ -190,6 +193,7 @@ func (a *Appliance) RunJanitor(ctx context.Context) {
 		case <-t.C:
 			a.PurgeRequestIDs(ctx)
 			a.flushLoginFailures(ctx)
+			a.flushSigningRefusals(ctx)
 			if err := a.db.UpdateUnsynced(ctx, func(tx *store.Tx) error { return tx.PurgeLogins(time.Now()) }); err != nil {
 				a.log.Warn("purging expired officer sessions and challenges", "err", err)
 			}

@@ -56,6 +56,12 @@ func (a *Appliance) AuthenticateClient(ctx context.Context, token, source string
 		cc, err = a.client(ctx, name)
 		return cc.client.SecretHash, cc.client.RevokedAt != nil, err
 	})
+	if err == errNoAPIKey && cc.client.RevokedAt != nil && credentialMatches(token, cc.client.SecretHash) {
+		// The client's own key, revoked: still the same answer as a wrong
+		// key (authenticate), but one the officers must see. Only a
+		// revoked record costs this second hash.
+		a.signingRefused(ctx, ruleClientRevoked, cc.client.Name, cc.client.Name, "", source)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -30,6 +30,9 @@ type metrics struct {
 	rekeys     *prometheus.CounterVec
 	duplicates prometheus.Counter
 	overloaded prometheus.Counter
+
+	// signRefusals: see refusals.go.
+	signRefusals *prometheus.CounterVec
 }
 
 func newMetrics(mod *hsm.Module, db *store.DB, version string) *metrics {
@@ -135,7 +138,8 @@ func newMetrics(mod *hsm.Module, db *store.DB, version string) *metrics {
 		Name: "keyrack_overload_refusals_total",
 		Help: "Signing requests answered 503 because the signing queue was full.",
 	})
-	reg.MustRegister(m.signatures, m.refusals, m.nonces, m.returned, m.rekeys, m.duplicates, m.overloaded)
+	m.signRefusals = newSigningRefusalsMetric()
+	reg.MustRegister(m.signatures, m.refusals, m.signRefusals, m.nonces, m.returned, m.rekeys, m.duplicates, m.overloaded)
 	build := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "keyrack_build_info",
 		Help:        "Build information; always 1.",

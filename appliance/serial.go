@@ -168,7 +168,7 @@ func (a *Appliance) checkSerialRequest(ctx context.Context, cl *Client, stream i
 	if serial != "" {
 		headers["serial"] = serial
 	}
-	k, mc, err := a.keyFor(ctx, brand, model, policy.Serial, headers)
+	k, mc, err := a.keyFor(ctx, cl.name, brand, model, policy.Serial, headers)
 	if err != nil {
 		return nil, err
 	}

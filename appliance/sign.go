@@ -71,7 +71,7 @@ func (a *Appliance) SignModel(ctx context.Context, cl *Client, req wire.ModelSig
 		if err != nil {
 			return nil, err
 		}
-		k, _, err := a.keyFor(ctx, brand, model, policy.Model, st.Headers)
+		k, _, err := a.keyFor(ctx, cl.name, brand, model, policy.Model, st.Headers)
 		if err != nil {
 			return nil, err
 		}
@@ -171,7 +171,7 @@ func (a *Appliance) SignSystemUser(ctx context.Context, cl *Client, req wire.Sys
 	}
 	var k *signingKey
 	for _, m := range req.Models {
-		km, _, err := a.keyFor(ctx, brand, m, policy.SystemUser, map[string]any{"models": models, "brand-id": brand})
+		km, _, err := a.keyFor(ctx, cl.name, brand, m, policy.SystemUser, map[string]any{"models": models, "brand-id": brand})
 		if err != nil {
 			return nil, err
 		}
@@ -201,7 +201,7 @@ func (a *Appliance) SignPreseed(ctx context.Context, cl *Client, req wire.Presee
 	if err := a.checkPreseedLimits(cl, req.Model); err != nil {
 		return nil, err
 	}
-	k, _, err := a.keyFor(ctx, brand, req.Model, policy.Preseed, map[string]any{"model": req.Model, "brand-id": brand})
+	k, _, err := a.keyFor(ctx, cl.name, brand, req.Model, policy.Preseed, map[string]any{"model": req.Model, "brand-id": brand})
 	if err != nil {
 		return nil, err
 	}

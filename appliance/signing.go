@@ -129,15 +129,16 @@ type signingKey struct {
 
 var errNoSuchModel = &Error{Kind: NotFound, Code: "model-not-set-up"}
 
-// keyFor returns the key bound to sign type t for brand/model, after
-// checking the key is active and its roles allow headers.
-func (a *Appliance) keyFor(ctx context.Context, brand, model string, t policy.AssertionType, headers map[string]any) (*signingKey, store.ModelConfig, error) {
+// keyFor returns the key bound to sign type t for brand/model, asked by
+// client, after checking the key is active and its roles allow headers.
+func (a *Appliance) keyFor(ctx context.Context, client, brand, model string, t policy.AssertionType, headers map[string]any) (*signingKey, store.ModelConfig, error) {
 	b, err := a.binding(ctx, brand, model, t)
 	if err != nil {
 		return nil, b.mc, err
 	}
 	mc, rec := b.mc, b.rec
 	if rec.State != store.KeyActive {
+		a.signingRefused(ctx, keyStateRule(rec.State), rec.Name, client, t, "")
 		return nil, mc, &Error{Kind: Refused, Code: "key-not-active",
 			Message: fmt.Sprintf("the %s key of model %s/%s is %s", t, brand, model, rec.State)}
 	}
@@ -272,6 +273,9 @@ func (a *Appliance) logAndAudit(tx *store.Tx, client string, t policy.AssertionT
 		return err
 	}
 	if st != store.KeyActive {
+		// Counted, not audited here: the discarded signature is audited
+		// on its own by the caller (each one is a signature the token made).
+		a.metrics.signRefusals.WithLabelValues(keyStateRule(st)).Inc()
 		return &discarded{reason: fmt.Sprintf("key %s became %s while signing", k.rec.Name, st),
 			err: &Error{Kind: Refused, Code: "key-not-active",
 				Message: fmt.Sprintf("key %s became %s while signing; the signature was discarded", k.rec.Name, st)}}
@@ -281,6 +285,7 @@ func (a *Appliance) logAndAudit(tx *store.Tx, client string, t policy.AssertionT
 		return err
 	}
 	if revoked {
+		a.metrics.signRefusals.WithLabelValues(ruleClientRevoked).Inc()
 		return &discarded{reason: "client revoked while signing", err: errNoAPIKey}
 	}
 	e.Type, e.KeyID, e.Client, e.Digest = string(t), k.rec.KeyID, client, digest(signed)

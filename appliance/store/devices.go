@@ -335,13 +335,30 @@ type LogFilter struct {
 	Type, Brand, Model, Serial, Client string
 	Since, Until                       time.Time
 	After                              int64 // rows with id > After
-	Limit                              int
+	// Upto, when not 0, ends the range at id <= Upto: an export that
+	// pages through the log stops at the rows present when it began.
+	Upto  int64
+	Limit int
 }
 
-// SigningLog returns rows matching f in id order.
+// maxLogPage bounds one call of SigningLog: a caller that wants more
+// pages on with After (see LogFilter), so no call holds more than this
+// many rows in memory.
+const maxLogPage = 10000
+
+// SigningLog returns rows matching f in id order, at most f.Limit of them:
+// maxLogPage when f.Limit is 0, and never more than maxLogPage+1 (a page
+// and the one row beyond it that tells its reader another page follows).
 func (t *Tx) SigningLog(f LogFilter) ([]LogEntry, error) {
-	if f.Limit <= 0 || f.Limit > 10000 {
-		f.Limit = 10000
+	switch {
+	case f.Limit <= 0:
+		f.Limit = maxLogPage
+	case f.Limit > maxLogPage+1:
+		f.Limit = maxLogPage + 1
+	}
+	upto := f.Upto
+	if upto <= 0 {
+		upto = 1<<63 - 1
 	}
 	until := f.Until
 	if until.IsZero() {
@@ -349,9 +366,9 @@ func (t *Tx) SigningLog(f LogFilter) ([]LogEntry, error) {
 	}
 	rows, err := t.query(`SELECT id, time_us, type, key_id, brand, model, serial, device_key_id, client, revision, digest FROM signing_log
 		WHERE id > $1 AND ($2 = '' OR type = $2) AND ($3 = '' OR brand = $3) AND ($4 = '' OR model = $4)
-		AND ($5 = '' OR serial = $5) AND ($6 = '' OR client = $6) AND time_us >= $7 AND time_us < $8
+		AND ($5 = '' OR serial = $5) AND ($6 = '' OR client = $6) AND time_us >= $7 AND time_us < $8 AND id <= $10
 		ORDER BY id LIMIT $9`,
-		f.After, f.Type, f.Brand, f.Model, f.Serial, f.Client, micros(f.Since), micros(until), f.Limit)
+		f.After, f.Type, f.Brand, f.Model, f.Serial, f.Client, micros(f.Since), micros(until), f.Limit, upto)
 	if err != nil {
 		return nil, err
 	}

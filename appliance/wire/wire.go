@@ -259,9 +259,12 @@ type ModelList struct {
 	Models []Model `json:"models"`
 }
 
-// AuditPage is the body of GET /v1/audit.
+// AuditPage is the body of GET /v1/audit. Next is set when more events
+// follow this page: ask again with after=Next (the same cursor is in the
+// answer's Link header, rel="next"); it is absent on the last page.
 type AuditPage struct {
 	Events []AuditEvent `json:"events"`
+	Next   int64        `json:"next,omitempty"`
 }
 
 // AuditEvent is one audit event: details as the JSON object they are,
@@ -293,10 +296,24 @@ type LogEntry struct {
 	Digest      string    `json:"digest"`
 }
 
-// LogPage is GET /v1/signing-log as JSON.
+// LogPage is GET /v1/signing-log as JSON. Next is set when more rows
+// match than this page holds: ask again with after=Next and the same
+// filters (the same cursor is in the answer's Link header, rel="next");
+// it is absent on the last page.
 type LogPage struct {
 	Entries []LogEntry `json:"entries"`
+	Next    int64      `json:"next,omitempty"`
 }
+
+// NextHeader names the header of a CSV signing-log answer asked for with
+// a limit that carries the next page's cursor when more rows match (a
+// JSON answer has it in its body as next).
+const NextHeader = "Keyrack-Next"
+
+// RowsTrailer names the HTTP trailer that ends a whole CSV export of the
+// signing log with how many rows it holds: an export without it was cut
+// short.
+const RowsTrailer = "Keyrack-Rows"
 
 // KeyExport is GET /v1/keys/NAME/export: what registering the key with
 // the Brand Store takes.

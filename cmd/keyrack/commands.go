@@ -624,22 +624,7 @@ func (c *cli) audit(ctx context.Context, args []string) error {
 	if len(args) > 0 && args[0] == "verify" {
 		return c.auditVerify(ctx, args[1:])
 	}
-	fs := flag.NewFlagSet("audit", flag.ContinueOnError)
-	fs.SetOutput(c.stderr)
-	after := fs.Int64("after", 0, "show events after this number")
-	limit := fs.Int("limit", 100, "at most this many events")
-	asJSON := fs.Bool("json", false, "print the appliance's JSON answer instead of the table")
-	if err := fs.Parse(args); err != nil {
-		return usageErr("audit [-after N] [-limit N] [-json]")
-	}
-	var ans wire.AuditPage
-	if printed, err := c.listing(ctx, fmt.Sprintf("/v1/audit?after=%d&limit=%d", *after, *limit), *asJSON, &ans); err != nil || printed {
-		return err
-	}
-	for _, e := range ans.Events {
-		fmt.Fprintf(c.stdout, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Seq, e.Time.Format(time.RFC3339), e.Actor, e.Action, e.Subject, e.Result, compact(e.Details))
-	}
-	return nil
+	return c.auditList(ctx, args)
 }
 
 // quorum prints the quorum on record, or proposes a new one (quorum set N).

@@ -3,13 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
-	"io"
-	"net/url"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/keyrack/keyrack/appliance/wire"
 )
@@ -61,45 +57,4 @@ func (c *cli) models(ctx context.Context, args []string) error {
 	}
 	return c.propose(ctx, "POST", "/v1/models", wire.ModelBinding{Brand: args[1], Model: args[2], Keys: km,
 		SerialSource: *source, SerialPrefix: *prefix, AllowRekey: *rekey}, false, *yes)
-}
-
-// signingLog prints the signing log, as a table or CSV.
-func (c *cli) signingLog(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("log", flag.ContinueOnError)
-	fs.SetOutput(c.stderr)
-	q := url.Values{}
-	for _, f := range []string{"type", "brand", "model", "serial", "client", "since", "until", "after", "limit"} {
-		fs.Func(f, "filter by "+f, func(v string) error { q.Set(f, v); return nil })
-	}
-	asCSV := fs.Bool("csv", false, "CSV output")
-	asJSON := fs.Bool("json", false, "print the appliance's JSON answer instead of the table")
-	if err := fs.Parse(args); err != nil || *asCSV && *asJSON {
-		return usageErr("log [-type T] [-model M] [-serial S] [-client C] [-since T] [-until T] [-after ID] [-limit N] [-csv | -json]")
-	}
-	if *asCSV {
-		q.Set("format", "csv")
-		resp, err := c.send(ctx, "GET", "/v1/signing-log?"+q.Encode(), "", nil, true)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != 200 {
-			b, _ := io.ReadAll(resp.Body)
-			return fmt.Errorf("HTTP %d: %s", resp.StatusCode, b)
-		}
-		_, err = io.Copy(c.stdout, resp.Body)
-		return err
-	}
-	var ans wire.LogPage
-	if printed, err := c.listing(ctx, "/v1/signing-log?"+q.Encode(), *asJSON, &ans); err != nil || printed {
-		return err
-	}
-	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tTIME\tTYPE\tBRAND/MODEL\tSERIAL\tCLIENT\tKEY")
-	for _, e := range ans.Entries {
-		// RFC3339Nano is how the time came over the wire, so the column
-		// shows exactly the string the appliance sent.
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s/%s\t%s\t%s\t%.16s…\n", e.ID, e.Time.Format(time.RFC3339Nano), e.Type, e.Brand, e.Model, e.Serial, e.Client, e.KeyID)
-	}
-	return tw.Flush()
 }

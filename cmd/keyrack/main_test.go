@@ -44,16 +44,17 @@ import (
 )
 
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	url   string
 	mod   *hsm.Module
 	dir   string
 	files map[string]string // officer -> private key file
+	db    *store.DB         // the appliance's store, for tests that seed it
 }
 
 // clearEnv keeps the tester's own keyrack and ssh-agent settings out of
 // the CLI under test.
-func clearEnv(t *testing.T) {
+func clearEnv(t testing.TB) {
 	t.Helper()
 	for _, v := range []string{"KEYRACK_URL", "KEYRACK_OFFICER_KEY", "KEYRACK_OFFICER_PUBKEY", "KEYRACK_AGENT", "KEYRACK_KEY_PASSPHRASE", "SSH_AUTH_SOCK",
 		"KEYRACK_CA", "KEYRACK_CERT", "KEYRACK_CERT_KEY"} {
@@ -63,7 +64,7 @@ func clearEnv(t *testing.T) {
 
 // newEnv runs an appliance (quorum 2) whose first officers, alice and bob,
 // made their keys with keyrack officer keygen.
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	return newEnvWith(t, envOptions{})
 }
@@ -81,7 +82,7 @@ type envOptions struct {
 	serve bool
 }
 
-func newEnvWith(t *testing.T, opts envOptions) *env {
+func newEnvWith(t testing.TB, opts envOptions) *env {
 	t.Helper()
 	clearEnv(t)
 	dir := t.TempDir()
@@ -110,7 +111,7 @@ func newEnvWith(t *testing.T, opts envOptions) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	e := &env{t: t, mod: mod, dir: dir, files: map[string]string{}}
+	e := &env{t: t, mod: mod, dir: dir, files: map[string]string{}, db: db}
 	var officers []appliance.OfficerKey
 	for _, name := range []string{"alice", "bob"} {
 		officers = append(officers, appliance.OfficerKey{Name: name, PublicKey: e.keygen(name), CertSHA256: opts.certs[name]})
@@ -206,7 +207,7 @@ func (s *scripted) readSecret(prompt string) ([]byte, error) {
 var approveHint = regexp.MustCompile(`keyrack approve ([0-9a-f]+)`)
 
 // proposalID is the proposal a command's output names.
-func proposalID(t *testing.T, out string) string {
+func proposalID(t testing.TB, out string) string {
 	t.Helper()
 	id := approveHint.FindStringSubmatch(out)
 	if id == nil {
@@ -785,6 +786,25 @@ func (e *env) register(file string) (int, string, string) {
 func (e *env) apiGet(officer, path string) []byte {
 	t := e.t
 	t.Helper()
+	req, _ := http.NewRequest("GET", e.url+path, nil)
+	req.Header.Set("Authorization", "Bearer "+e.apiLogin(officer))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d %s", path, resp.StatusCode, raw)
+	}
+	return raw
+}
+
+// apiLogin logs officer in over the API with their key file, as keyrack
+// does, and returns the session token.
+func (e *env) apiLogin(officer string) string {
+	t := e.t
+	t.Helper()
 	priv, err := os.ReadFile(e.files[officer])
 	if err != nil {
 		t.Fatal(err)
@@ -814,24 +834,15 @@ func (e *env) apiGet(officer, path string) []byte {
 	}
 	var sess wire.Session
 	post("/v1/login", wire.LoginAnswer{ID: ch.ID, Signature: sig}, &sess)
-	req, _ := http.NewRequest("GET", e.url+path, nil)
-	req.Header.Set("Authorization", "Bearer "+sess.Token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %d %s", path, resp.StatusCode, raw)
-	}
-	return raw
+	return sess.Token
 }
 
 // TestListingsJSON: -json prints the appliance's answer, indented: the
 // same JSON as the API gives for keys list and show, officers, proposals
-// list and show, clients, models, the signing log and the audit log; the
-// tables without -json are as before.
+// list and show, clients and models; for the signing log and the audit
+// log, which are exported whole, one line per row or event, each the
+// JSON object the API gives for it; the tables without -json are as
+// before.
 func TestListingsJSON(t *testing.T) {
 	e := newEnv(t)
 	apiKey := e.lineSetup()
@@ -854,10 +865,6 @@ func TestListingsJSON(t *testing.T) {
 		{[]string{"proposals", "show", pending, "-json"}, "/v1/proposals/" + pending},
 		{[]string{"clients", "-json"}, "/v1/clients"},
 		{[]string{"models", "list", "-json"}, "/v1/models"},
-		{[]string{"log", "-json"}, "/v1/signing-log"},
-		{[]string{"log", "-type", "serial", "-json"}, "/v1/signing-log?type=serial"},
-		// A range of the chain that the runs' own logins do not change.
-		{[]string{"audit", "-after", "2", "-limit", "5", "-json"}, "/v1/audit?after=2&limit=5"},
 	} {
 		code, out, errs := e.keyrack("bob", tc.cli...)
 		if code != 0 {
@@ -877,8 +884,37 @@ func TestListingsJSON(t *testing.T) {
 			t.Errorf("%v: not indented:\n%s", tc.cli, out)
 		}
 	}
+	for _, tc := range []struct {
+		cli      []string
+		api, key string
+	}{
+		{[]string{"log", "-json"}, "/v1/signing-log", "entries"},
+		{[]string{"log", "-type", "serial", "-json"}, "/v1/signing-log?type=serial", "entries"},
+		// A range of the chain that the runs' own logins do not change.
+		{[]string{"audit", "-after", "2", "-limit", "5", "-json"}, "/v1/audit?after=2&limit=5", "events"},
+	} {
+		code, out, errs := e.keyrack("bob", tc.cli...)
+		if code != 0 {
+			t.Fatalf("%v: %d %s", tc.cli, code, errs)
+		}
+		var page map[string]json.RawMessage
+		var want []any
+		if err := json.Unmarshal(e.apiGet("alice", tc.api), &page); err != nil || json.Unmarshal(page[tc.key], &want) != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+		if len(want) == 0 || len(lines) != len(want) {
+			t.Fatalf("%v prints %d lines, the API has %d %s:\n%s", tc.cli, len(lines), len(want), tc.key, out)
+		}
+		for i, l := range lines {
+			var got any
+			if err := json.Unmarshal([]byte(l), &got); err != nil || !reflect.DeepEqual(got, want[i]) {
+				t.Errorf("%v line %d: %s (%v), the API: %v", tc.cli, i, l, err, want[i])
+			}
+		}
+	}
 	// The signing log has the device's serial, and the tables are tables.
-	if _, out, _ := e.keyrack("bob", "log", "-json"); !strings.Contains(out, `"serial": "L7-1"`) {
+	if _, out, _ := e.keyrack("bob", "log", "-json"); !strings.Contains(out, `"serial":"L7-1"`) {
 		t.Fatalf("log -json lacks the serial:\n%s", out)
 	}
 	for cmd, head := range map[string]string{"keys": "NAME  ", "proposals": "ID  ", "clients": "NAME  ", "models": "BRAND  ", "log": "ID  ", "officers": "quorum 2\n"} {

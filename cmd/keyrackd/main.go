@@ -317,6 +317,10 @@ func serve(cfg appliance.Config, devDir string, log *slog.Logger) error {
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
+	// The minute's aggregated audit counts (failed logins, refusals of
+	// stopped keys and clients) would go with the process: audit them
+	// now, the requests drained, the store still open.
+	app.FlushAuditAggregates(context.Background())
 	log.Info("keyrackd stopped cleanly")
 	return nil
 }
