@@ -46,6 +46,7 @@ import (
 type env struct {
 	t     *testing.T
 	url   string
+	app   *appliance.Appliance
 	mod   *hsm.Module
 	dir   string
 	files map[string]string // officer -> private key file
@@ -122,6 +123,7 @@ func newEnvWith(t *testing.T, opts envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.app = app
 	if opts.serve {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
