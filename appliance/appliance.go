@@ -38,6 +38,8 @@ type Appliance struct {
 	log       *slog.Logger
 	metrics   *metrics
 	importKey *hsm.Key
+	auditKey  auditKey
+	ckpt      checkpoints
 	cache     keyCache
 	// admit holds one token per signing request in progress; its capacity
 	// is the bound of the signing queue.
@@ -78,6 +80,10 @@ func New(ctx context.Context, cfg Config, mod *hsm.Module, db *store.DB, log *sl
 		return nil, err
 	}
 	a.importKey = ik
+	if a.auditKey, err = ensureAuditKey(ctx, mod, db); err != nil {
+		return nil, err
+	}
+	a.initCheckpoints()
 	// At start-up an embedded (SQLite) store belongs to this appliance
 	// alone and nothing of it is in flight: repair everything at once. A
 	// shared store may hold other appliances' live work: only stale items.

@@ -2,6 +2,7 @@ package hsm
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/rsa"
 	"errors"
@@ -52,6 +53,8 @@ type KeyInfo struct {
 	Unwrap           bool
 	// Public is the RSA public key (nil for other key types).
 	Public *rsa.PublicKey
+	// EC is the public key of a P-256 key (nil for other key types).
+	EC *ecdsa.PublicKey
 }
 
 // Origin is "generated" for keys made inside the token and "imported" for
@@ -189,6 +192,16 @@ func (m *Module) readInfo(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) (KeyIn
 		case pkcs11.CKA_UNWRAP:
 			ki.Unwrap = boolAttr(a.Value)
 		}
+	}
+	if keyType == pkcs11.CKK_EC {
+		ki.Type = "EC"
+		if ki.EC, err = m.readECPublic(sh, h, ki.ID); err != nil {
+			return KeyInfo{}, err
+		}
+		if ki.EC != nil {
+			ki.Bits = 256
+		}
+		return ki, nil
 	}
 	if keyType != pkcs11.CKK_RSA {
 		ki.Type = keyTypeName(keyType)

@@ -23,10 +23,17 @@ var digestInfoPrefix = map[crypto.Hash][]byte{
 
 var mechRSAPKCS = []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS, nil)}
 
-// Public returns the key's RSA public key (crypto.Signer).
-func (k *Key) Public() crypto.PublicKey { return k.info.Public }
+// Public returns the key's public key (crypto.Signer): *rsa.PublicKey, or
+// *ecdsa.PublicKey for a P-256 key.
+func (k *Key) Public() crypto.PublicKey {
+	if k.info.EC != nil {
+		return k.info.EC
+	}
+	return k.info.Public
+}
 
-// Sign signs digest with RSASSA-PKCS1-v1_5 inside the token
+// Sign signs digest with RSASSA-PKCS1-v1_5 (ECDSA for a P-256 key, in
+// ASN.1 form) inside the token
 // (crypto.Signer). rand is ignored: the token has its own. It runs without
 // a deadline other than the module's session wait; use SignContext or
 // WithContext to bound it by a request's context.
@@ -36,6 +43,12 @@ func (k *Key) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, 
 
 // SignContext is Sign bounded by ctx.
 func (k *Key) SignContext(ctx context.Context, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	if k.info.EC != nil {
+		if len(digest) != opts.HashFunc().Size() {
+			return nil, fmt.Errorf("hsm: %w: digest is %d bytes, %v needs %d", ErrInvalidArgument, len(digest), opts.HashFunc(), opts.HashFunc().Size())
+		}
+		return k.signECDSA(ctx, digest)
+	}
 	if k.info.Public == nil {
 		return nil, fmt.Errorf("hsm: %w: key %x is %s, not RSA", ErrUnsupported, k.info.ID, k.info.Type)
 	}

@@ -66,6 +66,7 @@ func New(app *appliance.Appliance) *Server {
 	e.GET("/v1/health", s.health)
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(app.Metrics(), promhttp.HandlerOpts{})))
 	s.officerRoutes(e)
+	s.auditRoutes(e)
 	s.deviceRoutes(e)
 	s.echo = e
 	return s
@@ -122,6 +123,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	go s.app.RunJanitor(ctx)
+	go s.app.RunCheckpoints(ctx)
 	select {
 	case err := <-errc:
 		return err

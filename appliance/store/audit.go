@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -79,6 +80,9 @@ func (t *Tx) Audit(actor, action, subject, result string, details any) (AuditEve
 		return AuditEvent{}, fmt.Errorf("store: appending audit event: %w", err)
 	}
 	t.audits++
+	if strings.HasPrefix(actor, "officer:") {
+		t.officerAudits++
+	}
 	return e, nil
 }
 

@@ -219,5 +219,30 @@ UPDATE clients SET types = '["serial"]' WHERE kind = 'device-service';
 UPDATE clients SET limits = '{"models":' || models || ',"max-validity-days":365,"password":false,"ssh-keys":true,"serials-required":true}'
 	WHERE kind = 'signing';
 `,
+		// 7: the audit chain anchored in the token: each appliance's audit
+		// key (public half; the private half never leaves the token), and
+		// the checkpoints signed with them. Both are also audit events, so
+		// the chain covers them; these tables are what the API serves
+		// without walking the chain.
+		`
+CREATE TABLE audit_keys (
+	fingerprint  TEXT PRIMARY KEY,     -- SHA-256 of the PKIX DER, hex
+	public_key   BLOB NOT NULL,        -- PKIX DER
+	token_serial TEXT NOT NULL,
+	event_seq    BIGINT NOT NULL,      -- the audit-key.generate event
+	created_us   BIGINT NOT NULL
+);
+CREATE TABLE audit_checkpoints (
+	seq          INTEGER PRIMARY KEY,  -- the last event covered (the head)
+	head         BLOB NOT NULL,        -- that event's hash
+	time_us      BIGINT NOT NULL,
+	appliance    TEXT NOT NULL,
+	prev_seq     BIGINT NOT NULL,      -- the previous checkpoint's head, 0 for the first
+	prev_head    BLOB NOT NULL,
+	key          TEXT NOT NULL,        -- the audit key's fingerprint
+	signature    BLOB NOT NULL,        -- ECDSA P-256 (ASN.1) over SHA-256 of the signed bytes
+	event_seq    BIGINT NOT NULL UNIQUE -- the audit.checkpoint event that records it
+);
+`,
 	},
 }

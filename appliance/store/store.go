@@ -58,6 +58,10 @@ type DB struct {
 
 	observer atomic.Pointer[Observer]
 
+	// auditSignal wakes the one who checkpoints the chain (see
+	// AuditSignal).
+	auditSignal atomic.Pointer[auditSignal]
+
 	// writes feeds the group-commit writer (see Update).
 	writes    chan *writeOp
 	closeOnce sync.Once
@@ -261,11 +265,12 @@ func (d *DB) SchemaVersion(ctx context.Context) (int, error) {
 
 // Tx is one store transaction. Its methods are the store's operations.
 type Tx struct {
-	tx     *sql.Tx
-	stmts  *stmtCache
-	now    time.Time
-	audits int
-	config bool // changed keys, models or clients
+	tx            *sql.Tx
+	stmts         *stmtCache
+	now           time.Time
+	audits        int
+	officerAudits int  // audit events by an officer: actor
+	config        bool // changed keys, models or clients
 }
 
 // Now is the transaction's clock: every row and audit event written in it
@@ -432,6 +437,7 @@ func (d *DB) commitBatch(batch []*writeOp) {
 		}
 		d.commits.Add(1)
 		d.audits.Add(uint64(t.audits))
+		d.signalAudits(t.audits, t.officerAudits)
 		if t.config {
 			d.config.Add(1)
 		}
@@ -443,7 +449,7 @@ func (d *DB) commitBatch(batch []*writeOp) {
 		return
 	}
 	results := make([]error, len(batch))
-	audits := 0
+	audits, officerAudits := 0, 0
 	config := false
 	for i, op := range batch {
 		if err := op.ctx.Err(); err != nil {
@@ -465,6 +471,7 @@ func (d *DB) commitBatch(batch []*writeOp) {
 			}
 		} else {
 			audits += t.audits
+			officerAudits += t.officerAudits
 			config = config || t.config
 		}
 		if _, err := tx.Exec(`RELEASE op`); err != nil {
@@ -479,6 +486,7 @@ func (d *DB) commitBatch(batch []*writeOp) {
 	}
 	d.commits.Add(1)
 	d.audits.Add(uint64(audits))
+	d.signalAudits(audits, officerAudits)
 	if config {
 		d.config.Add(1)
 	}

@@ -48,7 +48,8 @@
 //	keyrack serials rekey BRAND MODEL SERIAL -device-key SHA3-384
 //	keyrack backup -o FILE
 //	keyrack log [-model M] [-serial S] [-csv | -json]
-//	keyrack audit [-after N] [-limit N] [-json] | audit verify [-db PATH]
+//	keyrack audit [-after N] [-limit N] [-json] | audit verify [-db PATH | -file EXPORT] [-since-head FILE]
+//	keyrack audit head | audit export -o FILE | audit-key [-o FILE]
 package main
 
 import (
@@ -140,8 +141,12 @@ appliance:
                          the signing log
   backup -o FILE         a consistent copy of the store, verified before it is kept (not the token's keys)
   audit [-after N] [-limit N]
-  audit verify [-db PATH] walk the audit hash chain and verify the officers' approvals it records
-                         (with -db also those on record in the store); names the first broken one
+  audit verify [-db PATH | -file EXPORT] [-since-head head.json]
+                         walk the audit chain: links, checkpoint signatures, officers' approvals, that it
+                         extends a saved head (with -db also the tables on record); names the first bad event
+  audit head             the latest signed checkpoint (keyrack audit head > head.json)
+  audit export -o FILE   events, checkpoints and audit keys, for audit verify -file
+  audit-key [-o FILE]    the appliance's audit key and its fingerprint
   device register -api-key-file FILE -brand B -model M [-serial S] [-signing-key-file FILE | -model-file FILE]
                          play a device registering as snapd does (for trying it out)
   version
@@ -242,7 +247,9 @@ func runWith(args []string, tty terminal, stdout, stderr io.Writer) int {
 	case "clients":
 		err = c.clients(ctx, rest[1:])
 	case "audit":
-		err = c.audit(ctx, rest[1:])
+		err = c.auditCommand(ctx, rest[1:])
+	case "audit-key":
+		err = c.auditKey(ctx, rest[1:])
 	case "models":
 		err = c.models(ctx, rest[1:])
 	case "log":

@@ -46,6 +46,7 @@ import (
 type env struct {
 	t     testing.TB
 	url   string
+	app   *appliance.Appliance
 	mod   *hsm.Module
 	dir   string
 	files map[string]string // officer -> private key file
@@ -123,6 +124,7 @@ func newEnvWith(t testing.TB, opts envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.app = app
 	if opts.serve {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {

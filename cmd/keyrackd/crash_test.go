@@ -216,6 +216,10 @@ func TestCrashRecovery(t *testing.T) {
 	rows.Close()
 	var importKeys int
 	raw.QueryRow(`SELECT count(*) FROM settings WHERE name LIKE 'import_key_cka_id/%'`).Scan(&importKeys)
+	// The audit key is the appliance's own, recorded as a setting.
+	var auditKeyID string
+	raw.QueryRow(`SELECT lower(value) FROM settings WHERE name LIKE 'audit_key_cka_id/%'`).Scan(&auditKeyID)
+	records[auditKeyID] = true
 	inToken := map[string]bool{}
 	for _, o := range objs {
 		id := hex.EncodeToString(o.ID)

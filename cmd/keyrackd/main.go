@@ -312,6 +312,13 @@ func serve(cfg appliance.Config, devDir string, log *slog.Logger) error {
 		_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
 		stopServing()
 		err = <-errc
+		// A last checkpoint signs what the drained requests wrote, so a
+		// head saved after a clean stop covers every event.
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if _, _, cerr := app.Checkpoint(cctx); cerr != nil {
+			log.Warn("the last audit checkpoint before stopping failed", "err", cerr)
+		}
+		cancel()
 	case err = <-errc:
 	}
 	if err != nil && !errors.Is(err, context.Canceled) {

@@ -11,10 +11,13 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/keyrack/keyrack/appliance"
 	"github.com/keyrack/keyrack/appliance/assertion"
+	"github.com/keyrack/keyrack/appliance/auditverify"
 	"github.com/keyrack/keyrack/appliance/device"
+	"github.com/keyrack/keyrack/appliance/store"
 	"github.com/keyrack/keyrack/hsm/keywrap"
 	"github.com/keyrack/keyrack/softhsm"
 )
@@ -126,5 +129,33 @@ func TestReplicateToSecondToken(t *testing.T) {
 	}
 	if got := s.SignKeyID(); got != brandID {
 		t.Fatalf("B signed with %s, want the brand key %s", got, brandID)
+	}
+
+	// One chain, anchored by both tokens: each appliance has its own audit
+	// key and checkpointed after its officers' actions; the shared store
+	// verifies whole, tables and signing log included.
+	db, err := store.OpenPostgres(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var signers int
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		db.View(context.Background(), func(tx *store.Tx) error {
+			cs, err := tx.Checkpoints(0, 10000)
+			keys := map[string]bool{}
+			for _, c := range cs {
+				keys[c.Key] = true
+			}
+			signers = len(keys)
+			return err
+		})
+		if signers == 2 {
+			break
+		}
+	}
+	r, err := auditverify.VerifyStore(context.Background(), db, nil, nil)
+	if err != nil || len(r.Keys) != 2 || signers != 2 || r.Checkpoints < 2 || r.Signatures == 0 {
+		t.Fatalf("the shared chain: %+v, %d keys signed checkpoints: %v", r, signers, err)
 	}
 }

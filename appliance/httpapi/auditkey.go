@@ -1,0 +1,58 @@
+package httpapi
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/keyrack/keyrack/appliance/wire"
+)
+
+// auditRoutes serves what anchors the audit chain outside the store.
+//
+// The audit key and the latest signed head are for anyone: they carry no
+// secret (a public key, a seq, a hash, a signature; the count of events
+// is no more than keyrack_audit_events_total on /metrics already says),
+// and what makes them worth having is that someone other than the store's
+// administrator records them: a monitoring job or a log server, which
+// should not need an officer's key and a session for it. The checkpoints
+// themselves, like the events, are for officers.
+func (s *Server) auditRoutes(e *echo.Echo) {
+	e.GET("/v1/audit-key", s.getAuditKey)
+	e.GET("/v1/audit/head", s.getAuditHead)
+	e.GET("/v1/audit/checkpoints", s.listCheckpoints, s.requireOfficer)
+}
+
+func (s *Server) getAuditKey(c echo.Context) error {
+	keys, err := s.app.AuditKeys(c.Request().Context())
+	if err != nil {
+		return err
+	}
+	return writeJSON(c, http.StatusOK, wire.AuditKeyAnswer{AuditKey: s.app.AuditKey(), Keys: keys})
+}
+
+func (s *Server) getAuditHead(c echo.Context) error {
+	h, err := s.app.AuditHead(c.Request().Context())
+	if err != nil {
+		return err
+	}
+	c.Response().Header().Set("Cache-Control", "no-store")
+	return writeJSON(c, http.StatusOK, h)
+}
+
+func (s *Server) listCheckpoints(c echo.Context) error {
+	after, err := strconv.ParseInt(defaultString(c.QueryParam("after"), "0"), 10, 64)
+	if err != nil || after < 0 {
+		return badRequest("invalid-argument", "after must be a non-negative event number")
+	}
+	limit, err := strconv.Atoi(defaultString(c.QueryParam("limit"), "100"))
+	if err != nil || limit < 1 || limit > 1000 {
+		return badRequest("invalid-argument", "limit must be 1..1000")
+	}
+	cs, err := s.app.AuditCheckpoints(c.Request().Context(), after, limit)
+	if err != nil {
+		return err
+	}
+	return writeJSON(c, http.StatusOK, wire.CheckpointPage{Checkpoints: cs})
+}
