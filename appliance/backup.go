@@ -34,6 +34,12 @@ func (a *Appliance) Backup(ctx context.Context, officer string, w io.Writer) (Ba
 	if err != nil {
 		return BackupInfo{}, err
 	}
+	// A signed head inside the copy: the checkpoint covers everything up
+	// to the backup's own event, so a restore of the copy can be checked
+	// against it, and a copy altered later no longer matches it.
+	if _, _, err := a.Checkpoint(ctx); err != nil {
+		return BackupInfo{}, err
+	}
 	dir, err := os.MkdirTemp(a.cfg.StateDir, ".backup-")
 	if err != nil {
 		return BackupInfo{}, fmt.Errorf("backup: %w", err)

@@ -53,8 +53,8 @@ done
 
 # The offline verifier of officers' approvals reads the store's types and
 # checks signatures: nothing of the core.
-list=$(deps ./appliance/auditverify | grep -E "^$mod/" | grep -vxE "$mod/appliance/(auditverify|store|officerkey)" || true)
-check "$list" '.' "$mod/appliance/auditverify links" "auditverify links store and officerkey only"
+list=$(deps ./appliance/auditverify | grep -E "^$mod/" | grep -vxE "$mod/appliance/(auditverify|store|officerkey|wire)" || true)
+check "$list" '.' "$mod/appliance/auditverify links" "auditverify links store, officerkey and wire only"
 
 # The officers' CLI: the wire types, never the server, echo or PKCS#11.
 list=$(deps ./cmd/keyrack)

@@ -57,7 +57,7 @@ func (c *cli) auditVerify(ctx context.Context, args []string) error {
 	var headPub []byte
 	if *headFile != "" {
 		var err error
-		if head, headPub, err = readHead(*headFile); err != nil {
+		if head, headPub, err = auditverify.ReadHead(*headFile); err != nil {
 			return err
 		}
 	}
@@ -172,46 +172,6 @@ func eventFromWire(e wire.AuditEvent) (store.AuditEvent, error) {
 		Result: e.Result, Details: string(e.Details), PrevHash: prev, Hash: hash}, nil
 }
 
-func checkpointFromWire(w wire.AuditCheckpoint) (store.Checkpoint, []byte, error) {
-	head, err1 := hex.DecodeString(w.Head)
-	prev, err2 := hex.DecodeString(w.PrevHead)
-	if err1 != nil || err2 != nil {
-		return store.Checkpoint{}, nil, fmt.Errorf("checkpoint of event %d: bad hash encoding", w.Seq)
-	}
-	if len(prev) == 0 {
-		prev = nil
-	}
-	var pub []byte
-	if w.PublicKeyPEM != "" {
-		b, _ := pem.Decode([]byte(w.PublicKeyPEM))
-		if b == nil || b.Type != "PUBLIC KEY" {
-			return store.Checkpoint{}, nil, fmt.Errorf("checkpoint of event %d: unreadable public key", w.Seq)
-		}
-		pub = b.Bytes
-	}
-	return store.Checkpoint{Seq: w.Seq, Head: head, Time: w.Time, Appliance: w.Appliance, PrevSeq: w.PrevSeq, PrevHead: prev,
-		Key: w.Key, Signature: w.Signature, EventSeq: w.EventSeq}, pub, nil
-}
-
-func readHead(path string) (*store.Checkpoint, []byte, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	var w wire.AuditCheckpoint
-	if err := json.Unmarshal(b, &w); err != nil {
-		return nil, nil, fmt.Errorf("%s: not a saved head: %w", path, err)
-	}
-	if w.Seq < 1 || w.EventSeq <= w.Seq || len(w.Signature) == 0 {
-		return nil, nil, fmt.Errorf("%s: not a saved head (no seq, event or signature)", path)
-	}
-	h, pub, err := checkpointFromWire(w)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return &h, pub, nil
-}
-
 // ErrExportIncomplete: an export file ends before its end line.
 var ErrExportIncomplete = errors.New("the export is incomplete")
 
@@ -268,7 +228,7 @@ func verifyExport(path string, head *store.Checkpoint, headPub []byte) (auditver
 				}
 			}
 		case l.Checkpoint != nil:
-			c, _, err := checkpointFromWire(*l.Checkpoint)
+			c, _, err := auditverify.CheckpointFromWire(*l.Checkpoint)
 			if err != nil {
 				return auditverify.Report{}, err
 			}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/keyrack/keyrack/appliance/auditverify"
 	"github.com/keyrack/keyrack/appliance/store"
 )
 
@@ -67,21 +68,23 @@ func (c *cli) backup(ctx context.Context, args []string) error {
 	return nil
 }
 
-// verifyStoreFile checks a store file as audit verify -db does and says
-// what it checked.
+// verifyStoreFile checks a store file as audit verify -db does (chain,
+// checkpoints, approvals, the tables against the chain) and says what it
+// checked.
 func verifyStoreFile(ctx context.Context, path string) (string, error) {
 	db, err := store.OpenSQLiteReadOnly(ctx, path)
 	if err != nil {
 		return "", err
 	}
 	defer db.Close()
-	w := newChainWalk()
-	if err := w.fromStore(ctx, db); err != nil {
+	r, err := auditverify.VerifyStore(ctx, db, nil, nil)
+	if err != nil {
 		var ce *store.ChainError
 		if errors.As(err, &ce) {
 			return "", fmt.Errorf("audit chain broken at event %d: %s", ce.Seq, ce.Reason)
 		}
 		return "", err
 	}
-	return fmt.Sprintf("audit chain OK: %d events, %d approvals verified", w.chain.Count, w.approvals.Verified), nil
+	return fmt.Sprintf("audit chain OK: %d events, %d approvals, %d checkpoints verified (signed up to event %d), %d signing-log rows match",
+		r.Events, r.Approvals, r.Checkpoints, r.LastCheckpoint, r.Signatures), nil
 }

@@ -29,7 +29,7 @@ import (
 // the way someone with the file would, and `keyrack audit verify` must
 // name what is wrong; the untouched store must pass.
 
-func openRaw(t *testing.T, path string) *sql.DB {
+func openRaw(t testing.TB, path string) *sql.DB {
 	t.Helper()
 	db, err := sql.Open("sqlite", "file:"+path)
 	if err != nil {

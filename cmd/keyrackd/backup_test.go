@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/keyrack/keyrack/appliance"
 	"github.com/keyrack/keyrack/appliance/device"
@@ -88,6 +89,28 @@ func TestBackupRestore(t *testing.T) {
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
+	// saveHead saves the appliance's signed head once it covers more than
+	// event after (checkpoints follow officers' actions within moments).
+	saveHead := func(name string, after int64) (string, int64) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			out, err := exec.Command(cli, "-url", "http://"+addr, "audit", "head").Output()
+			var h struct {
+				Seq int64 `json:"seq"`
+			}
+			if err == nil && json.Unmarshal(out, &h) == nil && h.Seq > after {
+				p := filepath.Join(work, name)
+				if err := os.WriteFile(p, out, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return p, h.Seq
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no signed head past event %d: %v %s", after, err, out)
+			}
+		}
+	}
+	headBefore, _ := saveHead("head-before.json", 0)
 	out, err := run(cli, "backup", "-o", backup)
 	if err != nil || !strings.Contains(out, "audit chain OK") {
 		t.Fatalf("keyrack backup: %v\n%s", err, out)
@@ -98,10 +121,16 @@ func TestBackupRestore(t *testing.T) {
 	if out, err := run(cli, "backup", "-o", backup); err == nil || !strings.Contains(out, "exists") {
 		t.Fatalf("a second backup over the first: %v\n%s", err, out)
 	}
-	// Signed after the backup: not in it.
+	_, backupHead := saveHead("head-backup.json", 0)
+	// Signed after the backup: not in it. An officer's action then has a
+	// checkpoint made, and the head saved covers dev-2.
 	if s := registerDemoDevice(t, devDir, addr); s != "dev-2" {
 		t.Fatalf("second serial %s", s)
 	}
+	if out, err := run(cli, "audit", "verify"); err != nil {
+		t.Fatalf("audit verify: %v\n%s", err, out)
+	}
+	headLater, _ := saveHead("head-later.json", backupHead)
 	d.stop(t)
 
 	// A fresh state directory, the same token.
@@ -139,8 +168,15 @@ func TestBackupRestore(t *testing.T) {
 		t.Fatal("a refused restore left a store behind")
 	}
 
-	out, err = run(bin, "-config", cfgPath, "-restore", backup)
-	if err != nil || !strings.Contains(out, "verified") {
+	// The backup is older than a head saved after it: refused.
+	if out, err := run(bin, "-config", cfgPath, "-restore", backup, "-since-head", headLater); err == nil || !strings.Contains(out, "refused") || !strings.Contains(out, "removed since the head was saved") {
+		t.Fatalf("restore of a backup older than the saved head: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(fresh, "keyrack.db")); err == nil {
+		t.Fatal("a refused restore left a store behind")
+	}
+	out, err = run(bin, "-config", cfgPath, "-restore", backup, "-since-head", headBefore)
+	if err != nil || !strings.Contains(out, "verified") || !strings.Contains(out, "extends the saved head") {
 		t.Fatalf("keyrackd -restore: %v\n%s", err, out)
 	}
 	if out, err := run(bin, "-config", cfgPath, "-restore", backup); err == nil || !strings.Contains(out, "already has a store") {

@@ -53,6 +53,7 @@ func run() int {
 	traceFile := flag.String("trace", "", "write a Go execution trace to this file until shutdown (performance work: scheduling latency)")
 	bootstrap := flag.String("bootstrap-officers", "", "enrol the first officers of an appliance that has none, each with the public key they made and optionally their TLS client certificate (NAME=PUBKEYFILE[:CERTFILE],...; keyrack officer keygen), and exit")
 	restore := flag.String("restore", "", "put this backup (keyrack backup) in place as the store of an appliance that has none, after verifying it, and exit")
+	sinceHead := flag.String("since-head", "", "with -restore: a head saved outside the store (keyrack audit head); a backup older than it is refused")
 	flag.Parse()
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 
@@ -103,7 +104,7 @@ func run() int {
 		return 1
 	}
 	if *restore != "" {
-		msg, err := restoreStore(context.Background(), cfg, *restore)
+		msg, err := restoreStore(context.Background(), cfg, *restore, *sinceHead)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "keyrackd: -restore: %v\n", err)
 			return 1

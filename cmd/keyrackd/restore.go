@@ -17,10 +17,10 @@ import (
 var errStateNotEmpty = errors.New("the state directory already has a store: restore only into an empty one (move the old store away first)")
 
 // restoreStore puts a backup (keyrack backup) in place as the store of
-// cfg, which must not have one yet. The backup must verify first: its
-// audit chain link by link and every officer approval it records. The
-// restored store's chain then records the restore itself.
-func restoreStore(ctx context.Context, cfg appliance.Config, file string) (string, error) {
+// cfg, which must not have one yet. The backup must verify first (see
+// verifyBackup). The restored store's chain then records the restore
+// itself.
+func restoreStore(ctx context.Context, cfg appliance.Config, file, headFile string) (string, error) {
 	if cfg.Store.Driver != "sqlite" {
 		return "", fmt.Errorf("the store is %s: restore it with pg_restore, then run keyrack audit verify", cfg.Store.Driver)
 	}
@@ -30,10 +30,19 @@ func restoreStore(ctx context.Context, cfg appliance.Config, file string) (strin
 			return "", fmt.Errorf("%s: %w", p, errStateNotEmpty)
 		}
 	}
-	events, approvals, err := verifyBackup(ctx, file)
+	var head *store.Checkpoint
+	var headPub []byte
+	if headFile != "" {
+		var err error
+		if head, headPub, err = auditverify.ReadHead(headFile); err != nil {
+			return "", err
+		}
+	}
+	r, err := verifyBackup(ctx, file, head, headPub)
 	if err != nil {
 		return "", fmt.Errorf("backup %s refused: %w", file, err)
 	}
+	events, approvals := r.Events, r.Approvals
 	if err := os.MkdirAll(filepath.Dir(target), 0o700); err != nil {
 		return "", err
 	}
@@ -52,34 +61,26 @@ func restoreStore(ctx context.Context, cfg appliance.Config, file string) (strin
 	if err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("restored %s into %s: audit chain of %d events and %d approvals verified", file, target, events, approvals), nil
+	msg := fmt.Sprintf("restored %s into %s: audit chain of %d events, %d approvals and %d checkpoints verified (signed up to event %d)",
+		file, target, events, approvals, r.Checkpoints, r.LastCheckpoint)
+	if head != nil {
+		msg += fmt.Sprintf("; it extends the saved head (event %d)", head.Seq)
+	}
+	return msg, nil
 }
 
-// verifyBackup checks a backup's chain and approvals, read-only.
-func verifyBackup(ctx context.Context, file string) (events int64, approvals int, err error) {
+// verifyBackup checks a backup read-only, as keyrack audit verify -db
+// does: every link, checkpoint signature and approval, the checkpoints,
+// audit keys, signing log and proposals against the chain; with head (a
+// head saved outside the store), that the backup's chain still extends
+// it: an older copy, or one cut short, is refused.
+func verifyBackup(ctx context.Context, file string, head *store.Checkpoint, headPub []byte) (auditverify.Report, error) {
 	db, err := store.OpenSQLiteReadOnly(ctx, file)
 	if err != nil {
-		return 0, 0, err
+		return auditverify.Report{}, err
 	}
 	defer db.Close()
-	chain, appr := store.NewAuditVerifier(), auditverify.New()
-	var after int64
-	for {
-		var batch []store.AuditEvent
-		if err := db.View(ctx, func(tx *store.Tx) (err error) { batch, err = tx.AuditEvents(after, 1000); return err }); err != nil {
-			return chain.Count, appr.Verified, err
-		}
-		if len(batch) == 0 {
-			return chain.Count, appr.Verified, nil
-		}
-		if err := chain.Check(batch); err != nil {
-			return chain.Count, appr.Verified, err
-		}
-		if err := appr.Check(batch); err != nil {
-			return chain.Count, appr.Verified, err
-		}
-		after = batch[len(batch)-1].Seq
-	}
+	return auditverify.VerifyStore(ctx, db, head, headPub)
 }
 
 // copyDurably copies src to dst (mode 0600) through a temporary file that
