@@ -9,12 +9,23 @@
 //  3. end to end: keyrackd (dev mode: SoftHSM, SQLite with fsync before
 //     each answer) and devices simulated over loopback HTTP. Request-ids
 //     and signed serial-requests are made before the timed phase, which
-//     times only POST /v1/serial, at concurrency 1, 4, 8 and 32;
-//  4. the daemon's resident memory at the end.
+//     times only POST /v1/serial, at concurrency 1, 4, 8 and 32, each
+//     from a simulated device key of its own (devkeys.go);
+//  3b. alternating rounds of raw signing and end to end at concurrency 8
+//     (rounds.go), for a ratio a drifting host does not decide;
+//  4. the daemon's resident memory;
+//  5. end to end with the token in its own process behind p11-kit's RPC
+//     server, keyrackd's CPU and the token process's read apart
+//     (remote.go); skipped, with the reason, if that does not work.
 //
-// It prints a table, then one line for concurrency 8:
+// It prints a table, the rounds, then one line for concurrency 8:
 //
-//	serial_per_s=N raw_sign_per_s=N ratio=N p50_ms=N p99_ms=N rss_mib=N
+//	serial_per_s=N raw_sign_per_s=N ratio=N ratio_min=N ratio_max=N p50_ms=N p99_ms=N rss_mib=N
+//	appliance_cpu_ms_per_serial=N appliance_cpu_ratio=N
+//
+// (one line). serial_per_s, p50 and p99 are those of the concurrency-8
+// phase, raw_sign_per_s the first raw phase's at its sessions; ratio is
+// the median of the rounds' ratios, not serial_per_s over raw_sign_per_s.
 package main
 
 import (
@@ -111,12 +122,20 @@ func ms(d time.Duration) string {
 func run() error {
 	keyrackd := flag.String("keyrackd", "bin/keyrackd", "the keyrackd binary to measure")
 	dur := flag.Duration("duration", 5*time.Second, "length of each raw and in-process phase")
-	perWorker := flag.Int("requests-per-worker", 150, "end-to-end requests per concurrent client (at least 200 a level)")
+	perWorker := flag.Int("requests-per-worker", 50, "end-to-end requests per concurrent client (at least 200 a level)")
 	levels := flag.String("concurrency", "1,4,8,32", "end-to-end concurrency levels")
 	profile := flag.String("cpuprofile", "", "have keyrackd write a CPU profile of the end-to-end phase here")
 	traceOut := flag.String("trace", "", "have keyrackd write a Go execution trace of the end-to-end phase here")
 	queue := flag.Int("queue", -1, "set limits.queue (waiting places in all) in the dev configuration (-1: leave the default)")
 	priority := flag.String("signing-priority", appliance.PriorityIdle, "token.signing_priority of the measured daemon: idle (what a SoftHSM appliance on a machine of its own should use) or normal")
+	rounds := flag.Int("rounds", 5, "end-to-end rounds alternating with raw signing rounds, for the ratio (0: the ratio of the first raw phase and the concurrency-8 phase)")
+	roundDur := flag.Duration("round-duration", 3*time.Second, "length of each alternating round")
+	roundConc := flag.Int("round-concurrency", 8, "concurrency of the alternating rounds, raw and end to end")
+	remoteDur := flag.Duration("token-process-duration", 5*time.Second, "length of the end-to-end window with the token in its own process behind p11-kit (0: skip that phase)")
+	remoteProfile := flag.String("token-process-cpuprofile", "", "have keyrackd write a CPU profile of the phase with the token in its own process here")
+	p11Server := flag.String("p11-kit-server", defaultP11KitServer, "p11-kit's RPC server, for the token out of process")
+	p11Client := flag.String("p11-kit-client", defaultP11KitClient, "p11-kit's client module, loaded by keyrackd for the token out of process")
+	primeCache := flag.String("prime-cache", defaultPrimeCache(), "file the simulated devices' primes are kept in from run to run (empty: make them every run)")
 	retryPause = flag.Duration("retry-pause", 50*time.Millisecond, "pause before sending a request again after a 503")
 	flag.Parse()
 
@@ -266,24 +285,16 @@ func run() error {
 	for _, dv := range devs {
 		dv.ModelAssertion = model
 	}
+	kp := &keyPool{brand: appliance.DemoBrand, model: appliance.DemoModel, assertion: model, cache: *primeCache}
 	var e2e1, e2e8 result
 	for _, f := range strings.Split(*levels, ",") {
 		c, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || c < 1 {
 			return fmt.Errorf("bad concurrency %q", f)
 		}
-		n := max(200, c**perWorker)
-		reqs := make([][]byte, n)
-		for i := range reqs {
-			rid, err := cl.RequestID(context.Background())
-			if err != nil {
-				return err
-			}
-			req, err := devs[i%len(devs)].SerialRequest(rid, "", nil)
-			if err != nil {
-				return err
-			}
-			reqs[i] = rawRequest(addr, "/v1/serial", cl.APIKey, asserts.MediaType, devs[i%len(devs)].Stream(req))
+		reqs, err := serialRequests(cl, kp, addr, max(200, c**perWorker))
+		if err != nil {
+			return err
 		}
 		m0, err := daemonMetrics(addr)
 		if err != nil {
@@ -342,10 +353,71 @@ func run() error {
 		}
 	}
 
+	// 3b. Alternating rounds of raw signing (the first raw phase's token
+	// configuration) and end to end at one concurrency, for a ratio that a
+	// drifting host does not decide. Requests are prepared for all rounds
+	// first, so that the rounds follow one another closely.
+	var pairs []roundPair
+	if *rounds > 0 {
+		rate := e2e8.perSecond()
+		if rate == 0 {
+			rate = rawFull.perSecond()
+		}
+		reqs, err := serialRequests(cl, kp, addr, int(rate*roundDur.Seconds()*float64(*rounds)*1.2)+100)
+		if err != nil {
+			return err
+		}
+		pool := requestPool(reqs)
+		if mod, err = hsm.Open(tok.Config()); err != nil {
+			return err
+		}
+		if key, err = mod.FindKeyByLabel(context.Background(), appliance.DemoKey); err != nil {
+			mod.Close()
+			return err
+		}
+		pairs, err = runRounds(*rounds, *roundDur, func(d time.Duration) result {
+			return timed("raw round", *roundConc, d, func() error {
+				_, err := key.SignContext(context.Background(), digest[:], crypto.SHA512)
+				return err
+			})
+		}, func(d time.Duration) result {
+			return replayPool(addr, *roundConc, pool, time.Now().Add(d), serialCheck)
+		})
+		mod.Close()
+		if err != nil {
+			return err
+		}
+	}
+
 	// 4. Memory.
 	rss, err := rssMiB(d.cmd.Process.Pid)
 	if err != nil {
 		return err
+	}
+	if err := d.stop(); err != nil {
+		return fmt.Errorf("keyrackd's shutdown: %w", err)
+	}
+
+	// 5. The token in its own process (remote.go).
+	var remote remoteResult
+	remoteErr := errors.New("not run (-token-process-duration 0)")
+	if *remoteDur > 0 {
+		var prof string
+		if *remoteProfile != "" {
+			if prof, err = filepath.Abs(*remoteProfile); err != nil {
+				return err
+			}
+		}
+		rate := e2e8.perSecond()
+		if rate == 0 {
+			rate = rawFull.perSecond()
+		}
+		remote, remoteErr = remotePhase(remoteConfig{keyrackd: *keyrackd, devDir: devDir, addr: addr, tok: tok,
+			server: *p11Server, client: *p11Client, concurrency: 8, dur: *remoteDur, rate: rate, profile: prof,
+			keys: kp, sessions: sessions})
+		if remoteErr == nil {
+			results = append(results, remote.e2e)
+		}
 	}
 
 	fmt.Printf("\n%-44s %5s %9s %8s %8s %7s %6s %10s %10s %6s %8s %8s %5s\n", "phase", "conc", "ok/s", "p50 ms", "p99 ms", "503s", "other", "daemon ms", "client ms", "token", "sign ms", "commits", "GC/s")
@@ -414,9 +486,43 @@ func run() error {
 			float64(intrinsic.ownCPU.Microseconds())/1000, float64((e2e8.ownCPU+e2e8.clientCPU).Microseconds())/1000,
 			float64(e2e8.ownCPU.Microseconds())/1000, float64(e2e8.clientCPU.Microseconds())/1000)
 	}
+
+	ratio, ratioMin, ratioMax := e2e8.perSecond()/rawFull.perSecond(), "na", "na"
+	if len(pairs) > 0 {
+		var lo, hi float64
+		ratio, lo, hi = ratioStats(pairs)
+		ratioMin, ratioMax = fmt.Sprintf("%.3f", lo), fmt.Sprintf("%.3f", hi)
+		fmt.Printf("\nalternating rounds at concurrency %d (%v each; ratio: end to end over the mean of the raw rounds before and after it):\n", *roundConc, *roundDur)
+		for i, p := range pairs {
+			fmt.Printf("  round %d: raw %.1f/s, end to end %.1f/s (p50 %s, p99 %s ms, %d 503s), raw after %.1f/s, ratio %.3f\n", i+1,
+				p.rawBefore.perSecond(), p.e2e.perSecond(), ms(p.e2e.quantile(.5)), ms(p.e2e.quantile(.99)), p.e2e.busy, p.rawAfter.perSecond(), p.ratio())
+			if p.e2e.other > 0 || p.rawBefore.other > 0 {
+				fmt.Printf("  round %d: %d end-to-end and %d raw failures\n", i+1, p.e2e.other, p.rawBefore.other)
+			}
+			if p.e2e.elapsed < *roundDur/2 {
+				fmt.Printf("  round %d ran out of prepared requests after %v\n", i+1, p.e2e.elapsed.Round(time.Millisecond))
+			}
+		}
+		fmt.Printf("ratio: median %.3f, range %s-%s over %d rounds\n", ratio, ratioMin, ratioMax, len(pairs))
+	}
+
+	appMS, appRatio := "na", "na"
+	if remoteErr != nil {
+		fmt.Printf("\ntoken out of process: skipped: %v\n", remoteErr)
+	} else {
+		r := remote.e2e
+		appMS, appRatio = fmt.Sprintf("%.2f", float64(remote.perSerial().Microseconds())/1000), fmt.Sprintf("%.3f", remote.ratio())
+		fmt.Printf("\ntoken out of process (p11-kit RPC, concurrency 8, %v): %.1f serials/s, p50 %s, p99 %s ms, %d 503s, %d failed;\n"+
+			" signatures %.0f, %s ms each as keyrackd sees them, sessions %.0f%% busy;\n"+
+			" CPU: keyrackd %.2f ms per serial, token process %.2f ms per signature: ratio %s\n",
+			r.elapsed.Round(time.Millisecond), r.perSecond(), ms(r.quantile(.5)), ms(r.quantile(.99)), r.busy, r.other,
+			remote.signs, ms(remote.signTime), 100*remote.tokenBusy,
+			float64(remote.perSerial().Microseconds())/1000, float64(remote.perSignature().Microseconds())/1000, appRatio)
+	}
+
 	fmt.Println()
-	fmt.Printf("serial_per_s=%.1f raw_sign_per_s=%.1f ratio=%.3f p50_ms=%s p99_ms=%s rss_mib=%.1f\n",
-		e2e8.perSecond(), rawFull.perSecond(), e2e8.perSecond()/rawFull.perSecond(), ms(e2e8.quantile(.5)), ms(e2e8.quantile(.99)), rss)
+	fmt.Printf("serial_per_s=%.1f raw_sign_per_s=%.1f ratio=%.3f ratio_min=%s ratio_max=%s p50_ms=%s p99_ms=%s rss_mib=%.1f appliance_cpu_ms_per_serial=%s appliance_cpu_ratio=%s\n",
+		e2e8.perSecond(), rawFull.perSecond(), ratio, ratioMin, ratioMax, ms(e2e8.quantile(.5)), ms(e2e8.quantile(.99)), rss, appMS, appRatio)
 	return nil
 }
 
@@ -459,23 +565,39 @@ func timed(name string, c int, d time.Duration, fn func() error) result {
 // retries; its request-id is unused, since admission refuses before
 // anything is claimed.
 func replay(addr string, c int, reqs [][]byte) result {
-	return replayCheck(addr, c, reqs, func(ctype string, body []byte) error {
-		if ctype != asserts.MediaType || !bytes.HasPrefix(body, []byte("type: serial\n")) {
-			return fmt.Errorf("200 without a serial assertion")
-		}
-		return nil
-	})
+	return replayCheck(addr, c, reqs, serialCheck)
+}
+
+// serialCheck accepts a 200's answer if it is a serial assertion.
+func serialCheck(ctype string, body []byte) error {
+	if ctype != asserts.MediaType || !bytes.HasPrefix(body, []byte("type: serial\n")) {
+		return fmt.Errorf("200 without a serial assertion")
+	}
+	return nil
 }
 
 // replayCheck is replay with check deciding whether a 200's answer is
 // what was asked for.
 func replayCheck(addr string, c int, reqs [][]byte, check func(ctype string, body []byte) error) result {
-	r := result{concurrency: c}
+	return replayPool(addr, c, requestPool(reqs), time.Time{}, check)
+}
+
+// requestPool is a closed channel holding reqs, for replayPool.
+func requestPool(reqs [][]byte) chan []byte {
 	next := make(chan []byte, len(reqs))
 	for _, q := range reqs {
 		next <- q
 	}
 	close(next)
+	return next
+}
+
+// replayPool is replayCheck taking its requests from next until it is
+// empty or, if until is not zero, until then: what a timed round leaves in
+// the pool is the next round's, so rounds of a given length need no
+// exact count of requests prepared for each.
+func replayPool(addr string, c int, next <-chan []byte, until time.Time, check func(ctype string, body []byte) error) result {
+	r := result{concurrency: c}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -485,7 +607,11 @@ func replayCheck(addr string, c int, reqs [][]byte, check func(ctype string, bod
 			defer wg.Done()
 			conn := &rawConn{addr: addr}
 			defer conn.close()
-			for q := range next {
+			for until.IsZero() || time.Now().Before(until) {
+				q, ok := <-next
+				if !ok {
+					break
+				}
 			retry:
 				t := time.Now()
 				status, ctype, body, err := conn.do(q)
@@ -662,39 +788,86 @@ func daemonMetrics(addr string) (map[string]float64, error) {
 	return out, nil
 }
 
-type daemonProc struct{ cmd *exec.Cmd }
+type daemonProc struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed when the process has ended
+	err  error         // of Wait, once done
+	log  string
+}
 
 func startDaemon(bin, devDir, addr string, extra ...string) (*daemonProc, error) {
+	return startDaemonEnv(bin, devDir, addr, nil, 2*time.Minute, extra...)
+}
+
+// startDaemonEnv starts keyrackd with env added to this process's
+// environment and waits up to wait for its health to be ok. A daemon that
+// exits first is reported at once, with the end of its log.
+func startDaemonEnv(bin, devDir, addr string, env []string, wait time.Duration, extra ...string) (*daemonProc, error) {
 	cmd := exec.Command(bin, append([]string{"-dev", devDir, "-listen", addr}, extra...)...)
-	logf, err := os.OpenFile(filepath.Join(filepath.Dir(devDir), "keyrackd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
+	logPath := filepath.Join(filepath.Dir(devDir), "keyrackd.log")
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
 	}
+	defer logf.Close() // the child holds its own descriptor
+	start, _ := logf.Seek(0, io.SeekEnd)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	deadline := time.Now().Add(2 * time.Minute)
+	d := &daemonProc{cmd: cmd, done: make(chan struct{}), log: logPath}
+	go func() { d.err = cmd.Wait(); close(d.done) }()
+	deadline := time.Now().Add(wait)
+	last := ""
 	for time.Now().Before(deadline) {
+		select {
+		case <-d.done:
+			return nil, fmt.Errorf("keyrackd exited (%v) before it was healthy: %s", d.err, logTail(logPath, start))
+		default:
+		}
 		resp, err := http.Get("http://" + addr + "/v1/health")
 		if err == nil {
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				return &daemonProc{cmd}, nil
+				return d, nil
 			}
+			last = fmt.Sprintf("; last health: %d %s", resp.StatusCode, bytes.TrimSpace(b))
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	cmd.Process.Kill()
-	return nil, fmt.Errorf("keyrackd did not become healthy (log in %s)", logf.Name())
+	d.stop()
+	return nil, fmt.Errorf("keyrackd did not become healthy within %v%s: %s", wait, last, logTail(logPath, start))
+}
+
+// logTail is the last lines a log file gained after offset from, for an
+// error message.
+func logTail(path string, from int64) string {
+	b, err := os.ReadFile(path)
+	if err != nil || from > int64(len(b)) {
+		return "(no log: " + path + ")"
+	}
+	lines := strings.Split(strings.TrimSpace(string(b[from:])), "\n")
+	return fmt.Sprintf("log %s ends:\n  %s", path, strings.Join(lines[max(0, len(lines)-5):], "\n  "))
 }
 
 func (d *daemonProc) stop() error {
-	if d.cmd.ProcessState != nil {
+	select {
+	case <-d.done:
 		return nil
+	default:
 	}
 	d.cmd.Process.Signal(syscall.SIGTERM)
-	return d.cmd.Wait()
+	select {
+	case <-d.done:
+	case <-time.After(30 * time.Second):
+		d.cmd.Process.Kill()
+		<-d.done
+	}
+	return d.err
 }
 
 // editConfig applies edit to the dev configuration at path.
@@ -784,9 +957,9 @@ func freeAddr() (string, error) {
 // benchDevices makes n simulated devices with keys of bits. The bench
 // gives them RSA-4096 keys, the size snapd's device manager generates, so
 // that checking a serial-request's signature costs what it costs for a
-// real device. A few keys serve many requests: the appliance assigns each
-// request a new serial, so a key may ask again. The keys are made on
-// every core, before anything is timed.
+// real device. They serve the intrinsic floor's streams, which record no
+// binding of key to serial; keyrackd's requests each need a key of their
+// own (keyPool). The keys are made on every core, before anything is timed.
 func benchDevices(n, bits int) ([]*device.Device, error) {
 	devs := make([]*device.Device, n)
 	errs := make([]error, n)
@@ -808,4 +981,51 @@ func benchDevices(n, bits int) ([]*device.Device, error) {
 		return nil, err
 	}
 	return devs, nil
+}
+
+// serialRequests prepares n complete POST /v1/serial requests, each with
+// a request-id of its own from the daemon at addr and signed by one of
+// devs, on every core: signing RSA-4096 serial-requests is most of the
+// time the bench spends outside its timed phases.
+func serialRequests(cl *device.Client, kp *keyPool, addr string, n int) ([][]byte, error) {
+	devs, err := kp.take(n)
+	if err != nil {
+		return nil, err
+	}
+	reqs := make([][]byte, n)
+	workers := runtime.NumCPU()
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			// Worker w takes every workers-th request, each from a device
+			// of its own (keyPool).
+			for i := w; i < n; i += workers {
+				rid, err := cl.RequestID(context.Background())
+				if err != nil {
+					errs[w] = err
+					return
+				}
+				dv := devs[i]
+				req, err := dv.SerialRequest(rid, "", nil)
+				if err != nil {
+					errs[w] = err
+					return
+				}
+				reqs[i] = rawRequest(addr, "/v1/serial", cl.APIKey, asserts.MediaType, dv.Stream(req))
+			}
+		})
+	}
+	wg.Wait()
+	return reqs, errors.Join(errs...)
+}
+
+// defaultPrimeCache is the devices' prime cache under the user's cache
+// directory, or none without one.
+func defaultPrimeCache() string {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(dir, "keyrack-bench", "device-primes-2048")
 }
