@@ -11,9 +11,9 @@
 //     and signed serial-requests are made before the timed phase, which
 //     times only POST /v1/serial, at concurrency 1, 4, 8 and 32, each
 //     from a simulated device key of its own (devkeys.go);
-//  3b. alternating rounds of raw signing and end to end at concurrency 8
-//     (rounds.go), for a ratio a drifting host does not decide;
-//  4. the daemon's resident memory;
+//  4. alternating rounds of raw signing and end to end at concurrency 8
+//     (rounds.go), for a ratio a drifting host does not decide, and the
+//     daemon's resident memory;
 //  5. end to end with the token in its own process behind p11-kit's RPC
 //     server, keyrackd's CPU and the token process's read apart
 //     (remote.go); skipped, with the reason, if that does not work.
