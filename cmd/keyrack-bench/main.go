@@ -47,6 +47,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -851,7 +852,15 @@ func logTail(path string, from int64) string {
 		return "(no log: " + path + ")"
 	}
 	lines := strings.Split(strings.TrimSpace(string(b[from:])), "\n")
-	return fmt.Sprintf("log %s ends:\n  %s", path, strings.Join(lines[max(0, len(lines)-5):], "\n  "))
+	tail := lines[max(0, len(lines)-5):]
+	// A crash ends with registers: the reason is at its start.
+	for i, l := range lines[:max(0, len(lines)-5)] {
+		if strings.HasPrefix(l, "panic:") || strings.HasPrefix(l, "fatal error:") || strings.HasPrefix(l, "SIG") || strings.Contains(l, `"level":"ERROR"`) {
+			tail = slices.Concat(lines[i:min(i+2, len(lines)-5)], []string{"..."}, tail)
+			break
+		}
+	}
+	return fmt.Sprintf("log %s ends:\n  %s", path, strings.Join(tail, "\n  "))
 }
 
 func (d *daemonProc) stop() error {
