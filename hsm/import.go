@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/miekg/pkcs11"
 )
@@ -43,7 +44,37 @@ func (m *Module) ImportMethod() string {
 	if m.mechs[pkcs11.CKM_RSA_AES_KEY_WRAP] {
 		return "CKM_RSA_AES_KEY_WRAP"
 	}
+	if err := m.canImportLocked(); err != nil {
+		return "none (" + err.Error() + ")"
+	}
 	return fmt.Sprintf("CKM_RSA_PKCS_OAEP(SHA-1)+0x%X", m.cfg.KWPMechanism)
+}
+
+// ErrNoUnwrapMechanism means the token, as this process reaches it, lists
+// neither CKM_RSA_AES_KEY_WRAP nor both mechanisms of the two-call import.
+// p11-kit's RPC (0.24, Debian 12) is one such path: it forwards only the
+// mechanisms whose parameters it knows how to carry, and drops every AES
+// key wrap, so keys can be generated but not imported through it.
+var ErrNoUnwrapMechanism = fmt.Errorf("%w: the token offers no mechanism to unwrap an imported key", ErrUnsupported)
+
+// canImportLocked refuses an import the token's mechanism list already
+// rules out, before anything is made in the token. A token that gave no
+// list (GetMechanismList failed) is tried anyway. Callers hold mu.
+func (m *Module) canImportLocked() error {
+	if len(m.mechs) == 0 || m.mechs[pkcs11.CKM_RSA_AES_KEY_WRAP] {
+		return nil
+	}
+	var missing []string
+	if !m.mechs[pkcs11.CKM_RSA_PKCS_OAEP] {
+		missing = append(missing, "CKM_RSA_PKCS_OAEP")
+	}
+	if !m.mechs[m.cfg.KWPMechanism] {
+		missing = append(missing, fmt.Sprintf("0x%X (token.kwp_mechanism)", m.cfg.KWPMechanism))
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("hsm: %w (not listed: %s)", ErrNoUnwrapMechanism, strings.Join(missing, ", "))
+	}
+	return nil
 }
 
 // ImportWrapped unwraps blob (see package keywrap for its layout) with the
@@ -64,13 +95,19 @@ func (m *Module) ImportWrapped(ctx context.Context, importKey *Key, blob []byte,
 	if spec.MinBits == 0 {
 		spec.MinBits = 4096
 	}
+	m.mu.RLock()
+	err := m.canImportLocked()
+	m.mu.RUnlock()
+	if err != nil {
+		return nil, err
+	}
 	head := importKey.info.Public.Size()
 	if len(blob) < head+24 || (len(blob)-head)%8 != 0 || len(blob) > 64<<10 {
 		return nil, fmt.Errorf("hsm: %w (blob of %d bytes cannot hold an RSA-%d wrapped key)", ErrBadWrappedKey, len(blob), importKey.info.Bits)
 	}
 	var k *Key
 	retire := false
-	err := m.create(ctx, "import key", spec.Label, &spec.ID, &retire, func(sh pkcs11.SessionHandle, gen uint64) error {
+	err = m.create(ctx, "import key", spec.Label, &spec.ID, &retire, func(sh pkcs11.SessionHandle, gen uint64) error {
 		ih, err := importKey.handleFor(sh, gen)
 		if err != nil {
 			return err
