@@ -57,6 +57,15 @@ func (m *Module) ImportMethod() string {
 // key wrap, so keys can be generated but not imported through it.
 var ErrNoUnwrapMechanism = fmt.Errorf("%w: the token offers no mechanism to unwrap an imported key", ErrUnsupported)
 
+// CanImport says whether ImportWrapped can work on this token as far as
+// its mechanism list tells (nil), or why not (ErrNoUnwrapMechanism): the
+// appliance refuses an import proposal before officers approve it.
+func (m *Module) CanImport() error {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.canImportLocked()
+}
+
 // canImportLocked refuses an import the token's mechanism list already
 // rules out, before anything is made in the token. A token that gave no
 // list (GetMechanismList failed) is tried anyway. Callers hold mu.
@@ -95,10 +104,7 @@ func (m *Module) ImportWrapped(ctx context.Context, importKey *Key, blob []byte,
 	if spec.MinBits == 0 {
 		spec.MinBits = 4096
 	}
-	m.mu.RLock()
-	err := m.canImportLocked()
-	m.mu.RUnlock()
-	if err != nil {
+	if err := m.CanImport(); err != nil {
 		return nil, err
 	}
 	head := importKey.info.Public.Size()
@@ -107,7 +113,7 @@ func (m *Module) ImportWrapped(ctx context.Context, importKey *Key, blob []byte,
 	}
 	var k *Key
 	retire := false
-	err = m.create(ctx, "import key", spec.Label, &spec.ID, &retire, func(sh pkcs11.SessionHandle, gen uint64) error {
+	err := m.create(ctx, "import key", spec.Label, &spec.ID, &retire, func(sh pkcs11.SessionHandle, gen uint64) error {
 		ih, err := importKey.handleFor(sh, gen)
 		if err != nil {
 			return err

@@ -3,7 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
@@ -20,7 +24,9 @@ import (
 	"github.com/snapcore/snapd/asserts"
 
 	"github.com/keyrack/keyrack/appliance"
+	"github.com/keyrack/keyrack/appliance/assertion"
 	"github.com/keyrack/keyrack/appliance/device"
+	"github.com/keyrack/keyrack/hsm/keywrap"
 	"github.com/keyrack/keyrack/softhsm"
 )
 
@@ -112,6 +118,42 @@ func TestDevRemoteToken(t *testing.T) {
 	if _, _, err := cl.Register(context.Background(), <-pool, ""); err != nil {
 		t.Fatalf("a serial through the remote token: %v", err)
 	}
+
+	// An import cannot run through this RPC (no AES key wrap crosses it):
+	// the proposal is refused before any officer approves it, and
+	// nothing is recorded as pending.
+	o := demoOfficer(t, devDir, addr)
+	_, ik := o.call("GET", "/v1/import-key", nil)
+	if tm, _ := ik["token_mechanism"].(string); !strings.HasPrefix(tm, "none (") {
+		t.Errorf("import key's token mechanism through the RPC: %q, want none (...)", tm)
+	}
+	block, _ := pem.Decode([]byte(fmt.Sprint(ik["public_key_pem"])))
+	if block == nil {
+		t.Fatalf("import key: %v", ik)
+	}
+	pub, err := x509.ParsePKIXPublicKey(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	brand, err := rsa.GenerateKey(rand.Reader, 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKCS8PrivateKey(brand)
+	blob, err := keywrap.Wrap(pub.(*rsa.PublicKey), der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	brandID, err := assertion.KeyID(&brand.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roles := []map[string]any{{"type": "serial", "models": []string{appliance.DemoModel}}}
+	code, out := o.call("POST", "/v1/keys/import", map[string]any{"name": "imported-remote", "roles": roles, "blob": blob, "sign-key-sha3-384": brandID})
+	if code != http.StatusBadRequest || out["code"] != "unsupported" {
+		t.Fatalf("import proposal through the RPC: %d %v, want 400 unsupported", code, out)
+	}
+	t.Logf("import proposal through the RPC: %d %v", code, out["message"])
 
 	// Load: workers asking for serials until the end, each answer timed.
 	type answer struct {
