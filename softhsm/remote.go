@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -151,12 +152,29 @@ func (s *Server) Start() error {
 	// child process (p11-kit-remote), and "the token process died" means
 	// all of them, as when systemd stops the token's unit.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	// Linux sends the death signal when the *thread* that forked the
+	// child ends, and Go ends a thread whenever a goroutine that locked
+	// it exits (the idle signers do): fork from a locked goroutine that
+	// lives until the server has exited.
+	started := make(chan error, 1)
+	done := make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		if err := cmd.Start(); err != nil {
+			runtime.UnlockOSThread()
+			started <- err
+			return
+		}
+		started <- nil
+		cmd.Wait()
+		logf.Close()
+		close(done)
+		// Exits still locked: the thread goes with it, harmlessly now.
+	}()
+	if err := <-started; err != nil {
 		logf.Close()
 		return fmt.Errorf("softhsm: starting p11-kit-server: %w", err)
 	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); logf.Close(); close(done) }()
 	s.cmd, s.done = cmd, done
 	deadline := time.Now().Add(10 * time.Second)
 	for {
