@@ -4,6 +4,9 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/keyrack/keyrack/appliance/wire.Version=$(VERSION)
 DEVDIR  ?= var/dev
 LISTEN  ?= 127.0.0.1:8080
+# Where the dev token runs: inprocess (SoftHSM loaded by keyrackd) or remote
+# (p11-kit-server in its own process, keyrackd loads p11-kit-client.so).
+TOKEN   ?= inprocess
 
 .PHONY: all build run test bench lint deps clean install
 PREFIX  ?= /usr
@@ -19,9 +22,10 @@ build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/keyrack ./cmd/keyrack
 
 # Development appliance: dev SoftHSM token, config and demo data under
-# $(DEVDIR), made on first start and reused afterwards.
+# $(DEVDIR), made on first start and reused afterwards. TOKEN=remote serves
+# the same token from its own process (socket in $(DEVDIR)/p11-kit).
 run: deps build
-	./bin/keyrackd -dev $(DEVDIR) -listen $(LISTEN)
+	./bin/keyrackd -dev $(DEVDIR) -dev-token $(TOKEN) -listen $(LISTEN)
 
 # Every test, against real SoftHSM tokens made fresh in temp dirs; then
 # snapd's own device manager registering devices against a dev keyrackd
@@ -62,6 +66,10 @@ install: build
 	install -D -m 0644 systemd/keyrackd.json.example $(DESTDIR)/etc/keyrack/keyrackd.json.example
 	install -D -m 0644 systemd/keyrackd.service.d/hsm-devices.conf.example $(DESTDIR)$(PREFIX)/share/doc/keyrack/hsm-devices.conf.example
 	install -D -m 0644 systemd/keyrackd.service.d/softhsm.conf.example $(DESTDIR)$(PREFIX)/share/doc/keyrack/softhsm.conf.example
+	install -D -m 0644 systemd/keyrackd.service.d/remote-token.conf.example $(DESTDIR)$(PREFIX)/share/doc/keyrack/remote-token.conf.example
+	install -D -m 0644 systemd/keyrack-token.service $(DESTDIR)$(PREFIX)/share/doc/keyrack/keyrack-token.service
+	install -D -m 0644 systemd/keyrack-token.sysusers $(DESTDIR)$(PREFIX)/share/doc/keyrack/keyrack-token.sysusers
+	install -D -m 0644 systemd/keyrack-token.tmpfiles $(DESTDIR)$(PREFIX)/share/doc/keyrack/keyrack-token.tmpfiles
 	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/keyrack/README.md
 
 clean:

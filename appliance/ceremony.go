@@ -306,6 +306,13 @@ func (a *Appliance) precheck(tx *store.Tx, proposer, kind string, raw []byte) er
 		} else if !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
+		// A token that cannot unwrap (one reached through p11-kit's
+		// RPC) would fail the import only once the quorum approved it.
+		if kind == KindKeyImport {
+			if err := a.mod.CanImport(); err != nil {
+				return err
+			}
+		}
 	case KindKeyDisable, KindKeyEnable, KindKeyDestroy:
 		var p namePayload
 		if err := json.Unmarshal(raw, &p); err != nil {

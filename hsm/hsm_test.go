@@ -25,6 +25,8 @@ import (
 var (
 	tok *softhsm.Token
 	mod *hsm.Module
+	// remoteTok is served by p11-kit-server in TestRemoteToken.
+	remoteTok *softhsm.Token
 )
 
 // The main goroutine keeps the main thread, so TestMain runs there (see
@@ -66,6 +68,19 @@ func TestIdleSignerLeavesMainThread(t *testing.T) {
 func run(m *testing.M) int {
 	var cleanup func()
 	var err error
+	// The token TestRemoteToken serves from another process is made first:
+	// initializing it loads libsofthsm2.so, which cannot happen here once
+	// mod owns the library.
+	remoteDir, err := os.MkdirTemp("", "keyrack-hsm-remote-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(remoteDir)
+	if remoteTok, err = softhsm.Create(remoteDir, "hsm-remote"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	tok, mod, cleanup, err = softhsm.OpenTemp("hsm-test", func(c *hsm.Config) {
 		c.Sessions = 2
 		c.RetryInterval = 200 * time.Millisecond

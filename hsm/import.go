@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/miekg/pkcs11"
 )
@@ -43,7 +44,46 @@ func (m *Module) ImportMethod() string {
 	if m.mechs[pkcs11.CKM_RSA_AES_KEY_WRAP] {
 		return "CKM_RSA_AES_KEY_WRAP"
 	}
+	if err := m.canImportLocked(); err != nil {
+		return "none (" + err.Error() + ")"
+	}
 	return fmt.Sprintf("CKM_RSA_PKCS_OAEP(SHA-1)+0x%X", m.cfg.KWPMechanism)
+}
+
+// ErrNoUnwrapMechanism means the token, as this process reaches it, lists
+// neither CKM_RSA_AES_KEY_WRAP nor both mechanisms of the two-call import.
+// p11-kit's RPC (0.24, Debian 12) is one such path: it forwards only the
+// mechanisms whose parameters it knows how to carry, and drops every AES
+// key wrap, so keys can be generated but not imported through it.
+var ErrNoUnwrapMechanism = fmt.Errorf("%w: the token offers no mechanism to unwrap an imported key", ErrUnsupported)
+
+// CanImport says whether ImportWrapped can work on this token as far as
+// its mechanism list tells (nil), or why not (ErrNoUnwrapMechanism): the
+// appliance refuses an import proposal before officers approve it.
+func (m *Module) CanImport() error {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.canImportLocked()
+}
+
+// canImportLocked refuses an import the token's mechanism list already
+// rules out, before anything is made in the token. A token that gave no
+// list (GetMechanismList failed) is tried anyway. Callers hold mu.
+func (m *Module) canImportLocked() error {
+	if len(m.mechs) == 0 || m.mechs[pkcs11.CKM_RSA_AES_KEY_WRAP] {
+		return nil
+	}
+	var missing []string
+	if !m.mechs[pkcs11.CKM_RSA_PKCS_OAEP] {
+		missing = append(missing, "CKM_RSA_PKCS_OAEP")
+	}
+	if !m.mechs[m.cfg.KWPMechanism] {
+		missing = append(missing, fmt.Sprintf("0x%X (token.kwp_mechanism)", m.cfg.KWPMechanism))
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("hsm: %w (not listed: %s)", ErrNoUnwrapMechanism, strings.Join(missing, ", "))
+	}
+	return nil
 }
 
 // ImportWrapped unwraps blob (see package keywrap for its layout) with the
@@ -63,6 +103,9 @@ func (m *Module) ImportWrapped(ctx context.Context, importKey *Key, blob []byte,
 	}
 	if spec.MinBits == 0 {
 		spec.MinBits = 4096
+	}
+	if err := m.CanImport(); err != nil {
+		return nil, err
 	}
 	head := importKey.info.Public.Size()
 	if len(blob) < head+24 || (len(blob)-head)%8 != 0 || len(blob) > 64<<10 {

@@ -305,7 +305,11 @@ func (m *Module) recover(seen uint64, cause error) error {
 	err := m.connectLocked()
 	if err != nil && !errors.Is(err, ErrPINIncorrect) && !errors.Is(err, ErrPINSource) {
 		// The library itself may have been finalized or lost the
-		// token: start it over.
+		// token: start it over. A token served over an RPC needs this
+		// too: p11-kit-client.so keeps answering CKR_DEVICE_ERROR to
+		// every call, C_GetSlotList included, after its server died,
+		// and connects again only in a fresh C_Initialize (measured,
+		// TestRemoteToken).
 		_ = m.p.Finalize()
 		if ierr := m.p.Initialize(); ierr != nil {
 			err = wrapCKR("initialize", ierr)

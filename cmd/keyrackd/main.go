@@ -48,6 +48,8 @@ func run() int {
 	configPath := flag.String("config", "", "configuration file (JSON)")
 	devDir := flag.String("dev", "", "development mode: keep a dev SoftHSM token, config and demo data in this directory")
 	listen := flag.String("listen", "", "with -dev on first start: the API address (default 127.0.0.1:8080)")
+	devToken := flag.String("dev-token", devTokenInProcess, "with -dev: where the dev token runs: "+devTokenInProcess+" (SoftHSM loaded by keyrackd) or "+devTokenRemote+" (p11-kit-server in its own process; keyrackd loads p11-kit-client.so)")
+	devMakeToken := flag.String("dev-make-token", "", "internal (-dev-token remote): make the dev token in this directory and exit")
 	version := flag.Bool("version", false, "print the version and exit")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile to this file until shutdown (performance work)")
 	traceFile := flag.String("trace", "", "write a Go execution trace to this file until shutdown (performance work: scheduling latency)")
@@ -85,23 +87,37 @@ func run() int {
 		}
 		defer trace.Stop()
 	}
+	if *devMakeToken != "" {
+		if err := makeDevToken(*devMakeToken); err != nil {
+			fmt.Fprintf(os.Stderr, "keyrackd: -dev-make-token: %v\n", err)
+			return 1
+		}
+		return 0
+	}
 	if (*configPath == "") == (*devDir == "") {
 		fmt.Fprintln(os.Stderr, "keyrackd: give exactly one of -config FILE or -dev DIR")
 		flag.Usage()
 		return 2
 	}
+	var dev devSetup
 	if *devDir != "" {
-		p, err := prepareDev(*devDir, *listen, log)
-		if err != nil {
+		var err error
+		if dev, err = prepareDev(*devDir, *listen, *devToken, log); err != nil {
 			log.Error("preparing the development appliance", "err", err)
 			return 1
 		}
-		*configPath = p
+		if dev.stop != nil {
+			defer dev.stop()
+		}
+		*configPath = dev.config
 	}
 	cfg, err := appliance.LoadConfig(*configPath)
 	if err != nil {
 		log.Error("loading configuration", "err", err)
 		return 1
+	}
+	if dev.module != "" {
+		cfg.Token.Module = dev.module
 	}
 	if *restore != "" {
 		msg, err := restoreStore(context.Background(), cfg, *restore, *sinceHead)

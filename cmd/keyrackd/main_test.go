@@ -233,6 +233,12 @@ func freeAddr(t *testing.T) string {
 
 func startDaemon(t *testing.T, bin, devDir, addr string, env ...string) *daemonProc {
 	t.Helper()
+	return startDaemonArgs(t, bin, devDir, addr, nil, env...)
+}
+
+// startDaemonArgs is startDaemon with more flags for keyrackd.
+func startDaemonArgs(t *testing.T, bin, devDir, addr string, args []string, env ...string) *daemonProc {
+	t.Helper()
 	sock := filepath.Join(t.TempDir(), "notify.sock")
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
 	if err != nil {
@@ -243,7 +249,7 @@ func startDaemon(t *testing.T, bin, devDir, addr string, env ...string) *daemonP
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "-dev", devDir, "-listen", addr)
+	cmd := exec.Command(bin, append([]string{"-dev", devDir, "-listen", addr}, args...)...)
 	cmd.Env = append(append(os.Environ(), "NOTIFY_SOCKET="+sock), env...)
 	cmd.Stdout, cmd.Stderr = lf, lf
 	if err := cmd.Start(); err != nil {
