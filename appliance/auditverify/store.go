@@ -23,6 +23,24 @@ func VerifyStore(ctx context.Context, db *store.DB, head *store.Checkpoint, head
 		v.SetHead(*head, headPub)
 	}
 	var afterEvent, afterRow, afterCkpt int64
+	// feedLog gives the verifier the signing-log rows after afterRow up to
+	// upto, a batch at a time.
+	feedLog := func(upto int64) error {
+		for afterRow < upto {
+			rows, err := logRows(ctx, db, afterRow, upto)
+			if err != nil {
+				return err
+			}
+			if len(rows) == 0 {
+				return nil
+			}
+			if err := v.LogRows(rows); err != nil {
+				return err
+			}
+			afterRow = rows[len(rows)-1].ID
+		}
+		return nil
+	}
 	for {
 		var evs []store.AuditEvent
 		if err := db.View(ctx, func(tx *store.Tx) error {
@@ -65,18 +83,8 @@ func VerifyStore(ctx context.Context, db *store.DB, head *store.Checkpoint, head
 				break
 			}
 		}
-		for afterRow < v.maxLogID() {
-			rows, err := logRows(ctx, db, afterRow, v.maxLogID())
-			if err != nil {
-				return Report{}, err
-			}
-			if len(rows) == 0 {
-				break
-			}
-			if err := v.LogRows(rows); err != nil {
-				return Report{}, err
-			}
-			afterRow = rows[len(rows)-1].ID
+		if err := feedLog(v.maxLogID()); err != nil {
+			return Report{}, err
 		}
 	}
 	// What the tables hold beyond the chain's end.
@@ -93,18 +101,9 @@ func VerifyStore(ctx context.Context, db *store.DB, head *store.Checkpoint, head
 			"missing: the checkpoints table holds a checkpoint (of event %d) recorded by this event, past the chain's end at event %d (events removed, or a forged row)",
 			extra[0].Seq, v.LastSeq())}
 	}
-	for {
-		rows, err := logRows(ctx, db, afterRow, 1<<62)
-		if err != nil {
-			return Report{}, err
-		}
-		if len(rows) == 0 {
-			break
-		}
-		if err := v.LogRows(rows); err != nil {
-			return Report{}, err
-		}
-		afterRow = rows[len(rows)-1].ID
+	// The rows past every event: each is a row without its event.
+	if err := feedLog(1 << 62); err != nil {
+		return Report{}, err
 	}
 	var keys []store.AuditKey
 	var props []store.Proposal
