@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"net/http"
-	"strconv"
 
 	"github.com/labstack/echo/v4"
 
@@ -42,13 +41,9 @@ func (s *Server) getAuditHead(c echo.Context) error {
 }
 
 func (s *Server) listCheckpoints(c echo.Context) error {
-	after, err := strconv.ParseInt(defaultString(c.QueryParam("after"), "0"), 10, 64)
-	if err != nil || after < 0 {
-		return badRequest("invalid-argument", "after must be a non-negative event number")
-	}
-	limit, err := strconv.Atoi(defaultString(c.QueryParam("limit"), "100"))
-	if err != nil || limit < 1 || limit > 1000 {
-		return badRequest("invalid-argument", "limit must be 1..1000")
+	after, limit, err := auditPageParams(c)
+	if err != nil {
+		return err
 	}
 	cs, err := s.app.AuditCheckpoints(c.Request().Context(), after, limit)
 	if err != nil {

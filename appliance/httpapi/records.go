@@ -157,14 +157,24 @@ func logQuery(c echo.Context, paged bool) (appliance.LogQuery, error) {
 	return f, nil
 }
 
-func (s *Server) listAudit(c echo.Context) error {
-	after, err := strconv.ParseInt(defaultString(c.QueryParam("after"), "0"), 10, 64)
+// auditPageParams reads the after (an event number) and limit of a page
+// of the audit chain or its checkpoints.
+func auditPageParams(c echo.Context) (after int64, limit int, err error) {
+	after, err = strconv.ParseInt(defaultString(c.QueryParam("after"), "0"), 10, 64)
 	if err != nil || after < 0 {
-		return badRequest("invalid-argument", "after must be a non-negative event number")
+		return 0, 0, badRequest("invalid-argument", "after must be a non-negative event number")
 	}
-	limit, err := strconv.Atoi(defaultString(c.QueryParam("limit"), "100"))
+	limit, err = strconv.Atoi(defaultString(c.QueryParam("limit"), "100"))
 	if err != nil || limit < 1 || limit > 1000 {
-		return badRequest("invalid-argument", "limit must be 1..1000")
+		return 0, 0, badRequest("invalid-argument", "limit must be 1..1000")
+	}
+	return after, limit, nil
+}
+
+func (s *Server) listAudit(c echo.Context) error {
+	after, limit, err := auditPageParams(c)
+	if err != nil {
+		return err
 	}
 	page, err := s.app.AuditPage(c.Request().Context(), after, limit)
 	if err != nil {
