@@ -45,6 +45,9 @@ type remoteConfig struct {
 	profile  string // keyrackd's -cpuprofile, if not empty
 	keys     *keyPool
 	sessions int // the token sessions keyrackd opens
+	// windows is how many windows of dur the requests are prepared for
+	// (0 counts as 1).
+	windows int
 }
 
 type remoteResult struct {
@@ -87,10 +90,54 @@ func (r remoteResult) ratio() float64 {
 // remotePhase runs the phase. An error is the reason it was skipped: the
 // bench reports it and goes on.
 func remotePhase(rc remoteConfig) (remoteResult, error) {
-	var out remoteResult
+	rt, err := startRemote(rc)
+	if err != nil {
+		return remoteResult{}, err
+	}
+	defer rt.close()
+	out, err := rt.window(rc.dur)
+	if err != nil {
+		return out, err
+	}
+	if err := rt.d.stop(); err != nil && rc.profile != "" {
+		return out, fmt.Errorf("keyrackd's shutdown (its CPU profile may be incomplete): %w", err)
+	}
+	return out, nil
+}
+
+// remoteToken is one keyrackd on the token out of process, warmed up and
+// with requests prepared for its windows.
+type remoteToken struct {
+	rc        remoteConfig
+	d         *daemonProc
+	tokenRoot int // p11-kit-server's pid
+	pool      chan []byte
+	undo      []func() // run last first by close
+}
+
+// close stops keyrackd and the token process and restores the dev
+// configuration.
+func (rt *remoteToken) close() {
+	for i := len(rt.undo) - 1; i >= 0; i-- {
+		rt.undo[i]()
+	}
+	rt.undo = nil
+}
+
+// startRemote starts p11-kit-server on the dev token and keyrackd on its
+// client module, prepares requests for rc.windows windows of rc.dur (at
+// least one) and warms up. The comparison keeps two of these up at once,
+// one per dev dir (each dir's token socket and logs sit beside it).
+func startRemote(rc remoteConfig) (_ *remoteToken, err error) {
+	rt := &remoteToken{rc: rc}
+	defer func() {
+		if err != nil {
+			rt.close()
+		}
+	}()
 	for _, f := range []string{rc.server, rc.client} {
 		if _, err := os.Stat(f); err != nil {
-			return out, fmt.Errorf("p11-kit is not installed (apt-get install p11-kit p11-kit-modules): %w", err)
+			return nil, fmt.Errorf("p11-kit is not installed (apt-get install p11-kit p11-kit-modules): %w", err)
 		}
 	}
 	work := filepath.Dir(rc.devDir)
@@ -99,18 +146,18 @@ func remotePhase(rc remoteConfig) (remoteResult, error) {
 	srvLog := filepath.Join(work, "p11-kit-server.log")
 	logf, err := os.Create(srvLog)
 	if err != nil {
-		return out, err
+		return nil, err
 	}
-	defer logf.Close()
+	defer logf.Close() // the child holds its own descriptor
 	srv := exec.Command(rc.server, "--provider", rc.tok.Module, "-n", sock, "-f", "pkcs11:token="+rc.tok.Label)
 	srv.Env = append(os.Environ(), rc.tok.Env()...)
 	srv.Stdout, srv.Stderr = logf, logf
 	if err := srv.Start(); err != nil {
-		return out, fmt.Errorf("starting %s: %w", rc.server, err)
+		return nil, fmt.Errorf("starting %s: %w", rc.server, err)
 	}
 	srvDone := make(chan error, 1)
 	go func() { srvDone <- srv.Wait() }()
-	defer func() {
+	rt.undo = append(rt.undo, func() {
 		srv.Process.Signal(os.Interrupt)
 		select {
 		case <-srvDone:
@@ -118,22 +165,23 @@ func remotePhase(rc remoteConfig) (remoteResult, error) {
 			srv.Process.Kill()
 			<-srvDone
 		}
-	}()
+	})
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		if _, err := os.Stat(sock); err == nil {
 			break
 		}
 		select {
 		case err := <-srvDone:
-			srvDone <- err // for the deferred stop
-			return out, fmt.Errorf("p11-kit-server exited (%v): %s", err, logTail(srvLog, 0))
+			srvDone <- err // for the stop in close
+			return nil, fmt.Errorf("p11-kit-server exited (%v): %s", err, logTail(srvLog, 0))
 		default:
 		}
 		if time.Now().After(deadline) {
-			return out, fmt.Errorf("p11-kit-server made no socket %s in 10 s: %s", sock, logTail(srvLog, 0))
+			return nil, fmt.Errorf("p11-kit-server made no socket %s in 10 s: %s", sock, logTail(srvLog, 0))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	rt.tokenRoot = srv.Process.Pid
 
 	cfgPath := filepath.Join(rc.devDir, "keyrackd.json")
 	var saved appliance.TokenConfig
@@ -146,45 +194,53 @@ func remotePhase(rc remoteConfig) (remoteResult, error) {
 		// would wait behind the token process itself.
 		cfg.Token.SigningPriority = appliance.PriorityNormal
 	}); err != nil {
-		return out, err
+		return nil, err
 	}
-	defer editConfig(cfgPath, func(cfg *appliance.Config) { cfg.Token = saved })
+	rt.undo = append(rt.undo, func() { editConfig(cfgPath, func(cfg *appliance.Config) { cfg.Token = saved }) })
 	var extra []string
 	if rc.profile != "" {
 		extra = []string{"-cpuprofile", rc.profile}
 	}
 	d, err := startDaemonEnv(rc.keyrackd, rc.devDir, rc.addr, []string{"P11_KIT_SERVER_ADDRESS=unix:path=" + sock}, 30*time.Second, extra...)
 	if err != nil {
-		return out, fmt.Errorf("keyrackd with %s: %w", rc.client, err)
+		return nil, fmt.Errorf("keyrackd with %s: %w", rc.client, err)
 	}
-	defer d.stop()
+	rt.d = d
+	rt.undo = append(rt.undo, func() { d.stop() })
 
 	apiKey, err := os.ReadFile(filepath.Join(rc.devDir, "api-key"))
 	if err != nil {
-		return out, err
+		return nil, err
 	}
 	cl := &device.Client{URL: "http://" + rc.addr + "/v1/", APIKey: strings.TrimSpace(string(apiKey))}
 	// A short warm-up first: the token process's connection, sessions and
 	// login, and each key's first self-check, are not what is measured.
 	const warm = 50
-	n := warm + int(rc.rate*rc.dur.Seconds()*1.2) + 100
+	n := warm + int(rc.rate*rc.dur.Seconds()*float64(max(1, rc.windows))*1.2) + 100
 	reqs, err := serialRequests(cl, rc.keys, rc.addr, n)
 	if err != nil {
-		return out, fmt.Errorf("request-ids from keyrackd: %w", err)
+		return nil, fmt.Errorf("request-ids from keyrackd: %w", err)
 	}
 	if w := replayPool(rc.addr, rc.concurrency, requestPool(reqs[:warm]), time.Time{}, serialCheck); w.ok == 0 {
-		return out, fmt.Errorf("no serial issued through %s (%d failed): %s", rc.client, w.other, logTail(d.log, 0))
+		return nil, fmt.Errorf("no serial issued through %s (%d failed): %s", rc.client, w.other, logTail(d.log, 0))
 	}
-	pool := requestPool(reqs[warm:])
+	rt.pool = requestPool(reqs[warm:])
+	return rt, nil
+}
 
-	tokenRoot := srv.Process.Pid
+// window measures one end-to-end window of dur, with keyrackd's CPU and
+// the token processes' read apart. What it leaves in the pool of prepared
+// requests is the next window's.
+func (rt *remoteToken) window(dur time.Duration) (remoteResult, error) {
+	var out remoteResult
+	rc, d := rt.rc, rt.d
 	m0, err := daemonMetrics(rc.addr)
 	if err != nil {
 		return out, err
 	}
-	d0, t0 := cpuTime(d.cmd.Process.Pid), treeCPU(tokenRoot)
-	r := replayPool(rc.addr, rc.concurrency, pool, time.Now().Add(rc.dur), serialCheck)
-	out.daemonCPU, out.tokenCPU = cpuTime(d.cmd.Process.Pid)-d0, treeCPU(tokenRoot)-t0
+	d0, t0 := cpuTime(d.cmd.Process.Pid), treeCPU(rt.tokenRoot)
+	r := replayPool(rc.addr, rc.concurrency, rt.pool, time.Now().Add(dur), serialCheck)
+	out.daemonCPU, out.tokenCPU = cpuTime(d.cmd.Process.Pid)-d0, treeCPU(rt.tokenRoot)-t0
 	m1, err := daemonMetrics(rc.addr)
 	if err != nil {
 		return out, err
@@ -202,9 +258,6 @@ func remotePhase(rc remoteConfig) (remoteResult, error) {
 		return out, fmt.Errorf("no serial issued in the window (%d failed, %d 503s)", r.other, r.busy)
 	}
 	out.tokenBusy = sum / (r.elapsed.Seconds() * float64(max(1, rc.sessions)))
-	if err := d.stop(); err != nil && rc.profile != "" {
-		return out, fmt.Errorf("keyrackd's shutdown (its CPU profile may be incomplete): %w", err)
-	}
 	return out, nil
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 )
@@ -50,13 +51,20 @@ func pairRounds(raw, e2e []result) ([]roundPair, error) {
 // ratioStats is the median, least and greatest of the pairs' ratios. An
 // even number of pairs gives the mean of the middle two.
 func ratioStats(pairs []roundPair) (median, lo, hi float64) {
-	if len(pairs) == 0 {
-		return 0, 0, 0
-	}
 	rs := make([]float64, len(pairs))
 	for i, p := range pairs {
 		rs[i] = p.ratio()
 	}
+	return medianRange(rs)
+}
+
+// medianRange is the median, least and greatest of xs (zeros if empty);
+// an even count gives the mean of the middle two.
+func medianRange(xs []float64) (median, lo, hi float64) {
+	if len(xs) == 0 {
+		return 0, 0, 0
+	}
+	rs := slices.Clone(xs)
 	sort.Float64s(rs)
 	n := len(rs)
 	median = rs[n/2]
@@ -70,11 +78,47 @@ func ratioStats(pairs []roundPair) (median, lo, hi float64) {
 // about d: raw(d) runs the raw signatures for d, e2e(d) the end-to-end
 // serials.
 func runRounds(n int, d time.Duration, raw, e2e func(time.Duration) result) ([]roundPair, error) {
-	var raws, e2es []result
-	raws = append(raws, raw(d))
-	for range n {
-		e2es = append(e2es, e2e(d))
+	sets, err := runRoundSets(n, d, raw, e2e)
+	if err != nil {
+		return nil, err
+	}
+	return sets[0], nil
+}
+
+// runRoundSets is runRounds for several end-to-end measurements (two
+// daemons, in the comparison): between raw rounds, each of e2e runs once,
+// in roundOrder's order, so that none of them is always the one right
+// after raw:
+//
+//	raw0 A0 B0 raw1 B1 A1 raw2 A2 B2 raw3 ...
+//
+// sets[k] pairs e2e[k]'s rounds with the raw rounds around them.
+func runRoundSets(n int, d time.Duration, raw func(time.Duration) result, e2e ...func(time.Duration) result) ([][]roundPair, error) {
+	raws := []result{raw(d)}
+	e2es := make([][]result, len(e2e))
+	for i := range n {
+		for _, k := range roundOrder(i, len(e2e)) {
+			e2es[k] = append(e2es[k], e2e[k](d))
+		}
 		raws = append(raws, raw(d))
 	}
-	return pairRounds(raws, e2es)
+	sets := make([][]roundPair, len(e2e))
+	for k := range e2e {
+		var err error
+		if sets[k], err = pairRounds(raws, e2es[k]); err != nil {
+			return nil, err
+		}
+	}
+	return sets, nil
+}
+
+// roundOrder is the order in which k measurements run in round i: turned
+// by one place each round, so that over k rounds each comes first (right
+// after the raw round) once, and a drift within a round favours none.
+func roundOrder(i, k int) []int {
+	out := make([]int, k)
+	for j := range out {
+		out[j] = (i + j) % k
+	}
+	return out
 }
