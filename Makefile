@@ -1,14 +1,17 @@
 # keyrack. `make run` starts a dev appliance, `make test` runs every test.
 GO      ?= go
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -X github.com/keyrack/keyrack/appliance/wire.Version=$(VERSION)
+# The link flags of a build of version $(1): bench-compare builds an older
+# revision with the same ones.
+ldflags = -X github.com/keyrack/keyrack/appliance/wire.Version=$(1)
+LDFLAGS := $(call ldflags,$(VERSION))
 DEVDIR  ?= var/dev
 LISTEN  ?= 127.0.0.1:8080
 # Where the dev token runs: inprocess (SoftHSM loaded by keyrackd) or remote
 # (p11-kit-server in its own process, keyrackd loads p11-kit-client.so).
 TOKEN   ?= inprocess
 
-.PHONY: all build run test bench lint deps clean install
+.PHONY: all build run test bench bench-compare lint deps clean install
 PREFIX  ?= /usr
 DESTDIR ?=
 
@@ -45,6 +48,24 @@ bench: deps build
 	$(GO) test -run '^$$' -bench BenchmarkExportSigningLog -benchtime 1x ./cmd/keyrack/
 	$(GO) test -run '^$$' -bench . -benchtime 3s -cpu 1,2,4 ./hsm/
 	$(GO) test -run '^$$' -bench . -benchtime 3s -cpu 2 ./appliance/assertion/
+
+# Two keyrackd builds measured in turn on this host (cmd/keyrack-bench
+# -compare, compare.go): the current tree's as bin/keyrackd (after) and
+# revision BEFORE's as bin/keyrackd-before, exported with git archive (no
+# worktree left behind) and built the same way, with its own version.
+# Prints each round (raw, before, after, in turns), the token-out-of-process
+# windows, and a last line "compare ... after_over_before=N ...
+# cpu_after_over_before=N". COMPARE_FLAGS go to the bench (-rounds 9 ...).
+BEFORE ?= HEAD~1
+COMPARE_FLAGS ?=
+bench-compare: deps build
+	$(GO) build -o bin/keyrack-bench ./cmd/keyrack-bench
+	@set -e; rev=$$(git rev-parse --verify '$(BEFORE)^{commit}'); \
+	ver=$$(git describe --always $$rev); tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	echo "building keyrackd at $(BEFORE) ($$ver) as bin/keyrackd-before"; \
+	git archive $$rev | tar -x -C "$$tmp"; \
+	cd "$$tmp" && $(GO) build -ldflags "$(call ldflags,$$ver)" -o $(CURDIR)/bin/keyrackd-before ./cmd/keyrackd
+	./bin/keyrack-bench -keyrackd bin/keyrackd -compare bin/keyrackd-before $(COMPARE_FLAGS)
 
 # gofmt, go vet, and the package arrows of the README's Layout section.
 lint:

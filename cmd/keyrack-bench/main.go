@@ -26,6 +26,11 @@
 // (one line). serial_per_s, p50 and p99 are those of the concurrency-8
 // phase, raw_sign_per_s the first raw phase's at its sessions; ratio is
 // the median of the rounds' ratios, not serial_per_s over raw_sign_per_s.
+//
+// With -compare BEFORE it instead compares two keyrackd binaries, BEFORE
+// and -keyrackd (after), measured in turn in alternating rounds and with
+// the token out of process, and ends with one "compare ..." line
+// (compare.go).
 package main
 
 import (
@@ -138,6 +143,8 @@ func run() error {
 	p11Client := flag.String("p11-kit-client", defaultP11KitClient, "p11-kit's client module, loaded by keyrackd for the token out of process")
 	primeCache := flag.String("prime-cache", defaultPrimeCache(), "file the simulated devices' primes are kept in from run to run (empty: make them every run)")
 	retryPause = flag.Duration("retry-pause", 50*time.Millisecond, "pause before sending a request again after a 503")
+	compare := flag.String("compare", "", "a keyrackd binary to compare -keyrackd with (before and after) in alternating rounds and token-process windows, instead of the usual phases (compare.go)")
+	windows := flag.Int("token-process-windows", 2, "with -compare: windows of -token-process-duration per binary with the token out of process, taken in turn")
 	flag.Parse()
 
 	work, err := os.MkdirTemp("", "keyrack-bench-")
@@ -151,22 +158,19 @@ func run() error {
 		return err
 	}
 	fmt.Printf("keyrack-bench: %d CPUs, %s\n", runtime.NumCPU(), runtime.Version())
-
-	// First start makes the dev token, its demo key, model and client.
-	d, err := startDaemon(*keyrackd, devDir, addr)
-	if err != nil {
-		return err
-	}
-	if err := d.stop(); err != nil {
-		return err
-	}
-
-	if err := editConfig(filepath.Join(devDir, "keyrackd.json"), func(cfg *appliance.Config) {
+	devEdit := func(cfg *appliance.Config) {
 		if *queue >= 0 {
 			cfg.Limits.Queue, cfg.Limits.QueuePerSession = queue, nil
 		}
 		cfg.Token.SigningPriority = *priority
-	}); err != nil {
+	}
+	if *compare != "" {
+		return runCompare(compareConfig{before: *compare, after: *keyrackd, work: work, devEdit: devEdit, priority: *priority,
+			rounds: *rounds, roundDur: *roundDur, roundConc: *roundConc, remoteDur: *remoteDur, windows: *windows,
+			p11Server: *p11Server, p11Client: *p11Client, primeCache: *primeCache})
+	}
+
+	if err := makeDev(*keyrackd, devDir, addr, devEdit); err != nil {
 		return err
 	}
 	fmt.Printf("keyrackd: token.signing_priority %q\n", *priority)
@@ -261,25 +265,12 @@ func run() error {
 		}
 		extra = append(extra, "-trace", abs)
 	}
-	d, err = startDaemon(*keyrackd, devDir, addr, extra...)
+	d, err := startDaemon(*keyrackd, devDir, addr, extra...)
 	if err != nil {
 		return err
 	}
 	defer d.stop()
-	apiKey, err := os.ReadFile(filepath.Join(devDir, "api-key"))
-	if err != nil {
-		return err
-	}
-	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256}, Timeout: time.Minute}
-	cl := &device.Client{URL: "http://" + addr + "/v1/", APIKey: strings.TrimSpace(string(apiKey)), HTTP: hc}
-	// The model is the signing client's to ask for; the devices register
-	// with the device-service key.
-	signingKey, err := os.ReadFile(filepath.Join(devDir, "signing-key"))
-	if err != nil {
-		return err
-	}
-	signer := &device.Client{URL: cl.URL, APIKey: strings.TrimSpace(string(signingKey)), HTTP: hc}
-	model, err := signer.SignModel(context.Background(), appliance.DemoModel)
+	cl, model, err := devClient(devDir, addr)
 	if err != nil {
 		return err
 	}
@@ -787,6 +778,43 @@ func daemonMetrics(addr string) (map[string]float64, error) {
 		}
 	}
 	return out, nil
+}
+
+// makeDev has keyrackd bin make the dev dir: its first start makes the
+// dev token, its demo key, model and clients. Then edit is applied to its
+// configuration, for the next start.
+func makeDev(bin, devDir, addr string, edit func(*appliance.Config)) error {
+	d, err := startDaemon(bin, devDir, addr)
+	if err != nil {
+		return err
+	}
+	if err := d.stop(); err != nil {
+		return err
+	}
+	return editConfig(filepath.Join(devDir, "keyrackd.json"), edit)
+}
+
+// devClient is the device-service client of the dev daemon at addr, and
+// the demo model's assertion, which the devices send with their requests.
+func devClient(devDir, addr string) (*device.Client, []byte, error) {
+	apiKey, err := os.ReadFile(filepath.Join(devDir, "api-key"))
+	if err != nil {
+		return nil, nil, err
+	}
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256}, Timeout: time.Minute}
+	cl := &device.Client{URL: "http://" + addr + "/v1/", APIKey: strings.TrimSpace(string(apiKey)), HTTP: hc}
+	// The model is the signing client's to ask for; the devices register
+	// with the device-service key.
+	signingKey, err := os.ReadFile(filepath.Join(devDir, "signing-key"))
+	if err != nil {
+		return nil, nil, err
+	}
+	signer := &device.Client{URL: cl.URL, APIKey: strings.TrimSpace(string(signingKey)), HTTP: hc}
+	model, err := signer.SignModel(context.Background(), appliance.DemoModel)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cl, model, nil
 }
 
 type daemonProc struct {
