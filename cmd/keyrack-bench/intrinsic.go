@@ -36,27 +36,60 @@ import (
 // signing is what no design with these parts can win back on these CPUs.
 // rows is how many signatures its store recorded.
 func intrinsicFloor(key *hsm.Key, c int, streams [][]byte) (r result, rows int, err error) {
+	fs, err := startFloor(key)
+	if err != nil {
+		return r, 0, err
+	}
+	reqs := make([][]byte, len(streams))
+	for i, st := range streams {
+		reqs[i] = rawRequest(fs.addr, "/v1/serial", "-", asserts.MediaType, st)
+	}
+	s0, o0 := threadCPU(os.Getpid())
+	r = replay(fs.addr, c, reqs)
+	if s1, o1 := threadCPU(os.Getpid()); s1 > s0 && r.ok > 0 {
+		// Everything but signing, the clients of this process included.
+		r.signCPU, r.ownCPU = (s1-s0)/time.Duration(r.ok), (o1-o0)/time.Duration(r.ok)
+	}
+	r.name = "intrinsic work only (see below)"
+	rows, err = fs.close()
+	if err == nil && r.other > 0 {
+		err = fmt.Errorf("intrinsic floor: %d requests failed", r.other)
+	}
+	return r, rows, err
+}
+
+// floorServer is the intrinsic floor's HTTP service: the bare handler,
+// its signer and its store.
+type floorServer struct {
+	addr string
+	srv  *http.Server
+	db   *store.DB
+	dir  string
+}
+
+// startFloor serves the intrinsic floor on a loopback port with key.
+func startFloor(key *hsm.Key) (_ *floorServer, err error) {
 	ctx := context.Background()
 	signer, err := assertion.NewSigner(key)
 	if err != nil {
-		return r, 0, err
+		return nil, err
 	}
 	dir, err := os.MkdirTemp("", "keyrack-bench-floor-")
 	if err != nil {
-		return r, 0, err
+		return nil, err
 	}
-	defer os.RemoveAll(dir)
 	db, err := store.OpenSQLite(ctx, filepath.Join(dir, "floor.db"))
 	if err != nil {
-		return r, 0, err
+		os.RemoveAll(dir)
+		return nil, err
 	}
-	defer db.Close()
-
-	var serials atomic.Int64
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return r, 0, err
+		db.Close()
+		os.RemoveAll(dir)
+		return nil, err
 	}
+	var serials atomic.Int64
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ds, err := assertion.ParseDeviceStream(io.LimitReader(r.Body, assertion.MaxStreamBytes+1))
 		if err != nil {
@@ -86,29 +119,21 @@ func intrinsicFloor(key *hsm.Key, c int, streams [][]byte) (r result, rows int, 
 		w.Write(signed.Bytes)
 	})}
 	go srv.Serve(ln)
-	defer srv.Close()
-	addr := ln.Addr().String()
+	return &floorServer{addr: ln.Addr().String(), srv: srv, db: db, dir: dir}, nil
+}
 
-	reqs := make([][]byte, len(streams))
-	for i, st := range streams {
-		reqs[i] = rawRequest(addr, "/v1/serial", "-", asserts.MediaType, st)
-	}
-	s0, o0 := threadCPU(os.Getpid())
-	r = replay(addr, c, reqs)
-	if s1, o1 := threadCPU(os.Getpid()); s1 > s0 && r.ok > 0 {
-		// Everything but signing, the clients of this process included.
-		r.signCPU, r.ownCPU = (s1-s0)/time.Duration(r.ok), (o1-o0)/time.Duration(r.ok)
-	}
-	r.name = "intrinsic work only (see below)"
-	err = db.View(ctx, func(tx *store.Tx) error {
+// close stops the service and says how many signatures its store
+// recorded.
+func (fs *floorServer) close() (rows int, err error) {
+	fs.srv.Close()
+	defer os.RemoveAll(fs.dir)
+	defer fs.db.Close()
+	err = fs.db.View(context.Background(), func(tx *store.Tx) error {
 		logged, err := tx.SigningLog(store.LogFilter{})
 		rows = len(logged)
 		return err
 	})
-	if err == nil && r.other > 0 {
-		err = fmt.Errorf("intrinsic floor: %d requests failed", r.other)
-	}
-	return r, rows, err
+	return rows, err
 }
 
 // floorStreams makes n serial request streams for intrinsicFloor from

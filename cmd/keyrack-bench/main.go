@@ -16,12 +16,15 @@
 //     daemon's resident memory;
 //  5. end to end with the token in its own process behind p11-kit's RPC
 //     server, keyrackd's CPU and the token process's read apart
-//     (remote.go); skipped, with the reason, if that does not work.
+//     (remote.go), then the intrinsic floor of phase 1 served by a child
+//     process of this bench on the same token server, its CPU read the
+//     same way (floorproc.go); skipped, with the reason, if that does not
+//     work.
 //
 // It prints a table, the rounds, then one line for concurrency 8:
 //
 //	serial_per_s=N raw_sign_per_s=N ratio=N ratio_min=N ratio_max=N p50_ms=N p99_ms=N rss_mib=N
-//	appliance_cpu_ms_per_serial=N appliance_cpu_ratio=N
+//	appliance_cpu_ms_per_serial=N appliance_cpu_ratio=N floor_cpu_ms_per_serial=N floor_cpu_ratio=N
 //
 // (one line). serial_per_s, p50 and p99 are those of the concurrency-8
 // phase, raw_sign_per_s the first raw phase's at its sessions; ratio is
@@ -69,6 +72,9 @@ import (
 )
 
 func main() {
+	if os.Getenv(floorChildEnv) != "" {
+		os.Exit(floorChild())
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "keyrack-bench:", err)
 		os.Exit(1)
@@ -406,7 +412,7 @@ func run() error {
 		}
 		remote, remoteErr = remotePhase(remoteConfig{keyrackd: *keyrackd, devDir: devDir, addr: addr, tok: tok,
 			server: *p11Server, client: *p11Client, concurrency: 8, dur: *remoteDur, rate: rate, profile: prof,
-			keys: kp, sessions: sessions})
+			keys: kp, sessions: sessions, floorStreams: streams})
 		if remoteErr == nil {
 			results = append(results, remote.e2e)
 		}
@@ -511,10 +517,20 @@ func run() error {
 			remote.signs, ms(remote.signTime), 100*remote.tokenBusy,
 			float64(remote.perSerial().Microseconds())/1000, float64(remote.perSignature().Microseconds())/1000, appRatio)
 	}
+	floorMS, floorRatio := "na", "na"
+	if f := remote.floor; remoteErr == nil && f.skipped != nil {
+		fmt.Printf("intrinsic work only, token out of process: skipped: %v\n", f.skipped)
+	} else if remoteErr == nil {
+		floorMS, floorRatio = fmt.Sprintf("%.2f", float64(f.perSerial().Microseconds())/1000), fmt.Sprintf("%.3f", f.ratio())
+		fmt.Printf("intrinsic work only, token out of process (same token server, its own process, %v): %.1f serials/s, p99 %s ms, %d rows;\n"+
+			" CPU: the floor's process %s ms per serial, token process %.2f ms per signature: ratio %s (keyrackd's over it: %.2f)\n",
+			f.r.elapsed.Round(time.Millisecond), f.r.perSecond(), ms(f.r.quantile(.99)), f.rows, floorMS,
+			float64(f.perSignature().Microseconds())/1000, floorRatio, remote.ratio()/f.ratio())
+	}
 
 	fmt.Println()
-	fmt.Printf("serial_per_s=%.1f raw_sign_per_s=%.1f ratio=%.3f ratio_min=%s ratio_max=%s p50_ms=%s p99_ms=%s rss_mib=%.1f appliance_cpu_ms_per_serial=%s appliance_cpu_ratio=%s\n",
-		e2e8.perSecond(), rawFull.perSecond(), ratio, ratioMin, ratioMax, ms(e2e8.quantile(.5)), ms(e2e8.quantile(.99)), rss, appMS, appRatio)
+	fmt.Printf("serial_per_s=%.1f raw_sign_per_s=%.1f ratio=%.3f ratio_min=%s ratio_max=%s p50_ms=%s p99_ms=%s rss_mib=%.1f appliance_cpu_ms_per_serial=%s appliance_cpu_ratio=%s floor_cpu_ms_per_serial=%s floor_cpu_ratio=%s\n",
+		e2e8.perSecond(), rawFull.perSecond(), ratio, ratioMin, ratioMax, ms(e2e8.quantile(.5)), ms(e2e8.quantile(.99)), rss, appMS, appRatio, floorMS, floorRatio)
 	return nil
 }
 

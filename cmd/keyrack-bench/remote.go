@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -48,6 +49,9 @@ type remoteConfig struct {
 	// windows is how many windows of dur the requests are prepared for
 	// (0 counts as 1).
 	windows int
+	// floorStreams, if any, are sent to the intrinsic floor in a window
+	// of its own on the same token server after keyrackd's (floorproc.go).
+	floorStreams [][]byte
 }
 
 type remoteResult struct {
@@ -61,6 +65,8 @@ type remoteResult struct {
 	// spent signing.
 	signTime  time.Duration
 	tokenBusy float64
+	// floor is the intrinsic floor's window (rc.floorStreams).
+	floor floorResult
 }
 
 // perSerial is keyrackd's CPU per issued serial.
@@ -99,6 +105,11 @@ func remotePhase(rc remoteConfig) (remoteResult, error) {
 	if err != nil {
 		return out, err
 	}
+	if len(rc.floorStreams) > 0 {
+		out.floor, out.floor.skipped = rt.floorWindow(rc.floorStreams, rc.dur)
+	} else {
+		out.floor.skipped = errors.New("not run")
+	}
 	if err := rt.d.stop(); err != nil && rc.profile != "" {
 		return out, fmt.Errorf("keyrackd's shutdown (its CPU profile may be incomplete): %w", err)
 	}
@@ -110,7 +121,8 @@ func remotePhase(rc remoteConfig) (remoteResult, error) {
 type remoteToken struct {
 	rc        remoteConfig
 	d         *daemonProc
-	tokenRoot int // p11-kit-server's pid
+	tokenRoot int    // p11-kit-server's pid
+	sock      string // its socket
 	pool      chan []byte
 	undo      []func() // run last first by close
 }
@@ -181,7 +193,7 @@ func startRemote(rc remoteConfig) (_ *remoteToken, err error) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	rt.tokenRoot = srv.Process.Pid
+	rt.tokenRoot, rt.sock = srv.Process.Pid, sock
 
 	cfgPath := filepath.Join(rc.devDir, "keyrackd.json")
 	var saved appliance.TokenConfig
