@@ -45,6 +45,7 @@ func main() {
 }
 
 func run() int {
+	tuneGC()
 	configPath := flag.String("config", "", "configuration file (JSON)")
 	devDir := flag.String("dev", "", "development mode: keep a dev SoftHSM token, config and demo data in this directory")
 	listen := flag.String("listen", "", "with -dev on first start: the API address (default 127.0.0.1:8080)")
