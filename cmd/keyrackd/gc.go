@@ -16,9 +16,11 @@ import (
 // same tree without it (5 alternating rounds at concurrency 8): serials/s
 // x1.017-1.066 (median 1.023), higher in every round; p99 14.3 -> 12.7
 // ms; keyrackd's CPU per serial with the token out of process 1.61 ->
-// 1.56 ms; resident memory 36 -> 44 MiB (the goal is under 64). The limit is a ceiling on the runtime's own memory
-// (not SoftHSM's C heap): near it the collector runs as often as it must,
-// so a burst of work cannot take the heap past it with GOGC's headroom.
+// 1.56 ms; resident memory 36 -> 44 MiB (the goal is under 64).
+//
+// The limit is a ceiling on the runtime's own memory (not SoftHSM's C
+// heap): near it the collector runs as often as it must, so a burst of
+// work cannot take the heap past it with GOGC's headroom.
 const (
 	gcPercent   = 300
 	memoryLimit = 48 << 20
