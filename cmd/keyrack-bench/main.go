@@ -139,6 +139,9 @@ func run() error {
 	primeCache := flag.String("prime-cache", defaultPrimeCache(), "file the simulated devices' primes are kept in from run to run (empty: make them every run)")
 	retryPause = flag.Duration("retry-pause", 50*time.Millisecond, "pause before sending a request again after a 503")
 	flag.Parse()
+	if *targetURL != "" { // another device service instead (target.go)
+		return runTarget(*primeCache)
+	}
 
 	work, err := os.MkdirTemp("", "keyrack-bench-")
 	if err != nil {
@@ -1001,6 +1004,14 @@ func serialRequests(cl *device.Client, kp *keyPool, addr string, n int) ([][]byt
 	if err != nil {
 		return nil, err
 	}
+	return prepareSerials(cl, devs, addr, "/v1/serial", func(int) string { return "" })
+}
+
+// prepareSerials is serialRequests for devs, whose i-th asks for serial(i)
+// ("": the service assigns it), posting to path: -target's services put
+// their device service where they like and may not assign serials.
+func prepareSerials(cl *device.Client, devs []*device.Device, addr, path string, serial func(i int) string) ([][]byte, error) {
+	n := len(devs)
 	reqs := make([][]byte, n)
 	workers := runtime.NumCPU()
 	errs := make([]error, workers)
@@ -1016,12 +1027,12 @@ func serialRequests(cl *device.Client, kp *keyPool, addr string, n int) ([][]byt
 					return
 				}
 				dv := devs[i]
-				req, err := dv.SerialRequest(rid, "", nil)
+				req, err := dv.SerialRequest(rid, serial(i), nil)
 				if err != nil {
 					errs[w] = err
 					return
 				}
-				reqs[i] = rawRequest(addr, "/v1/serial", cl.APIKey, asserts.MediaType, dv.Stream(req))
+				reqs[i] = rawRequest(addr, path, cl.APIKey, asserts.MediaType, dv.Stream(req))
 			}
 		})
 	}
