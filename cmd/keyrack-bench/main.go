@@ -152,6 +152,9 @@ func run() error {
 	compare := flag.String("compare", "", "a keyrackd binary to compare -keyrackd with (before and after) in alternating rounds and token-process windows, instead of the usual phases (compare.go)")
 	windows := flag.Int("token-process-windows", 2, "with -compare: windows of -token-process-duration per binary with the token out of process, taken in turn")
 	flag.Parse()
+	if *targetURL != "" { // another device service instead (target.go)
+		return runTarget(*primeCache)
+	}
 
 	work, err := os.MkdirTemp("", "keyrack-bench-")
 	if err != nil {
@@ -1045,6 +1048,14 @@ func serialRequests(cl *device.Client, kp *keyPool, addr string, n int) ([][]byt
 	if err != nil {
 		return nil, err
 	}
+	return prepareSerials(cl, devs, addr, "/v1/serial", func(int) string { return "" })
+}
+
+// prepareSerials is serialRequests for devs, whose i-th asks for serial(i)
+// ("": the service assigns it), posting to path: -target's services put
+// their device service where they like and may not assign serials.
+func prepareSerials(cl *device.Client, devs []*device.Device, addr, path string, serial func(i int) string) ([][]byte, error) {
+	n := len(devs)
 	reqs := make([][]byte, n)
 	workers := runtime.NumCPU()
 	errs := make([]error, workers)
@@ -1060,12 +1071,12 @@ func serialRequests(cl *device.Client, kp *keyPool, addr string, n int) ([][]byt
 					return
 				}
 				dv := devs[i]
-				req, err := dv.SerialRequest(rid, "", nil)
+				req, err := dv.SerialRequest(rid, serial(i), nil)
 				if err != nil {
 					errs[w] = err
 					return
 				}
-				reqs[i] = rawRequest(addr, "/v1/serial", cl.APIKey, asserts.MediaType, dv.Stream(req))
+				reqs[i] = rawRequest(addr, path, cl.APIKey, asserts.MediaType, dv.Stream(req))
 			}
 		})
 	}
