@@ -17,13 +17,17 @@ import (
 // signing-log and audit transaction after it, from 1 and 4 concurrent
 // requests (the appliance admits 2 sessions + 2 queued by default). It
 // reports CPU time and commits per serial; the token signature this sits
-// next to costs about 4 ms of CPU.
+// next to costs about 4 ms of CPU. It runs once per SQLite driver
+// (sqliteDrivers: the cgo one in production, modernc's pure Go one kept
+// for this comparison), so that one run compares them side by side.
 func BenchmarkSerialWrites(b *testing.B) {
-	for _, par := range []int{1, 4} {
-		b.Run("sqlite/par="+strconv.Itoa(par), func(b *testing.B) {
-			db, _ := openTest(b)
-			benchSerialWrites(b, db, par)
-		})
+	for _, driver := range sqliteDrivers {
+		for _, par := range []int{1, 4} {
+			b.Run(driver+"/par="+strconv.Itoa(par), func(b *testing.B) {
+				db, _ := openTestDriver(b, driver)
+				benchSerialWrites(b, db, par)
+			})
+		}
 	}
 }
 
