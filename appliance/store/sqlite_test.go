@@ -14,6 +14,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	// The cgo driver, for BenchmarkSerialWrites and the tests that run
+	// with each driver; the programs link only SQLiteDriver's.
+	_ "github.com/mattn/go-sqlite3"
 )
 
 // TestSQLitePragmas reads back, with each driver, what the DSN asks of
