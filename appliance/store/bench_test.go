@@ -20,9 +20,10 @@ import (
 // next to costs about 4 ms of CPU. It runs once per SQLite driver
 // (sqliteDrivers: modernc's pure Go one in production, the cgo one kept
 // for this comparison), so that one run compares them side by side. On
-// 2 shared cores (issue 20), 7 runs each, in CPU-µs per serial: par=1
-// 321 (sqlite, modernc) and 327 (sqlite3, cgo); par=4 237 and 229; each
-// ±10% from run to run, so no winner (see SQLiteDriver).
+// 2 shared cores (issue 20), 10 runs each, CPU-µs per serial (mean ±
+// standard error): par=1 326±5 (sqlite, modernc) and 326±5 (sqlite3,
+// cgo); par=4 235±8 and 217±9, a gap within the noise of a run (±25),
+// and none end to end (see SQLiteDriver).
 func BenchmarkSerialWrites(b *testing.B) {
 	for _, driver := range sqliteDrivers {
 		for _, par := range []int{1, 4} {

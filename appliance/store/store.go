@@ -158,13 +158,14 @@ const (
 // use: two copies of SQLite in one process do not see each other's POSIX
 // locks, and closing a file in one drops the other's.
 //
-// modernc's, because the cgo driver is not faster here (issue 20; 2
-// shared cores, both drivers in the same runs). BenchmarkSerialWrites,
-// 7 runs each: 321 (pure) and 327 (cgo) CPU-µs per serial from 1 writer,
-// 237 and 229 from 4, each ±10% from run to run. keyrack-bench, 2 runs
-// each: appliance_cpu_ms_per_serial 1.68/1.67 (pure), 1.56/1.66 (cgo);
-// serials/s at concurrency 8 311/311 and 299/311; ratio 0.736/0.748 and
-// 0.750/0.741. A serial's store CPU is mostly system calls (the WAL's
+// modernc's, because the cgo driver is not measurably faster (issue 20;
+// 2 shared cores, both drivers in the same runs). BenchmarkSerialWrites,
+// 10 runs each, CPU-µs per serial (mean ± standard error): 326±5 (pure)
+// and 326±5 (cgo) from 1 writer, 235±8 and 217±9 from 4. keyrack-bench,
+// 3 runs each, alternated: appliance_cpu_ms_per_serial 1.68/1.67/1.65
+// (pure) and 1.56/1.66/1.67 (cgo); serials/s at concurrency 8
+// 311/311/310 and 299/311/311; ratio 0.736/0.748/0.746 and
+// 0.750/0.741/0.749. A serial's store CPU is mostly system calls (the WAL's
 // writes, our fsync), the same in either; what SQLite computes is about
 // a fifth of it, so even a driver twice as fast saves ~30 µs of the
 // ~1.6 ms the daemon spends per serial. The cgo driver passes every test
