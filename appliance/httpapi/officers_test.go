@@ -36,7 +36,7 @@ import (
 // administrator would.
 func (e *ceremonyEnv) sqlHandle() *sql.DB {
 	e.t.Helper()
-	db, err := sql.Open("sqlite", e.srv.cfg.Store.Path)
+	db, err := sql.Open(store.SQLiteDriver, e.srv.cfg.Store.Path)
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -312,11 +312,17 @@ func TestTemplateEditedInStoreRefused(t *testing.T) {
 	evil["grade"] = "dangerous"
 	evil["system-user-authority"] = "*"
 	evilJSON, _ := json.Marshal(evil)
-	raw, err := sql.Open("sqlite", e.srv.cfg.Store.Path+"?_pragma=busy_timeout(5000)")
+	raw, err := sql.Open(store.SQLiteDriver, e.srv.cfg.Store.Path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer raw.Close()
+	// One connection, so that the busy timeout set here (in a syntax
+	// every driver takes) is the one every statement runs with.
+	raw.SetMaxOpenConns(1)
+	if _, err := raw.Exec(`PRAGMA busy_timeout = 5000`); err != nil {
+		t.Fatal(err)
+	}
 	exec := func(q string, args ...any) {
 		t.Helper()
 		if _, err := raw.Exec(q, args...); err != nil {

@@ -55,15 +55,15 @@ func TestClientKindsMigration(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	t.Run("sqlite", func(t *testing.T) {
+	drivers(t, func(t *testing.T, driver string) {
 		path := filepath.Join(t.TempDir(), "keyrack.db")
-		sdb, err := sql.Open("sqlite", "file:"+path)
+		sdb, err := sql.Open(driver, "file:"+path)
 		if err != nil {
 			t.Fatal(err)
 		}
 		seed(t, sdb, sqliteDialect)
 		sdb.Close()
-		db, err := OpenSQLite(ctx, path)
+		db, err := openSQLite(ctx, path, driver)
 		if err != nil {
 			t.Fatal(err)
 		}

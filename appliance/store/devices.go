@@ -366,9 +366,9 @@ func (t *Tx) SigningLog(f LogFilter) ([]LogEntry, error) {
 	}
 	rows, err := t.query(`SELECT id, time_us, type, key_id, brand, model, serial, device_key_id, client, revision, digest FROM signing_log
 		WHERE id > $1 AND ($2 = '' OR type = $2) AND ($3 = '' OR brand = $3) AND ($4 = '' OR model = $4)
-		AND ($5 = '' OR serial = $5) AND ($6 = '' OR client = $6) AND time_us >= $7 AND time_us < $8 AND id <= $10
-		ORDER BY id LIMIT $9`,
-		f.After, f.Type, f.Brand, f.Model, f.Serial, f.Client, micros(f.Since), micros(until), f.Limit, upto)
+		AND ($5 = '' OR serial = $5) AND ($6 = '' OR client = $6) AND time_us >= $7 AND time_us < $8 AND id <= $9
+		ORDER BY id LIMIT $10`,
+		f.After, f.Type, f.Brand, f.Model, f.Serial, f.Client, micros(f.Since), micros(until), upto, f.Limit)
 	if err != nil {
 		return nil, err
 	}

@@ -23,7 +23,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	_ "modernc.org/sqlite" // the embedded default store
+	_ "modernc.org/sqlite" // the embedded default store (see SQLiteDriver)
 )
 
 // Sentinel errors, mapped to HTTP answers by the appliance.
@@ -39,7 +39,12 @@ var (
 
 // DB is an open store.
 type DB struct {
+	// db serves readers (View, backups). On SQLite the writer has a pool
+	// of its own, wdb, whose transactions begin IMMEDIATE: the cgo driver
+	// begins every transaction of a pool the same way, and a read
+	// transaction that took the write lock would wait for the writer.
 	db      *sql.DB
+	wdb     *sql.DB
 	dialect dialect
 	audits  atomic.Uint64 // audit events committed
 	commits atomic.Uint64 // write transactions committed
@@ -51,6 +56,8 @@ type DB struct {
 	// stmts holds prepared statements by query text (see Tx.exec); nil
 	// for drivers that cache prepared statements themselves (pgx).
 	stmts *stmtCache
+	// wstmts is the writer's statement cache, on wdb (nil: stmts).
+	wstmts *stmtCache
 
 	// wconn is the writer's own connection (SQLite). It stays open, so
 	// SQLite keeps the -wal file the syncer syncs.
@@ -136,41 +143,130 @@ type dialect struct {
 	unsynced string
 }
 
+// The SQLite drivers the store can open its file with, by their
+// database/sql names. Only SQLiteDriver is linked into the programs; the
+// store's tests link both (see BenchmarkSerialWrites).
+const (
+	// DriverCgo is github.com/mattn/go-sqlite3: SQLite's C, built with cgo.
+	DriverCgo = "sqlite3"
+	// DriverPure is modernc.org/sqlite: SQLite translated to Go.
+	DriverPure = "sqlite"
+)
+
+// SQLiteDriver is the driver OpenSQLite and OpenSQLiteReadOnly use, and
+// the one anything else opening the store's file in this process must
+// use: two copies of SQLite in one process do not see each other's POSIX
+// locks, and closing a file in one drops the other's.
+//
+// modernc's, because the cgo driver is not measurably faster (issue 20;
+// 2 shared cores, both drivers in the same runs). BenchmarkSerialWrites,
+// 10 runs each, CPU-µs per serial (mean ± standard error): 326±5 (pure)
+// and 326±5 (cgo) from 1 writer, 235±8 and 217±9 from 4. keyrack-bench,
+// 3 runs each, alternated: appliance_cpu_ms_per_serial 1.68/1.67/1.65
+// (pure) and 1.56/1.66/1.67 (cgo); serials/s at concurrency 8
+// 311/311/310 and 299/311/311; ratio 0.736/0.748/0.746 and
+// 0.750/0.741/0.749. A serial's store CPU is mostly system calls (the WAL's
+// writes, our fsync), the same in either; what SQLite computes is about
+// a fifth of it, so even a driver twice as fast saves ~30 µs of the
+// ~1.6 ms the daemon spends per serial. The cgo driver passes every test
+// (store, httpapi, crash, snapd) but costs a cold build 14 s more (57 s
+// against 42 s for keyrackd) to compile SQLite's C. To switch: this
+// constant and the import above (see sqlite_test.go).
+const SQLiteDriver = DriverPure
+
+// sqliteDSN is the data source name that opens path with driver as the
+// store needs it: WAL, a 10 s busy timeout, foreign keys, commits that do
+// not wait for the disk (the store syncs the log itself: see Update), and,
+// for the writer, transactions that take the write lock when they begin
+// (so that a wait for another process's lock is under the busy timeout
+// rather than a failure halfway through). readOnly opens for reading only,
+// changing nothing in the file.
+func sqliteDSN(driver, path string, writer, readOnly bool) (string, error) {
+	var q []string
+	switch driver {
+	case DriverPure:
+		q = []string{"_pragma=busy_timeout(10000)"}
+		if !readOnly {
+			q = append(q, "_pragma=journal_mode(WAL)", "_pragma=foreign_keys(1)", "_pragma=synchronous(NORMAL)")
+		}
+	case DriverCgo:
+		q = []string{"_busy_timeout=10000"}
+		if !readOnly {
+			q = append(q, "_journal_mode=WAL", "_foreign_keys=1", "_synchronous=NORMAL")
+		}
+	default:
+		return "", fmt.Errorf("store: unknown SQLite driver %q", driver)
+	}
+	switch {
+	case readOnly:
+		q = append(q, "mode=ro")
+	case writer:
+		q = append(q, "_txlock=immediate")
+	}
+	return "file:" + path + "?" + strings.Join(q, "&"), nil
+}
+
 // OpenSQLite opens (creating if needed) the SQLite store at path and
 // brings its schema up to date. An Update's writes are durable when it
 // returns (the store syncs the write-ahead log itself: see Update).
 func OpenSQLite(ctx context.Context, path string) (*DB, error) {
-	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)" +
-		"&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_txlock=immediate"
-	sdb, err := sql.Open("sqlite", dsn)
-	if err != nil {
-		return nil, fmt.Errorf("store: %w", err)
+	return openSQLite(ctx, path, SQLiteDriver)
+}
+
+func openSQLite(ctx context.Context, path, driver string) (*DB, error) {
+	open := func(writer bool) (*sql.DB, error) {
+		dsn, err := sqliteDSN(driver, path, writer, false)
+		if err != nil {
+			return nil, err
+		}
+		sdb, err := sql.Open(driver, dsn)
+		if err != nil {
+			return nil, fmt.Errorf("store: %w", err)
+		}
+		return sdb, nil
 	}
-	// Readers run in parallel under WAL; all writes go through the one
-	// writer goroutine, so more connections serve readers only.
-	sdb.SetMaxOpenConns(16)
-	d := &DB{db: sdb, dialect: sqliteDialect, stmts: newStmtCache(sdb)}
-	if err := d.migrate(ctx); err != nil {
-		sdb.Close()
+	wdb, err := open(true)
+	if err != nil {
 		return nil, err
 	}
-	if d.wconn, err = sdb.Conn(ctx); err != nil {
-		sdb.Close()
-		return nil, fmt.Errorf("store: %w", err)
+	// All writes go through the one writer goroutine on its own
+	// connection (wconn; migrations run before it starts). The second
+	// is where the writer's statement cache prepares what Tx.Stmt then
+	// prepares again on wconn: a cache preparing on wconn's pool with
+	// wconn taken would wait for ever.
+	wdb.SetMaxOpenConns(2)
+	d := &DB{wdb: wdb, dialect: sqliteDialect, wstmts: newStmtCache(wdb)}
+	fail := func(err error) (*DB, error) {
+		if d.wconn != nil {
+			d.wconn.Close()
+		}
+		if d.db != nil {
+			d.db.Close()
+		}
+		wdb.Close()
+		return nil, err
+	}
+	if err := d.migrate(ctx); err != nil {
+		return fail(err)
+	}
+	if d.wconn, err = wdb.Conn(ctx); err != nil {
+		return fail(fmt.Errorf("store: %w", err))
 	}
 	// The writer's connection stays open, so SQLite keeps the -wal file
 	// (it deletes it when the last connection closes).
 	var mode string
 	if err := d.wconn.QueryRowContext(ctx, `PRAGMA journal_mode`).Scan(&mode); err != nil || mode != "wal" {
-		d.wconn.Close()
-		sdb.Close()
-		return nil, fmt.Errorf("store: journal mode %q, want wal: %v", mode, err)
+		return fail(fmt.Errorf("store: journal mode %q, want wal: %v", mode, err))
 	}
+	// Readers run in parallel under WAL.
+	if d.db, err = open(false); err != nil {
+		return fail(err)
+	}
+	d.db.SetMaxOpenConns(16)
+	d.stmts = newStmtCache(d.db)
 	d.walPath = path + "-wal"
 	if d.walFile, err = openWAL(d.walPath); err != nil {
-		d.wconn.Close()
-		sdb.Close()
-		return nil, fmt.Errorf("store: %w", err)
+		return fail(fmt.Errorf("store: %w", err))
 	}
 	d.syncLog = d.syncWAL
 	d.startWriter()
@@ -181,10 +277,18 @@ func OpenSQLite(ctx context.Context, path string) (*DB, error) {
 // auditor's copy, a running appliance's file): nothing is migrated or
 // written.
 func OpenSQLiteReadOnly(ctx context.Context, path string) (*DB, error) {
+	return openSQLiteReadOnly(ctx, path, SQLiteDriver)
+}
+
+func openSQLiteReadOnly(ctx context.Context, path, driver string) (*DB, error) {
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
-	sdb, err := sql.Open("sqlite", "file:"+path+"?mode=ro&_pragma=busy_timeout(10000)")
+	dsn, err := sqliteDSN(driver, path, false, true)
+	if err != nil {
+		return nil, err
+	}
+	sdb, err := sql.Open(driver, dsn)
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
@@ -216,7 +320,11 @@ func (d *DB) Close() error {
 			d.walFile.Close()
 		}
 		d.stmts.close()
+		d.wstmts.close()
 	})
+	if d.wdb != nil {
+		d.wdb.Close()
+	}
 	return d.db.Close()
 }
 
@@ -226,18 +334,22 @@ func (d *DB) Ping(ctx context.Context) error { return d.db.PingContext(ctx) }
 // migrate applies the dialect's migrations that are not yet applied, each
 // in its own transaction. The version is the migration's index + 1.
 func (d *DB) migrate(ctx context.Context) error {
-	if _, err := d.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_us BIGINT NOT NULL)`); err != nil {
+	db := d.db
+	if d.wdb != nil {
+		db = d.wdb
+	}
+	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_us BIGINT NOT NULL)`); err != nil {
 		return fmt.Errorf("store: creating schema_migrations: %w", err)
 	}
 	var have int
-	if err := d.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&have); err != nil {
+	if err := db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&have); err != nil {
 		return fmt.Errorf("store: reading schema version: %w", err)
 	}
 	if have > len(d.dialect.migrations) {
 		return fmt.Errorf("store: schema version %d is newer than this keyrackd (%d): refusing to run an old binary on a newer store", have, len(d.dialect.migrations))
 	}
 	for v := have + 1; v <= len(d.dialect.migrations); v++ {
-		tx, err := d.db.BeginTx(ctx, nil)
+		tx, err := db.BeginTx(ctx, nil)
 		if err != nil {
 			return fmt.Errorf("store: migration %d: %w", v, err)
 		}
@@ -418,10 +530,14 @@ func (d *DB) commitBatch(batch []*writeOp) {
 			return
 		}
 	}
+	stmts := d.stmts
+	if d.wstmts != nil {
+		stmts = d.wstmts
+	}
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	if len(batch) == 1 {
 		op := batch[0]
-		t := &Tx{tx: tx, stmts: d.stmts, now: now}
+		t := &Tx{tx: tx, stmts: stmts, now: now}
 		err := op.ctx.Err()
 		if err == nil {
 			err = op.fn(t)
@@ -461,7 +577,7 @@ func (d *DB) commitBatch(batch []*writeOp) {
 			fail(fmt.Errorf("store: savepoint: %w", err))
 			return
 		}
-		t := &Tx{tx: tx, stmts: d.stmts, now: now}
+		t := &Tx{tx: tx, stmts: stmts, now: now}
 		results[i] = op.fn(t)
 		if results[i] != nil {
 			if _, err := tx.Exec(`ROLLBACK TO op`); err != nil {

@@ -31,13 +31,28 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// backends runs fn against a fresh SQLite store and a fresh PostgreSQL
-// database.
+// sqliteDrivers are the SQLite drivers the store's tests run with, the
+// production one (SQLiteDriver) first: the other is kept for the
+// benchmark that compares them (BenchmarkSerialWrites), and so that a
+// switch of driver finds everything already tested with it.
+var sqliteDrivers = []string{DriverPure, DriverCgo}
+
+// drivers runs fn once per SQLite driver.
+func drivers(t *testing.T, fn func(t *testing.T, driver string)) {
+	for _, driver := range sqliteDrivers {
+		t.Run(driver, func(t *testing.T) { fn(t, driver) })
+	}
+}
+
+// backends runs fn against a fresh SQLite store (with each driver) and a
+// fresh PostgreSQL database.
 func backends(t *testing.T, fn func(t *testing.T, db *DB)) {
-	t.Run("sqlite", func(t *testing.T) {
-		db, _ := openTest(t)
-		fn(t, db)
-	})
+	for _, driver := range sqliteDrivers {
+		t.Run(driver, func(t *testing.T) {
+			db, _ := openTestDriver(t, driver)
+			fn(t, db)
+		})
+	}
 	t.Run("postgres", func(t *testing.T) {
 		dsn, err := pg.NewDatabase()
 		if err != nil {
@@ -54,8 +69,13 @@ func backends(t *testing.T, fn func(t *testing.T, db *DB)) {
 
 func openTest(t testing.TB) (*DB, string) {
 	t.Helper()
+	return openTestDriver(t, SQLiteDriver)
+}
+
+func openTestDriver(t testing.TB, driver string) (*DB, string) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "keyrack.db")
-	db, err := OpenSQLite(context.Background(), path)
+	db, err := openSQLite(context.Background(), path, driver)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,16 +83,18 @@ func openTest(t testing.TB) (*DB, string) {
 	return db, path
 }
 
-func TestMigrations(t *testing.T) {
+func TestMigrations(t *testing.T) { drivers(t, testMigrations) }
+
+func testMigrations(t *testing.T, driver string) {
 	ctx := context.Background()
-	db, path := openTest(t)
+	db, path := openTestDriver(t, driver)
 	v, err := db.SchemaVersion(ctx)
 	if err != nil || v != len(sqliteDialect.migrations) {
 		t.Fatalf("version %d, %v", v, err)
 	}
 	db.Close()
 	// Reopening applies nothing twice.
-	db2, err := OpenSQLite(ctx, path)
+	db2, err := openSQLite(ctx, path, driver)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +103,7 @@ func TestMigrations(t *testing.T) {
 		t.Fatal(err)
 	}
 	db2.Close()
-	if _, err := OpenSQLite(ctx, path); err == nil {
+	if _, err := openSQLite(ctx, path, driver); err == nil {
 		t.Fatal("opened a store with a newer schema")
 	}
 }
@@ -247,11 +269,13 @@ func testAuditChain(t *testing.T, db *DB) {
 // wrote in shared transactions verifies.
 func TestGroupCommit(t *testing.T) { backends(t, testGroupCommit) }
 
-func TestReadOnlyRefusesWrites(t *testing.T) {
+func TestReadOnlyRefusesWrites(t *testing.T) { drivers(t, testReadOnlyRefusesWrites) }
+
+func testReadOnlyRefusesWrites(t *testing.T, driver string) {
 	ctx := context.Background()
-	db, path := openTest(t)
+	db, path := openTestDriver(t, driver)
 	db.Close()
-	ro, err := OpenSQLiteReadOnly(ctx, path)
+	ro, err := openSQLiteReadOnly(ctx, path, driver)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -442,9 +466,11 @@ func testUnsynced(t *testing.T, db *DB) {
 // began after its commit; a sync in progress holds back no commit behind
 // it; Synced waits for one; a failed sync fails its Updates and every
 // write after it; and the store reopened after Close has everything.
-func TestSQLiteLogSync(t *testing.T) {
+func TestSQLiteLogSync(t *testing.T) { drivers(t, testSQLiteLogSync) }
+
+func testSQLiteLogSync(t *testing.T, driver string) {
 	ctx := context.Background()
-	db, path := openTest(t)
+	db, path := openTestDriver(t, driver)
 	if err := db.Update(ctx, func(tx *Tx) error { return tx.SetSetting("durable", "1") }); err != nil {
 		t.Fatal(err)
 	}
@@ -552,7 +578,7 @@ func TestSQLiteLogSync(t *testing.T) {
 	db.syncLog = real
 
 	db.Close()
-	re, err := OpenSQLite(ctx, path)
+	re, err := openSQLite(ctx, path, driver)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -679,9 +705,11 @@ func testNonces(t *testing.T, db *DB) {
 // is held (as when a signature's record commits while an officer reads);
 // ViewDurable must wait for that sync, and for one after its read. A sync
 // before the read, and none after, would return the record unsynced.
-func TestViewDurable(t *testing.T) {
+func TestViewDurable(t *testing.T) { drivers(t, testViewDurable) }
+
+func testViewDurable(t *testing.T, driver string) {
 	ctx := context.Background()
-	db, _ := openTest(t)
+	db, _ := openTestDriver(t, driver)
 	real := db.syncLog
 	hold := make(chan struct{})
 	var held atomic.Bool
@@ -751,10 +779,12 @@ func TestViewDurable(t *testing.T) {
 // before the upgrade gets its serial back after it. A key that was given
 // several (the old behaviour) is bound to the one issued last; serials
 // from requests, and reservations never issued, are not bound.
-func TestDeviceSerialsBackfill(t *testing.T) {
+func TestDeviceSerialsBackfill(t *testing.T) { drivers(t, testDeviceSerialsBackfill) }
+
+func testDeviceSerialsBackfill(t *testing.T, driver string) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "keyrack.db")
-	raw, err := sql.Open("sqlite", "file:"+path)
+	raw, err := sql.Open(driver, "file:"+path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -789,7 +819,7 @@ func TestDeviceSerialsBackfill(t *testing.T) {
 	}
 	raw.Close()
 
-	db, err := OpenSQLite(ctx, path)
+	db, err := openSQLite(ctx, path, driver)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,7 +31,7 @@ import (
 
 func openRaw(t testing.TB, path string) *sql.DB {
 	t.Helper()
-	db, err := sql.Open("sqlite", "file:"+path)
+	db, err := sql.Open(store.SQLiteDriver, "file:"+path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -452,7 +452,7 @@ func TestModelsClientsDevice(t *testing.T) {
 // alterEvent edits audit event 4 in the store file behind keyrack's back.
 func alterEvent(t *testing.T, path string) {
 	t.Helper()
-	db, err := sql.Open("sqlite", "file:"+path)
+	db, err := sql.Open(store.SQLiteDriver, "file:"+path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1175,7 +1175,7 @@ func TestAuditVerifyApprovals(t *testing.T) {
 		t.Fatalf("audit verify -db: %d %q %s", code, out, errs)
 	}
 
-	db, err := sql.Open("sqlite", "file:"+dbPath)
+	db, err := sql.Open(store.SQLiteDriver, "file:"+dbPath)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/keyrack/keyrack/appliance"
 	"github.com/keyrack/keyrack/appliance/device"
+	"github.com/keyrack/keyrack/appliance/store"
 )
 
 var (
@@ -153,7 +154,7 @@ func TestBackupRestore(t *testing.T) {
 	tampered := filepath.Join(work, "tampered.db")
 	raw, _ = os.ReadFile(backup)
 	os.WriteFile(tampered, raw, 0o600)
-	db, err := sql.Open("sqlite", "file:"+tampered)
+	db, err := sql.Open(store.SQLiteDriver, "file:"+tampered)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -137,7 +137,7 @@ func TestCrashRecovery(t *testing.T) {
 	if len(received) == 0 {
 		t.Fatal("no serial was issued at all")
 	}
-	raw, err := sql.Open("sqlite", "file:"+dbPath+"?mode=ro")
+	raw, err := sql.Open(store.SQLiteDriver, "file:"+dbPath+"?mode=ro")
 	if err != nil {
 		t.Fatal(err)
 	}
