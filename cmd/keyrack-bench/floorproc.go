@@ -83,36 +83,13 @@ func floorChild() int {
 	return 0
 }
 
-// floorResult is the floor's window with the token out of process.
+// floorResult is the floor's window with the token out of process: a
+// remoteResult (CPU per serial and per signature, their ratio) whose
+// daemon is the floor's process and which signs once a serial.
 type floorResult struct {
-	r                result
-	floorCPU, tokCPU time.Duration // over the window
-	rows             int           // signing-log rows its store recorded
-	skipped          error
-}
-
-// perSerial is the floor process's CPU per serial.
-func (f floorResult) perSerial() time.Duration {
-	if f.r.ok == 0 {
-		return 0
-	}
-	return f.floorCPU / time.Duration(f.r.ok)
-}
-
-// perSignature is the token processes' CPU per signature (one a serial).
-func (f floorResult) perSignature() time.Duration {
-	if f.r.ok == 0 {
-		return 0
-	}
-	return f.tokCPU / time.Duration(f.r.ok)
-}
-
-// ratio is the floor's CPU per serial over the token's per signature.
-func (f floorResult) ratio() float64 {
-	if f.perSignature() <= 0 {
-		return 0
-	}
-	return float64(f.perSerial()) / float64(f.perSignature())
+	remoteResult
+	rows    int // signing-log rows its store recorded
+	skipped error
 }
 
 // floorWindow runs the floor in a child process on rt's token server and
@@ -170,15 +147,16 @@ func (rt *remoteToken) floorWindow(streams [][]byte, dur time.Duration) (out flo
 	}
 	pid := cmd.Process.Pid
 	f0, t0 := cpuTime(pid), treeCPU(rt.tokenRoot)
-	out.r = replayPool(addr, rt.rc.concurrency, requestPool(reqs[warm:]), time.Now().Add(dur), serialCheck)
-	out.floorCPU, out.tokCPU = cpuTime(pid)-f0, treeCPU(rt.tokenRoot)-t0
-	out.r.name = "intrinsic work only, token out of process"
+	out.e2e = replayPool(addr, rt.rc.concurrency, requestPool(reqs[warm:]), time.Now().Add(dur), serialCheck)
+	out.daemonCPU, out.tokenCPU = cpuTime(pid)-f0, treeCPU(rt.tokenRoot)-t0
+	out.signs = float64(out.e2e.ok)
+	out.e2e.name = "intrinsic work only, token out of process"
 	stdin.Close()
 	if lines.Scan() {
 		fmt.Sscan(lines.Text(), &out.rows)
 	}
-	if out.r.ok == 0 || out.r.other > 0 {
-		return out, fmt.Errorf("the floor's window: %d issued, %d failed", out.r.ok, out.r.other)
+	if out.e2e.ok == 0 || out.e2e.other > 0 {
+		return out, fmt.Errorf("the floor's window: %d issued, %d failed", out.e2e.ok, out.e2e.other)
 	}
 	return out, nil
 }

@@ -67,11 +67,11 @@ func TestFloorWindowRemote(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.r.ok == 0 || f.rows != f.r.ok+50 {
-		t.Errorf("window: %d serials, store has %d rows; want the 50 of the warm-up more", f.r.ok, f.rows)
+	if f.e2e.ok == 0 || f.rows != f.e2e.ok+50 {
+		t.Errorf("window: %d serials, store has %d rows; want the 50 of the warm-up more", f.e2e.ok, f.rows)
 	}
-	if f.floorCPU <= 0 || f.tokCPU <= 0 || f.ratio() <= 0 {
-		t.Errorf("CPU not read: floor %v, token %v", f.floorCPU, f.tokCPU)
+	if f.daemonCPU <= 0 || f.tokenCPU <= 0 || f.ratio() <= 0 {
+		t.Errorf("CPU not read: floor %v, token %v", f.daemonCPU, f.tokenCPU)
 	}
-	t.Logf("%d serials, floor %v and token %v per serial, ratio %.3f", f.r.ok, f.perSerial(), f.perSignature(), f.ratio())
+	t.Logf("%d serials, floor %v and token %v per serial, ratio %.3f", f.e2e.ok, f.perSerial(), f.perSignature(), f.ratio())
 }

@@ -521,13 +521,13 @@ func run() error {
 			float64(remote.perSerial().Microseconds())/1000, float64(remote.perSignature().Microseconds())/1000, appRatio)
 	}
 	floorMS, floorRatio := "na", "na"
-	if f := remote.floor; remoteErr == nil && f.skipped != nil {
+	if f := remote.floor; remoteErr == nil && f != nil && f.skipped != nil {
 		fmt.Printf("intrinsic work only, token out of process: skipped: %v\n", f.skipped)
-	} else if remoteErr == nil {
+	} else if remoteErr == nil && f != nil {
 		floorMS, floorRatio = fmt.Sprintf("%.2f", float64(f.perSerial().Microseconds())/1000), fmt.Sprintf("%.3f", f.ratio())
 		fmt.Printf("intrinsic work only, token out of process (same token server, its own process, %v): %.1f serials/s, p99 %s ms, %d rows;\n"+
 			" CPU: the floor's process %s ms per serial, token process %.2f ms per signature: ratio %s (keyrackd's over it: %.2f)\n",
-			f.r.elapsed.Round(time.Millisecond), f.r.perSecond(), ms(f.r.quantile(.99)), f.rows, floorMS,
+			f.e2e.elapsed.Round(time.Millisecond), f.e2e.perSecond(), ms(f.e2e.quantile(.99)), f.rows, floorMS,
 			float64(f.perSignature().Microseconds())/1000, floorRatio, remote.ratio()/f.ratio())
 	}
 

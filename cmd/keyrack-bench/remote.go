@@ -65,8 +65,9 @@ type remoteResult struct {
 	// spent signing.
 	signTime  time.Duration
 	tokenBusy float64
-	// floor is the intrinsic floor's window (rc.floorStreams).
-	floor floorResult
+	// floor is the intrinsic floor's window (rc.floorStreams), nil if
+	// keyrackd's window failed.
+	floor *floorResult
 }
 
 // perSerial is keyrackd's CPU per issued serial.
@@ -105,10 +106,11 @@ func remotePhase(rc remoteConfig) (remoteResult, error) {
 	if err != nil {
 		return out, err
 	}
+	out.floor = &floorResult{skipped: errors.New("not run")}
 	if len(rc.floorStreams) > 0 {
-		out.floor, out.floor.skipped = rt.floorWindow(rc.floorStreams, rc.dur)
-	} else {
-		out.floor.skipped = errors.New("not run")
+		f, err := rt.floorWindow(rc.floorStreams, rc.dur)
+		f.skipped = err
+		out.floor = &f
 	}
 	if err := rt.d.stop(); err != nil && rc.profile != "" {
 		return out, fmt.Errorf("keyrackd's shutdown (its CPU profile may be incomplete): %w", err)
