@@ -37,32 +37,16 @@ func (m *Module) GenerateECDSA(ctx context.Context, spec KeySpec) (*Key, error) 
 	if spec.Bits != 0 && spec.Bits != 256 {
 		return nil, fmt.Errorf("%w: EC key size %d (P-256 only)", ErrInvalidArgument, spec.Bits)
 	}
-	var k *Key
-	err := m.create(ctx, "generate EC key", spec.Label, &spec.ID, nil, func(sh pkcs11.SessionHandle, gen uint64) error {
-		pubT := withKeyType(publicKeyTemplate(spec.Usage, spec.Label, spec.ID,
+	return m.generatePair(ctx, "generate EC key", &spec, pkcs11.CKM_EC_KEY_PAIR_GEN, func() (pub, priv []*pkcs11.Attribute) {
+		pub = withKeyType(publicKeyTemplate(spec.Usage, spec.Label, spec.ID,
 			pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, oidP256)), pkcs11.CKK_EC)
-		privT := withKeyType(privateKeyTemplate(spec.Usage, spec.Label, spec.ID), pkcs11.CKK_EC)
-		pub, priv, err := m.p.GenerateKeyPair(sh,
-			[]*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_EC_KEY_PAIR_GEN, nil)}, pubT, privT)
-		if err != nil {
-			return err
+		return pub, withKeyType(privateKeyTemplate(spec.Usage, spec.Label, spec.ID), pkcs11.CKK_EC)
+	}, func(ki KeyInfo) error {
+		if ki.EC == nil {
+			return fmt.Errorf("hsm: the token made an EC key whose public half cannot be read (id %x)", spec.ID)
 		}
-		ki, err := m.readInfo(sh, priv)
-		if err == nil && ki.EC == nil {
-			err = fmt.Errorf("hsm: the token made an EC key whose public half cannot be read (id %x)", spec.ID)
-		}
-		if err != nil {
-			_ = m.p.DestroyObject(sh, priv)
-			_ = m.p.DestroyObject(sh, pub)
-			return err
-		}
-		k = &Key{m: m, info: ki, handle: priv, gen: gen}
 		return nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	return k, nil
 }
 
 // withKeyType replaces the CKA_KEY_TYPE of a template (the shared

@@ -338,20 +338,33 @@ func (m *Module) GenerateRSA(ctx context.Context, spec KeySpec) (*Key, error) {
 	if spec.Usage != UsageSign && spec.Usage != UsageUnwrap {
 		return nil, fmt.Errorf("%w: key usage %v", ErrInvalidArgument, spec.Usage)
 	}
-	var k *Key
-	err := m.create(ctx, "generate key", spec.Label, &spec.ID, nil, func(sh pkcs11.SessionHandle, gen uint64) error {
-		pubT := publicKeyTemplate(spec.Usage, spec.Label, spec.ID,
+	return m.generatePair(ctx, "generate key", &spec, pkcs11.CKM_RSA_PKCS_KEY_PAIR_GEN, func() (pub, priv []*pkcs11.Attribute) {
+		pub = publicKeyTemplate(spec.Usage, spec.Label, spec.ID,
 			pkcs11.NewAttribute(pkcs11.CKA_MODULUS_BITS, spec.Bits),
 			pkcs11.NewAttribute(pkcs11.CKA_PUBLIC_EXPONENT, []byte{1, 0, 1}))
-		privT := privateKeyTemplate(spec.Usage, spec.Label, spec.ID)
-		pub, priv, err := m.p.GenerateKeyPair(sh,
-			[]*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS_KEY_PAIR_GEN, nil)}, pubT, privT)
+		return pub, privateKeyTemplate(spec.Usage, spec.Label, spec.ID)
+	}, nil)
+}
+
+// generatePair makes a key pair with mech from the templates that
+// templates builds (called once create has settled spec.ID), under the
+// label and id rules of create, and reads its info back. check, if not
+// nil, refuses an info the caller cannot use. A pair whose info cannot be
+// read or is refused is destroyed: nothing stays behind that no caller
+// knows about.
+func (m *Module) generatePair(ctx context.Context, op string, spec *KeySpec, mech uint, templates func() (pub, priv []*pkcs11.Attribute), check func(KeyInfo) error) (*Key, error) {
+	var k *Key
+	err := m.create(ctx, op, spec.Label, &spec.ID, nil, func(sh pkcs11.SessionHandle, gen uint64) error {
+		pubT, privT := templates()
+		pub, priv, err := m.p.GenerateKeyPair(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}, pubT, privT)
 		if err != nil {
 			return err
 		}
 		ki, err := m.readInfo(sh, priv)
+		if err == nil && check != nil {
+			err = check(ki)
+		}
 		if err != nil {
-			// Leave nothing behind that no caller knows about.
 			_ = m.p.DestroyObject(sh, priv)
 			_ = m.p.DestroyObject(sh, pub)
 			return err
