@@ -143,15 +143,7 @@ func (c *cli) signingLog(ctx context.Context, args []string) error {
 		p.add(len(page.Entries))
 		return page.Next, out.Flush()
 	})
-	p.done()
-	if ferr := out.Flush(); err == nil {
-		err = ferr
-	}
-	if err != nil {
-		return err
-	}
-	c.moreNotice("rows", p.n, next)
-	return nil
+	return c.endListing(p, out, err, "rows", next)
 }
 
 // pages runs get for each page from after on, asking for at most page
@@ -182,6 +174,21 @@ func (c *cli) pages(ctx context.Context, after, limit int64, get func(after int6
 		}
 		after = next
 	}
+}
+
+// endListing finishes a paged listing written to out: ends its progress
+// line, flushes what is buffered, and returns the first error or, with
+// none, says whether more would follow (moreNotice).
+func (c *cli) endListing(p *progress, out *bufio.Writer, err error, what string, next int64) error {
+	p.done()
+	if ferr := out.Flush(); err == nil {
+		err = ferr
+	}
+	if err != nil {
+		return err
+	}
+	c.moreNotice(what, p.n, next)
+	return nil
 }
 
 // moreNotice says on standard error that a listing stopped at its limit
@@ -301,13 +308,5 @@ func (c *cli) auditList(ctx context.Context, args []string) error {
 		p.add(len(page.Events))
 		return page.Next, out.Flush()
 	})
-	p.done()
-	if ferr := out.Flush(); err == nil {
-		err = ferr
-	}
-	if err != nil {
-		return err
-	}
-	c.moreNotice("events", p.n, next)
-	return nil
+	return c.endListing(p, out, err, "events", next)
 }
